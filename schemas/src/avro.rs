@@ -183,15 +183,11 @@ mod tests {
     #[test]
     fn alert_round_trips_with_rabin_header() {
         let codec = SingleObjectCodec::for_kind(DerivedKind::Alert).expect("schema");
-        let labels: HashMap<String, Value> =
-            [("alertname".to_string(), Value::String("HighLatency".into()))]
-                .into_iter()
-                .collect();
+        let labels: HashMap<String, Value> = [("alertname".to_string(), Value::String("HighLatency".into()))]
+            .into_iter()
+            .collect();
         let rec = Value::Record(vec![
-            (
-                "fingerprint".into(),
-                Value::String("0123456789abcdef".into()),
-            ),
+            ("fingerprint".into(), Value::String("0123456789abcdef".into())),
             ("alertname".into(), Value::String("HighLatency".into())),
             ("state".into(), Value::Enum(2, "firing".into())),
             ("labels".into(), Value::Map(labels)),

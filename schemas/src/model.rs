@@ -55,9 +55,7 @@ impl std::str::FromStr for Signal {
             "metrics" => Ok(Signal::Metrics),
             "traces" | "spans" => Ok(Signal::Traces),
             "logs" => Ok(Signal::Logs),
-            other => Err(format!(
-                "unknown signal `{other}`, expected metrics, traces or logs"
-            )),
+            other => Err(format!("unknown signal `{other}`, expected metrics, traces or logs")),
         }
     }
 }
@@ -442,13 +440,8 @@ macro_rules! hex_id {
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                $t::from_hex(&s).ok_or_else(|| {
-                    serde::de::Error::custom(concat!(
-                        "expected ",
-                        stringify!($n),
-                        " hex-encoded bytes"
-                    ))
-                })
+                $t::from_hex(&s)
+                    .ok_or_else(|| serde::de::Error::custom(concat!("expected ", stringify!($n), " hex-encoded bytes")))
             }
         }
     };
@@ -515,8 +508,7 @@ pub struct Span {
 impl Span {
     /// End minus start, zero when the end precedes the start.
     pub fn duration_nanos(&self) -> u64 {
-        self.end_time_unix_nano
-            .saturating_sub(self.start_time_unix_nano)
+        self.end_time_unix_nano.saturating_sub(self.start_time_unix_nano)
     }
 }
 

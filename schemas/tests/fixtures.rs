@@ -4,9 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use dwcp_schemas::model::{
-    LogRecord, MetricPoint, Number, PointValue, Records, Span, StatusCode, Temporality,
-};
+use dwcp_schemas::model::{LogRecord, MetricPoint, Number, PointValue, Records, Span, StatusCode, Temporality};
 use dwcp_schemas::{decode, Encoding, RegionContext, Signal};
 use serde_json::Value;
 
@@ -18,8 +16,7 @@ fn fixtures_dir() -> PathBuf {
 }
 
 fn manifest() -> Value {
-    let text = std::fs::read_to_string(fixtures_dir().join("manifest.json"))
-        .expect("manifest.json readable");
+    let text = std::fs::read_to_string(fixtures_dir().join("manifest.json")).expect("manifest.json readable");
     serde_json::from_str(&text).expect("manifest.json is JSON")
 }
 
@@ -28,14 +25,9 @@ fn load(file: &str, signal: Signal, enc: Encoding) -> Records {
         Encoding::OtlpProto => "pb",
         Encoding::OtlpJson => "json",
     };
-    let bytes =
-        std::fs::read(fixtures_dir().join(format!("{file}.{ext}"))).expect("fixture readable");
-    let d = decode(signal, enc, &bytes, &RegionContext::default())
-        .unwrap_or_else(|e| panic!("{file}.{ext}: {e}"));
-    assert_eq!(
-        d.unknown_region, 0,
-        "{file}: every fixture resource has cloud.region"
-    );
+    let bytes = std::fs::read(fixtures_dir().join(format!("{file}.{ext}"))).expect("fixture readable");
+    let d = decode(signal, enc, &bytes, &RegionContext::default()).unwrap_or_else(|e| panic!("{file}.{ext}: {e}"));
+    assert_eq!(d.unknown_region, 0, "{file}: every fixture resource has cloud.region");
     d.records
 }
 
@@ -66,9 +58,7 @@ fn traces_match_the_manifest() {
     for enc in ENCODINGS {
         let mut all: Vec<Span> = Vec::new();
         for f in m["traces"]["files"].as_array().expect("files") {
-            let Records::Traces(spans) =
-                load(f["file"].as_str().expect("file"), Signal::Traces, enc)
-            else {
+            let Records::Traces(spans) = load(f["file"].as_str().expect("file"), Signal::Traces, enc) else {
                 panic!("traces")
             };
             assert_eq!(spans.len() as u64, f["spans"].as_u64().expect("spans"));
@@ -79,15 +69,8 @@ fn traces_match_the_manifest() {
         }
         for t in m["traces"]["traces"].as_array().expect("traces") {
             let id = t["trace_id"].as_str().expect("trace_id");
-            let spans: Vec<&Span> = all
-                .iter()
-                .filter(|s| s.trace_id.to_string() == id)
-                .collect();
-            assert_eq!(
-                spans.len() as u64,
-                t["spans"].as_u64().expect("spans"),
-                "trace {id}"
-            );
+            let spans: Vec<&Span> = all.iter().filter(|s| s.trace_id.to_string() == id).collect();
+            assert_eq!(spans.len() as u64, t["spans"].as_u64().expect("spans"), "trace {id}");
             let names: BTreeSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
             let want: BTreeSet<&str> = t["span_names"]
                 .as_array()
@@ -107,11 +90,7 @@ fn traces_match_the_manifest() {
             let error = spans.iter().any(|s| s.status_code == StatusCode::Error);
             assert_eq!(error, t["error"].as_bool().expect("error"), "trace {id}");
             if let Some(min_ms) = t["min_duration_ms"].as_u64() {
-                let longest = spans
-                    .iter()
-                    .map(|s| s.duration_nanos())
-                    .max()
-                    .expect("a span");
+                let longest = spans.iter().map(|s| s.duration_nanos()).max().expect("a span");
                 assert!(longest >= min_ms * 1_000_000, "trace {id}: {longest} ns");
             }
             // Exactly one root, and every parent link points at a span of the same trace.
@@ -119,10 +98,7 @@ fn traces_match_the_manifest() {
             assert_eq!(roots, 1, "trace {id}");
             for s in &spans {
                 if let Some(p) = s.parent_span_id {
-                    assert!(
-                        spans.iter().any(|o| o.span_id == p),
-                        "trace {id}: parent {p} missing"
-                    );
+                    assert!(spans.iter().any(|o| o.span_id == p), "trace {id}: parent {p} missing");
                 }
             }
         }
@@ -154,51 +130,27 @@ fn metrics_match_the_manifest() {
                 _ => Temporality::Cumulative,
             };
             for p in &ps {
-                assert_eq!(
-                    &*p.origin.region,
-                    f["region"].as_str().expect("region"),
-                    "{file}"
-                );
+                assert_eq!(&*p.origin.region, f["region"].as_str().expect("region"), "{file}");
                 assert_eq!(p.origin.resource.service_name(), Some("dwcp-gateway"));
             }
 
             let req = points(&ps, "dwcp.requests");
             assert_eq!(req.len(), 1, "{file}");
-            assert_eq!(
-                number(req[0]),
-                f["dwcp.requests"].as_f64().expect("requests")
-            );
+            assert_eq!(number(req[0]), f["dwcp.requests"].as_f64().expect("requests"));
             assert!(matches!(req[0].value,
                 PointValue::Sum { value: Number::Int(_), temporality, monotonic: true } if temporality == want_t));
             assert_eq!(req[0].metric.unit, "{request}");
             assert_eq!(req[0].attributes.get_str("operation"), Some("migration"));
 
             let err = points(&ps, "dwcp.errors");
-            assert_eq!(
-                number(err[0]),
-                f["dwcp.errors"].as_f64().expect("errors"),
-                "{file}"
-            );
+            assert_eq!(number(err[0]), f["dwcp.errors"].as_f64().expect("errors"), "{file}");
 
             let conns = points(&ps, "dwcp.active_connections");
-            assert_eq!(
-                number(conns[0]),
-                f["dwcp.active_connections"].as_f64().expect("conns")
-            );
-            assert!(matches!(
-                conns[0].value,
-                PointValue::Sum {
-                    monotonic: false,
-                    ..
-                }
-            ));
+            assert_eq!(number(conns[0]), f["dwcp.active_connections"].as_f64().expect("conns"));
+            assert!(matches!(conns[0].value, PointValue::Sum { monotonic: false, .. }));
 
             let cpu = points(&ps, "dwcp.cpu.usage");
-            assert_eq!(
-                number(cpu[0]),
-                f["dwcp.cpu.usage"].as_f64().expect("cpu"),
-                "{file}"
-            );
+            assert_eq!(number(cpu[0]), f["dwcp.cpu.usage"].as_f64().expect("cpu"), "{file}");
             assert!(matches!(cpu[0].value, PointValue::Gauge { .. }));
 
             // The explicit-bucket histogram, recomputed from the raw values behind it.
@@ -272,10 +224,7 @@ fn metrics_match_the_manifest() {
                         }
                     }
                     // Bucket index i holds (base^i, base^(i+1)].
-                    let want: Vec<i32> = mig
-                        .iter()
-                        .map(|v| (v.ln() / base.ln()).ceil() as i32 - 1)
-                        .collect();
+                    let want: Vec<i32> = mig.iter().map(|v| (v.ln() / base.ln()).ceil() as i32 - 1).collect();
                     assert_eq!(got, want, "{file}");
                 }
                 other => panic!("{file}: dwcp.migration.duration is {other:?}"),
@@ -293,19 +242,9 @@ fn logs_match_the_manifest() {
             let Records::Logs(rs) = load(file, Signal::Logs, enc) else {
                 panic!("logs")
             };
-            assert_eq!(
-                rs.len() as u64,
-                f["records"].as_u64().expect("records"),
-                "{file}"
-            );
-            let errors = rs
-                .iter()
-                .filter(|r| (17..=20).contains(&r.severity_number))
-                .count();
-            let warnings = rs
-                .iter()
-                .filter(|r| (13..=16).contains(&r.severity_number))
-                .count();
+            assert_eq!(rs.len() as u64, f["records"].as_u64().expect("records"), "{file}");
+            let errors = rs.iter().filter(|r| (17..=20).contains(&r.severity_number)).count();
+            let warnings = rs.iter().filter(|r| (13..=16).contains(&r.severity_number)).count();
             assert_eq!(errors as u64, f["errors"].as_u64().expect("errors"));
             assert_eq!(warnings as u64, f["warnings"].as_u64().expect("warnings"));
             let tid = f["trace_id_of_first_two"].as_str().expect("trace id");

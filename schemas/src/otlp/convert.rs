@@ -13,9 +13,8 @@ use opentelemetry_proto::tonic::trace::v1 as pt;
 
 use super::{DecodeError, RegionContext};
 use crate::model::{
-    AnyValue, Attributes, ExpBuckets, KeyValue, LogRecord, MetricDescriptor, MetricPoint, Number,
-    Origin, PointValue, Resource, Scope, Span, SpanEvent, SpanId, SpanKind, SpanLink, StatusCode,
-    Temporality, TraceId,
+    AnyValue, Attributes, ExpBuckets, KeyValue, LogRecord, MetricDescriptor, MetricPoint, Number, Origin, PointValue,
+    Resource, Scope, Span, SpanEvent, SpanId, SpanKind, SpanLink, StatusCode, Temporality, TraceId,
 };
 
 /// Nesting depth past which an `AnyValue` is refused. prost stops at 100 levels of messages,
@@ -136,11 +135,7 @@ fn number(v: Option<pm::number_data_point::Value>) -> Number {
     }
 }
 
-fn metric_points(
-    m: pm::Metric,
-    origin: &Origin,
-    out: &mut Vec<MetricPoint>,
-) -> Result<(), DecodeError> {
+fn metric_points(m: pm::Metric, origin: &Origin, out: &mut Vec<MetricPoint>) -> Result<(), DecodeError> {
     let desc = Arc::new(MetricDescriptor {
         name: m.name,
         description: m.description,
@@ -169,9 +164,7 @@ fn metric_points(
                     p.start_time_unix_nano,
                     p.time_unix_nano,
                     p.flags,
-                    PointValue::Gauge {
-                        value: number(p.value),
-                    },
+                    PointValue::Gauge { value: number(p.value) },
                 )?);
             }
         }
@@ -194,9 +187,7 @@ fn metric_points(
         pm::metric::Data::Histogram(h) => {
             let t = temporality(h.aggregation_temporality);
             for p in h.data_points {
-                if !p.bucket_counts.is_empty()
-                    && p.bucket_counts.len() != p.explicit_bounds.len() + 1
-                {
+                if !p.bucket_counts.is_empty() && p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
                     return Err(DecodeError::Invalid(format!(
                         "histogram `{}` has {} bucket counts for {} bounds (expected bounds + 1)",
                         desc.name,
@@ -261,11 +252,7 @@ fn metric_points(
                     PointValue::Summary {
                         count: p.count,
                         sum: p.sum,
-                        quantiles: p
-                            .quantile_values
-                            .into_iter()
-                            .map(|q| (q.quantile, q.value))
-                            .collect(),
+                        quantiles: p.quantile_values.into_iter().map(|q| (q.quantile, q.value)).collect(),
                     },
                 )?);
             }
@@ -310,13 +297,11 @@ fn data_point_count(m: &pm::Metric) -> usize {
 }
 
 fn trace_id(b: &[u8], what: &str) -> Result<TraceId, DecodeError> {
-    TraceId::from_slice(b)
-        .ok_or_else(|| DecodeError::Invalid(format!("{what} has {} bytes, expected 16", b.len())))
+    TraceId::from_slice(b).ok_or_else(|| DecodeError::Invalid(format!("{what} has {} bytes, expected 16", b.len())))
 }
 
 fn span_id(b: &[u8], what: &str) -> Result<SpanId, DecodeError> {
-    SpanId::from_slice(b)
-        .ok_or_else(|| DecodeError::Invalid(format!("{what} has {} bytes, expected 8", b.len())))
+    SpanId::from_slice(b).ok_or_else(|| DecodeError::Invalid(format!("{what} has {} bytes, expected 8", b.len())))
 }
 
 fn optional_span_id(b: &[u8], what: &str) -> Result<Option<SpanId>, DecodeError> {
@@ -375,11 +360,7 @@ fn span(s: pt::Span, origin: &Origin) -> Result<Span, DecodeError> {
     })
 }
 
-pub(crate) fn traces(
-    data: pt::TracesData,
-    ctx: &RegionContext,
-    unknown: &mut usize,
-) -> Result<Vec<Span>, DecodeError> {
+pub(crate) fn traces(data: pt::TracesData, ctx: &RegionContext, unknown: &mut usize) -> Result<Vec<Span>, DecodeError> {
     let mut out = Vec::new();
     for rs in data.resource_spans {
         let n = rs.scope_spans.iter().map(|s| s.spans.len()).sum();

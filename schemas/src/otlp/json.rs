@@ -135,16 +135,10 @@ fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     Ok(Option::<F64>::deserialize(d)?.map(|v| v.0))
 }
 fn vec_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
-    Ok(Vec::<Int<u64>>::deserialize(d)?
-        .into_iter()
-        .map(|v| v.0)
-        .collect())
+    Ok(Vec::<Int<u64>>::deserialize(d)?.into_iter().map(|v| v.0).collect())
 }
 fn vec_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
-    Ok(Vec::<F64>::deserialize(d)?
-        .into_iter()
-        .map(|v| v.0)
-        .collect())
+    Ok(Vec::<F64>::deserialize(d)?.into_iter().map(|v| v.0).collect())
 }
 fn hex_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
@@ -222,9 +216,7 @@ impl From<AnyValue> for pc::AnyValue {
                 values: a.values.into_iter().map(Into::into).collect(),
             }))
         } else if let Some(l) = v.kvlist_value {
-            Some(Value::KvlistValue(pc::KeyValueList {
-                values: kvs(l.values),
-            }))
+            Some(Value::KvlistValue(pc::KeyValueList { values: kvs(l.values) }))
         } else {
             v.bytes_value.map(Value::BytesValue)
         };
@@ -381,10 +373,7 @@ impl From<NumberPoint> for pm::NumberDataPoint {
             attributes: kvs(p.attributes),
             start_time_unix_nano: p.start_time_unix_nano,
             time_unix_nano: p.time_unix_nano,
-            value: p
-                .as_int
-                .map(Value::AsInt)
-                .or(p.as_double.map(Value::AsDouble)),
+            value: p.as_int.map(Value::AsInt).or(p.as_double.map(Value::AsDouble)),
             flags: p.flags,
             exemplars: Vec::new(),
         }

@@ -50,9 +50,7 @@ impl std::str::FromStr for Encoding {
         match s {
             "otlp_proto" | "proto" => Ok(Encoding::OtlpProto),
             "otlp_json" | "json" => Ok(Encoding::OtlpJson),
-            other => Err(format!(
-                "unknown encoding `{other}`, expected otlp_proto or otlp_json"
-            )),
+            other => Err(format!("unknown encoding `{other}`, expected otlp_proto or otlp_json")),
         }
     }
 }
@@ -125,40 +123,29 @@ pub struct Decoded {
 /// # Errors
 /// [`DecodeError`] when the bytes are empty, not valid for the encoding, or violate OTLP.
 /// It never panics, whatever the input.
-pub fn decode(
-    signal: Signal,
-    encoding: Encoding,
-    bytes: &[u8],
-    ctx: &RegionContext,
-) -> Result<Decoded, DecodeError> {
+pub fn decode(signal: Signal, encoding: Encoding, bytes: &[u8], ctx: &RegionContext) -> Result<Decoded, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
     let mut unknown_region = 0;
     let records = match (signal, encoding) {
-        (Signal::Metrics, Encoding::OtlpProto) => Records::Metrics(convert::metrics(
-            MetricsData::decode(bytes)?,
-            ctx,
-            &mut unknown_region,
-        )?),
+        (Signal::Metrics, Encoding::OtlpProto) => {
+            Records::Metrics(convert::metrics(MetricsData::decode(bytes)?, ctx, &mut unknown_region)?)
+        }
         (Signal::Metrics, Encoding::OtlpJson) => {
             let data: json::MetricsData = serde_json::from_slice(bytes)?;
             Records::Metrics(convert::metrics(data.into(), ctx, &mut unknown_region)?)
         }
-        (Signal::Traces, Encoding::OtlpProto) => Records::Traces(convert::traces(
-            TracesData::decode(bytes)?,
-            ctx,
-            &mut unknown_region,
-        )?),
+        (Signal::Traces, Encoding::OtlpProto) => {
+            Records::Traces(convert::traces(TracesData::decode(bytes)?, ctx, &mut unknown_region)?)
+        }
         (Signal::Traces, Encoding::OtlpJson) => {
             let data: json::TracesData = serde_json::from_slice(bytes)?;
             Records::Traces(convert::traces(data.into(), ctx, &mut unknown_region)?)
         }
-        (Signal::Logs, Encoding::OtlpProto) => Records::Logs(convert::logs(
-            LogsData::decode(bytes)?,
-            ctx,
-            &mut unknown_region,
-        )?),
+        (Signal::Logs, Encoding::OtlpProto) => {
+            Records::Logs(convert::logs(LogsData::decode(bytes)?, ctx, &mut unknown_region)?)
+        }
         (Signal::Logs, Encoding::OtlpJson) => {
             let data: json::LogsData = serde_json::from_slice(bytes)?;
             Records::Logs(convert::logs(data.into(), ctx, &mut unknown_region)?)

@@ -63,8 +63,7 @@ fn empty_message_is_an_error() {
 fn truncated_protobuf_is_an_error() {
     let bytes = gauge_message(vec![kv("cloud.region", "r1")], &[1.0, 2.0], 5);
     for cut in [1, bytes.len() / 2, bytes.len() - 1] {
-        let err = decode(Signal::Metrics, Encoding::OtlpProto, &bytes[..cut], &ctx())
-            .expect_err("truncated");
+        let err = decode(Signal::Metrics, Encoding::OtlpProto, &bytes[..cut], &ctx()).expect_err("truncated");
         assert_eq!(err.kind(), "protobuf", "cut at {cut}: {err}");
     }
 }
@@ -93,10 +92,7 @@ fn random_bytes_never_panic() {
 #[test]
 fn invalid_utf8_in_a_string_field_is_an_error() {
     let mut bytes = gauge_message(vec![kv("cloud.region", "zzzz")], &[1.0], 5);
-    let pos = bytes
-        .windows(4)
-        .position(|w| w == b"zzzz")
-        .expect("marker present");
+    let pos = bytes.windows(4).position(|w| w == b"zzzz").expect("marker present");
     bytes[pos] = 0xff;
     let err = decode(Signal::Metrics, Encoding::OtlpProto, &bytes, &ctx()).expect_err("bad utf-8");
     assert!(err.to_string().contains("UTF-8"), "{err}");
@@ -136,18 +132,9 @@ fn nan_and_infinities_are_kept() {
         panic!("metrics")
     };
     assert_eq!(points.len(), 4);
-    assert!(
-        matches!(points[0].value, PointValue::Gauge { value: Number::Double(v) } if v.is_nan())
-    );
-    assert!(
-        matches!(points[2].value, PointValue::Gauge { value: Number::Double(v) } if v == f64::NEG_INFINITY)
-    );
-    assert!(matches!(
-        points[3].value,
-        PointValue::Gauge {
-            value: Number::Int(-7)
-        }
-    ));
+    assert!(matches!(points[0].value, PointValue::Gauge { value: Number::Double(v) } if v.is_nan()));
+    assert!(matches!(points[2].value, PointValue::Gauge { value: Number::Double(v) } if v == f64::NEG_INFINITY));
+    assert!(matches!(points[3].value, PointValue::Gauge { value: Number::Int(-7) }));
 }
 
 #[test]
@@ -177,10 +164,7 @@ fn ten_thousand_resource_attributes() {
     assert_eq!(&*p[0].origin.region, "eu-west-1");
     assert_eq!(p[0].origin.resource.attributes.len(), 10_001);
     // Shared, not copied, between the points of one resource.
-    assert!(std::sync::Arc::ptr_eq(
-        &p[0].origin.resource,
-        &p[1].origin.resource
-    ));
+    assert!(std::sync::Arc::ptr_eq(&p[0].origin.resource, &p[1].origin.resource));
 }
 
 #[test]
@@ -227,15 +211,13 @@ fn span_with_a_short_trace_id_is_invalid() {
     }
     .encode_to_vec();
     let err = decode(Signal::Traces, Encoding::OtlpProto, &bytes, &ctx()).expect_err("invalid id");
-    assert_eq!(
-        err.to_string(),
-        "invalid OTLP: span trace_id has 15 bytes, expected 16"
-    );
+    assert_eq!(err.to_string(), "invalid OTLP: span trace_id has 15 bytes, expected 16");
 }
 
 #[test]
 fn json_snake_case_names_and_numeric_strings_are_accepted() {
-    let json = br#"{"resource_spans":[{"resource":{"attributes":[{"key":"cloud.region","value":{"stringValue":"ap-1"}}]},
+    let json =
+        br#"{"resource_spans":[{"resource":{"attributes":[{"key":"cloud.region","value":{"stringValue":"ap-1"}}]},
       "scope_spans":[{"spans":[{"trace_id":"0102030405060708090a0b0c0d0e0f10","span_id":"0102030405060708",
       "parent_span_id":"","name":"op","kind":2,"start_time_unix_nano":100,"end_time_unix_nano":"250",
       "status":{"code":2,"message":"boom"},"unknownField":{"ignored":true},
@@ -254,10 +236,7 @@ fn json_snake_case_names_and_numeric_strings_are_accepted() {
     assert_eq!(s.attributes.get("n"), Some(&AnyValue::Int(42)));
     assert_eq!(
         s.attributes.get("l"),
-        Some(&AnyValue::Array(vec![
-            AnyValue::Bool(true),
-            AnyValue::Double(1.5)
-        ]))
+        Some(&AnyValue::Array(vec![AnyValue::Bool(true), AnyValue::Double(1.5)]))
     );
     assert_eq!(&*s.origin.region, "ap-1");
 }
@@ -268,7 +247,6 @@ fn deeply_nested_json_values_are_refused_not_overflowed() {
     for _ in 0..120 {
         v = format!(r#"{{"arrayValue":{{"values":[{v}]}}}}"#);
     }
-    let json =
-        format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{v}}}]}}]}}]}}"#);
+    let json = format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{v}}}]}}]}}]}}"#);
     assert!(decode(Signal::Logs, Encoding::OtlpJson, json.as_bytes(), &ctx()).is_err());
 }

@@ -1,0 +1,163 @@
+//! Event-time watermarks per input partition.
+//!
+//! Each partition's watermark is the largest event time it has shown minus the allowed
+//! lateness; the operator watermark is the minimum over partitions that are not idle. A
+//! partition that has shown nothing for `idle_timeout` of processing time stops holding the
+//! watermark back (the processing-time fallback for idle inputs).
+//!
+//! Timestamps far in the future (beyond `max_future_skew` of the processing time the caller
+//! passes in) and zero timestamps do not move the watermark: one record stamped in the year 2300
+//! must not close every window at once. They are counted in [`WatermarkTracker::ignored`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::EventTime;
+
+/// Configuration of a [`WatermarkTracker`], in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatermarkConfig {
+    /// How far behind the largest event time the watermark stays.
+    pub allowed_lateness: u64,
+    /// Processing time after which a silent partition no longer holds the watermark back.
+    pub idle_timeout: u64,
+    /// Event times further than this ahead of processing time are ignored for the watermark.
+    pub max_future_skew: u64,
+}
+
+impl Default for WatermarkConfig {
+    fn default() -> Self {
+        WatermarkConfig {
+            allowed_lateness: 2_000_000_000,
+            idle_timeout: 30_000_000_000,
+            max_future_skew: 3_600_000_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PartitionMark {
+    max_event_time: EventTime,
+    last_seen_processing: EventTime,
+}
+
+/// Tracks watermarks per partition, keyed by any ordered key (topic and partition, say).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatermarkTracker<K: Ord> {
+    config: WatermarkConfig,
+    partitions: BTreeMap<K, PartitionMark>,
+    current: EventTime,
+    ignored: u64,
+}
+
+impl<K: Ord + Clone> WatermarkTracker<K> {
+    /// A tracker with no partitions; its watermark is 0.
+    pub fn new(config: WatermarkConfig) -> Self {
+        WatermarkTracker {
+            config,
+            partitions: BTreeMap::new(),
+            current: 0,
+            ignored: 0,
+        }
+    }
+
+    /// Records an event time seen on `partition` at processing time `now`.
+    pub fn observe(&mut self, partition: &K, event_time: EventTime, now: EventTime) {
+        let valid = event_time != 0 && event_time <= now.saturating_add(self.config.max_future_skew);
+        if !valid {
+            self.ignored += 1;
+        }
+        let mark = self.partitions.entry(partition.clone()).or_insert(PartitionMark {
+            max_event_time: 0,
+            last_seen_processing: now,
+        });
+        mark.last_seen_processing = now;
+        if valid && event_time > mark.max_event_time {
+            mark.max_event_time = event_time;
+        }
+    }
+
+    /// Forgets a partition (revoked from this worker).
+    pub fn remove(&mut self, partition: &K) {
+        self.partitions.remove(partition);
+    }
+
+    /// The watermark at processing time `now`; never decreases.
+    pub fn watermark(&mut self, now: EventTime) -> EventTime {
+        let active = self
+            .partitions
+            .values()
+            .filter(|m| m.max_event_time > 0)
+            .filter(|m| now.saturating_sub(m.last_seen_processing) < self.config.idle_timeout)
+            .map(|m| m.max_event_time)
+            .min();
+        let candidate = match active {
+            Some(min) => min.saturating_sub(self.config.allowed_lateness),
+            // All idle: advance to the largest event time any partition showed.
+            None => self
+                .partitions
+                .values()
+                .map(|m| m.max_event_time)
+                .max()
+                .unwrap_or(0)
+                .saturating_sub(self.config.allowed_lateness),
+        };
+        self.current = self.current.max(candidate);
+        self.current
+    }
+
+    /// Event times that were ignored (zero or too far in the future).
+    pub fn ignored(&self) -> u64 {
+        self.ignored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn tracker() -> WatermarkTracker<u32> {
+        WatermarkTracker::new(WatermarkConfig {
+            allowed_lateness: 2 * S,
+            idle_timeout: 10 * S,
+            max_future_skew: 60 * S,
+        })
+    }
+
+    #[test]
+    fn minimum_over_partitions_minus_lateness() {
+        let mut t = tracker();
+        t.observe(&0, 100 * S, 100 * S);
+        t.observe(&1, 90 * S, 100 * S);
+        assert_eq!(t.watermark(100 * S), 88 * S);
+        t.observe(&1, 120 * S, 101 * S);
+        assert_eq!(t.watermark(101 * S), 98 * S);
+    }
+
+    #[test]
+    fn idle_partition_stops_holding_back_and_watermark_never_decreases() {
+        let mut t = tracker();
+        t.observe(&0, 100 * S, 100 * S);
+        t.observe(&1, 50 * S, 100 * S);
+        assert_eq!(t.watermark(100 * S), 48 * S);
+        t.observe(&0, 130 * S, 115 * S);
+        // Partition 1 silent for 15 s > idle timeout.
+        assert_eq!(t.watermark(115 * S), 128 * S);
+        // It speaks again with an old time: the watermark holds, it does not go back.
+        t.observe(&1, 60 * S, 116 * S);
+        assert_eq!(t.watermark(116 * S), 128 * S);
+    }
+
+    #[test]
+    fn far_future_and_zero_timestamps_are_ignored() {
+        let mut t = tracker();
+        t.observe(&0, 100 * S, 100 * S);
+        t.observe(&0, 10_413_792_000 * S, 100 * S); // the year 2300
+        t.observe(&0, 0, 100 * S);
+        assert_eq!(t.watermark(100 * S), 98 * S);
+        assert_eq!(t.ignored(), 2);
+    }
+}
