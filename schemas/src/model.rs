@@ -190,13 +190,47 @@ pub enum Temporality {
 }
 
 /// A number as OTLP carries it: integer or double.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+///
+/// In JSON, NaN and the infinities are written as the strings `NaN`, `+Inf` and `-Inf` (as
+/// Prometheus writes them), since JSON numbers cannot hold them.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Number {
     /// `as_int`.
     Int(i64),
     /// `as_double`.
     Double(f64),
+}
+
+impl Serialize for Number {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Number::Int(i) => s.serialize_i64(i),
+            Number::Double(d) if d.is_finite() => s.serialize_f64(d),
+            Number::Double(d) if d.is_nan() => s.serialize_str("NaN"),
+            Number::Double(d) if d > 0.0 => s.serialize_str("+Inf"),
+            Number::Double(_) => s.serialize_str("-Inf"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw<'a> {
+            Int(i64),
+            Double(f64),
+            Str(&'a str),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(i) => Ok(Number::Int(i)),
+            Raw::Double(f) => Ok(Number::Double(f)),
+            Raw::Str("NaN") => Ok(Number::Double(f64::NAN)),
+            Raw::Str("+Inf" | "Inf") => Ok(Number::Double(f64::INFINITY)),
+            Raw::Str("-Inf") => Ok(Number::Double(f64::NEG_INFINITY)),
+            Raw::Str(other) => Err(serde::de::Error::custom(format!("`{other}` is not a number"))),
+        }
+    }
 }
 
 impl Number {
