@@ -1,0 +1,538 @@
+//! The worker's configuration: parse, validate, build.
+//!
+//! YAML, every section optional; unknown keys are errors. Environment variables override
+//! single fields: `DWCP__SOURCE__BROKERS=host:9092` sets `source.brokers` (path segments joined
+//! by a double underscore, case-insensitive; the value is read as YAML, so `DWCP__HTTP__LISTEN`
+//! takes a string and `DWCP__SOURCE__COMMIT_INTERVAL_MS=500` a number).
+//!
+//! Errors name the file, the field path, the line and column, and what was expected, on one line:
+//! `pipeline.yaml: source.topics[0].encoding at line 6 column 15: unknown variant ...`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dwcp_schemas::{Encoding, Signal};
+use dwcp_sinks::file::FileSinkConfig;
+use serde::{Deserialize, Serialize};
+
+/// Errors of loading a configuration: each names the file and, where it applies, the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not valid YAML, or a field of the wrong type or name.
+    #[error("{file}: {path}{location}: {message}")]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The field path, `source.topics[0].encoding`; empty at the top.
+        path: String,
+        /// ` at line L column C`, when known.
+        location: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// Parsed but inconsistent.
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// The field.
+        field: String,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where OTLP comes from.
+    pub source: SourceConfig,
+    /// Where undecodable messages go.
+    pub dead_letter: DeadLetterConfig,
+    /// The HTTP port (`/metrics`, `/healthz`, `/readyz`).
+    pub http: HttpConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Operator settings.
+    pub operators: OperatorsConfig,
+    /// Destinations.
+    pub sinks: SinksConfig,
+}
+
+/// The Kafka source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Consumer group id; workers with the same id share the partitions.
+    pub group_id: String,
+    /// Topics to read, each with its signal and encoding.
+    pub topics: Vec<TopicConfig>,
+    /// The Kafka header that carries a region when neither the resource nor the topic has one.
+    pub region_header: String,
+    /// How often acknowledged offsets are committed, in milliseconds.
+    pub commit_interval_ms: u64,
+    /// Messages in flight between the source and the operators; when full, consumption pauses.
+    pub queue_capacity: usize,
+    /// Where to start in a partition with no committed offset: `earliest` or `latest`.
+    pub auto_offset_reset: String,
+    /// Extra librdkafka consumer properties (`security.protocol`, `sasl.*`, `fetch.max.bytes`, ...).
+    pub consumer_options: BTreeMap<String, String>,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "dwcp-monitor".into(),
+            topics: vec![
+                TopicConfig::named("otlp_metrics", Signal::Metrics),
+                TopicConfig::named("otlp_spans", Signal::Traces),
+                TopicConfig::named("otlp_logs", Signal::Logs),
+            ],
+            region_header: "cloud.region".into(),
+            commit_interval_ms: 1000,
+            queue_capacity: 1024,
+            auto_offset_reset: "earliest".into(),
+            consumer_options: BTreeMap::new(),
+        }
+    }
+}
+
+/// One topic (or, when the name starts with `^`, every topic matching the regex).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Topic name, or a regex starting with `^` as the Collector's kafka receiver allows.
+    pub name: String,
+    /// Which signal the messages hold.
+    pub signal: Signal,
+    /// `otlp_proto` (default) or `otlp_json`.
+    #[serde(default = "default_encoding")]
+    pub encoding: Encoding,
+    /// The region of records whose resource has no `cloud.region`.
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+fn default_encoding() -> Encoding {
+    Encoding::OtlpProto
+}
+
+impl TopicConfig {
+    fn named(name: &str, signal: Signal) -> Self {
+        TopicConfig {
+            name: name.into(),
+            signal,
+            encoding: Encoding::OtlpProto,
+            region: None,
+        }
+    }
+
+    /// Whether `name` is a regex subscription.
+    pub fn is_pattern(&self) -> bool {
+        self.name.starts_with('^')
+    }
+}
+
+/// The dead-letter topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterConfig {
+    /// Send undecodable messages there (else they are only counted and logged).
+    pub enabled: bool,
+    /// The topic.
+    pub topic: String,
+    /// Largest message the dead-letter producer sends, bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            enabled: true,
+            topic: "dwcp.dlq".into(),
+            max_message_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8686".into(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `dwcp_pipeline=debug,info`, ... (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Operator settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorsConfig {
+    /// Allowed lateness of event time behind the newest record, ms.
+    pub allowed_lateness_ms: u64,
+    /// A partition silent this long no longer holds the watermark back, ms.
+    pub idle_timeout_ms: u64,
+    /// Event times further ahead of the wall clock than this do not move the watermark, ms.
+    pub max_future_skew_ms: u64,
+    /// Region activity windows, ms.
+    pub activity_window_ms: u64,
+    /// A region silent this long is reported dark, ms.
+    pub dark_after_ms: u64,
+}
+
+impl Default for OperatorsConfig {
+    fn default() -> Self {
+        OperatorsConfig {
+            allowed_lateness_ms: 2_000,
+            idle_timeout_ms: 30_000,
+            max_future_skew_ms: 3_600_000,
+            activity_window_ms: 5_000,
+            dark_after_ms: 15_000,
+        }
+    }
+}
+
+/// Destinations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// JSON lines of every decoded record.
+    pub file: Option<FileSinkConfig>,
+}
+
+/// A topic after validation: its regex compiled and region shared.
+#[derive(Debug, Clone)]
+pub struct ResolvedTopic {
+    /// The configured entry.
+    pub config: TopicConfig,
+    /// The compiled pattern, for `^` names.
+    pub pattern: Option<regex::Regex>,
+    /// The configured region, shared.
+    pub region: Option<Arc<str>>,
+}
+
+impl ResolvedTopic {
+    /// Whether this entry covers `topic`.
+    pub fn matches(&self, topic: &str) -> bool {
+        match &self.pattern {
+            Some(re) => re.is_match(topic),
+            None => self.config.name == topic,
+        }
+    }
+}
+
+/// A configuration that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidatedConfig {
+    /// The configuration.
+    pub config: Config,
+    /// Topics with compiled patterns, in config order (the first match wins).
+    pub topics: Vec<ResolvedTopic>,
+    /// Where it came from, for messages.
+    pub file: PathBuf,
+}
+
+impl ValidatedConfig {
+    /// The entry for a topic the consumer got a message from.
+    pub fn topic(&self, name: &str) -> Option<&ResolvedTopic> {
+        self.topics.iter().find(|t| t.matches(name))
+    }
+}
+
+/// Reads, parses, applies environment overrides and validates `file`.
+///
+/// # Errors
+/// A [`ConfigError`] naming the file and field.
+pub fn load(file: &Path) -> Result<ValidatedConfig, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.into(),
+        source,
+    })?;
+    let overrides: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("DWCP__")).collect();
+    parse(&text, file, &overrides)
+}
+
+/// Parses and validates configuration text; `overrides` are `(DWCP__A__B, value)` pairs.
+///
+/// # Errors
+/// A [`ConfigError`] naming the file and field.
+pub fn parse(text: &str, file: &Path, overrides: &[(String, String)]) -> Result<ValidatedConfig, ConfigError> {
+    let parse_err = |path: String, location: String, message: String| ConfigError::Parse {
+        file: file.into(),
+        path,
+        location,
+        message,
+    };
+    // First the file alone, so errors carry its line numbers.
+    let config: Config = if text.trim().is_empty() {
+        Config::default()
+    } else {
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let location = inner
+                .location()
+                .map(|l| format!(" at line {} column {}", l.line(), l.column()))
+                .unwrap_or_default();
+            // serde_yaml appends its own " at line X column Y"; keep the message clean.
+            let mut message = inner.to_string();
+            if let Some(i) = message.find(" at line ") {
+                message.truncate(i);
+            }
+            parse_err(if path == "." { String::new() } else { path }, location, message)
+        })?
+    };
+    let config = if overrides.is_empty() {
+        config
+    } else {
+        let mut value =
+            serde_yaml::to_value(&config).map_err(|e| parse_err(String::new(), String::new(), e.to_string()))?;
+        for (key, raw) in overrides {
+            let segments: Vec<String> = key
+                .trim_start_matches("DWCP__")
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect();
+            let parsed: serde_yaml::Value = serde_yaml::from_str(raw).unwrap_or(serde_yaml::Value::String(raw.clone()));
+            set_path(&mut value, &segments, parsed);
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let names: Vec<&str> = overrides.iter().map(|(k, _)| k.as_str()).collect();
+            parse_err(
+                path,
+                format!(" (from environment {})", names.join(", ")),
+                e.into_inner().to_string(),
+            )
+        })?
+    };
+    validate(config, file)
+}
+
+fn set_path(value: &mut serde_yaml::Value, path: &[String], new: serde_yaml::Value) {
+    let Some((first, rest)) = path.split_first() else {
+        *value = new;
+        return;
+    };
+    if !value.is_mapping() {
+        *value = serde_yaml::Value::Mapping(serde_yaml::Mapping::new());
+    }
+    if let serde_yaml::Value::Mapping(m) = value {
+        let key = serde_yaml::Value::String(first.clone());
+        let slot = m.entry(key).or_insert(serde_yaml::Value::Null);
+        set_path(slot, rest, new);
+    }
+}
+
+fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError> {
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        file: file.into(),
+        field: field.into(),
+        message,
+    };
+    if config.source.brokers.trim().is_empty() {
+        return Err(invalid("source.brokers", "must name at least one host:port".into()));
+    }
+    if config.source.group_id.trim().is_empty() {
+        return Err(invalid("source.group_id", "must not be empty".into()));
+    }
+    if config.source.topics.is_empty() {
+        return Err(invalid("source.topics", "must list at least one topic".into()));
+    }
+    if !matches!(config.source.auto_offset_reset.as_str(), "earliest" | "latest") {
+        return Err(invalid(
+            "source.auto_offset_reset",
+            format!("`{}`: expected earliest or latest", config.source.auto_offset_reset),
+        ));
+    }
+    if config.source.queue_capacity == 0 {
+        return Err(invalid("source.queue_capacity", "must be at least 1".into()));
+    }
+    if config.source.commit_interval_ms == 0 {
+        return Err(invalid("source.commit_interval_ms", "must be at least 1".into()));
+    }
+    let mut topics = Vec::new();
+    for (i, t) in config.source.topics.iter().enumerate() {
+        let field = format!("source.topics[{i}].name");
+        if t.name.is_empty() {
+            return Err(invalid(&field, "must not be empty".into()));
+        }
+        if config.dead_letter.enabled && t.name == config.dead_letter.topic {
+            return Err(invalid(
+                &field,
+                "is the dead-letter topic; reading it would loop".into(),
+            ));
+        }
+        let pattern = if t.is_pattern() {
+            Some(regex::Regex::new(&t.name).map_err(|e| invalid(&field, format!("invalid regex: {e}")))?)
+        } else {
+            None
+        };
+        topics.push(ResolvedTopic {
+            config: t.clone(),
+            pattern,
+            region: t.region.as_deref().map(Arc::from),
+        });
+    }
+    if config.operators.activity_window_ms == 0 {
+        return Err(invalid("operators.activity_window_ms", "must be at least 1".into()));
+    }
+    if config.http.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(invalid(
+            "http.listen",
+            format!("`{}` is not an ip:port address", config.http.listen),
+        ));
+    }
+    Ok(ValidatedConfig {
+        config,
+        topics,
+        file: file.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<ValidatedConfig, ConfigError> {
+        parse(text, Path::new("pipeline.yaml"), &[])
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = p("").expect("valid");
+        let names: Vec<&str> = c.topics.iter().map(|t| t.config.name.as_str()).collect();
+        assert_eq!(names, ["otlp_metrics", "otlp_spans", "otlp_logs"]);
+        assert_eq!(c.config.dead_letter.topic, "dwcp.dlq");
+    }
+
+    #[test]
+    fn wrong_type_names_file_field_and_line() {
+        let err = p("source:\n  brokers: a:9092\n  commit_interval_ms: soon\n").expect_err("wrong type");
+        let msg = err.to_string();
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        assert!(
+            msg.starts_with(
+                "pipeline.yaml: source.commit_interval_ms at line 3 column 23: invalid type: string \"soon\""
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_it() {
+        let err = p("source:\n  brokerz: a:9092\n").expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("pipeline.yaml: source at line 2 column 3: unknown field `brokerz`, expected one of"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_enum_in_a_list_names_the_index() {
+        let err = p("source:\n  topics:\n    - name: t\n      signal: metrics\n      encoding: otlp_xml\n")
+            .expect_err("bad enum");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("pipeline.yaml: source.topics[0].encoding at line 5 column 17: unknown variant `otlp_xml`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_file_names_it() {
+        let err = load(Path::new("/nonexistent/dwcp.yaml")).expect_err("missing");
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/dwcp.yaml: cannot read: No such file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn regex_topics_match_and_bad_regex_is_reported() {
+        let c = p(
+            "source:\n  topics:\n    - {name: '^otlp_metrics_.*', signal: metrics, encoding: otlp_json, region: eu}\n",
+        )
+        .expect("valid");
+        let t = c.topic("otlp_metrics_eu").expect("matches");
+        assert_eq!(t.config.encoding, Encoding::OtlpJson);
+        assert_eq!(t.region.as_deref(), Some("eu"));
+        assert!(c.topic("otlp_spans").is_none());
+        let err = p("source:\n  topics:\n    - {name: '^(', signal: metrics}\n").expect_err("bad regex");
+        assert!(
+            err.to_string()
+                .starts_with("pipeline.yaml: source.topics[0].name: invalid regex"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_fields() {
+        let o = vec![
+            ("DWCP__SOURCE__BROKERS".to_string(), "k1:9092,k2:9092".to_string()),
+            ("DWCP__SOURCE__COMMIT_INTERVAL_MS".to_string(), "250".to_string()),
+        ];
+        let c = parse("source:\n  brokers: a:9092\n", Path::new("x.yaml"), &o).expect("valid");
+        assert_eq!(c.config.source.brokers, "k1:9092,k2:9092");
+        assert_eq!(c.config.source.commit_interval_ms, 250);
+        let bad = vec![("DWCP__SOURCE__QUEUE_CAPACITY".to_string(), "many".to_string())];
+        let err = parse("", Path::new("x.yaml"), &bad).expect_err("bad override");
+        assert!(
+            err.to_string()
+                .contains("source.queue_capacity (from environment DWCP__SOURCE__QUEUE_CAPACITY)"),
+            "{err}"
+        );
+    }
+}

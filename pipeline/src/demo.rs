@@ -1,0 +1,459 @@
+//! `dwcp-monitor demo`: the whole pipeline on an embedded Kafka, with no external service.
+//!
+//! librdkafka's in-process mock cluster stands in for Kafka. Simulated agents in three regions
+//! publish OTLP protobuf to the Collector's default topics, as its kafka exporter would: metrics
+//! (a request counter and a latency histogram), spans (some traces cross regions, keyed by
+//! trace id) and logs. A script of incidents repeats every 60 s:
+//!
+//! | seconds | incident |
+//! | --- | --- |
+//! | 15–25 | latency spike in us-east-1 (spans 10× slower) |
+//! | 30–40 | error burst in eu-west-1 (a third of the spans fail, ERROR logs) |
+//! | 45–60 | us-west-1 goes dark (publishes nothing) |
+//!
+//! One corrupted message is published at start to show the dead-letter path. The worker runs the
+//! real topology; the terminal summary shows what its operators report as windows close.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::common::v1 as pc;
+use opentelemetry_proto::tonic::logs::v1 as pl;
+use opentelemetry_proto::tonic::metrics::v1 as pm;
+use opentelemetry_proto::tonic::resource::v1 as pr;
+use opentelemetry_proto::tonic::trace::v1 as pt;
+use prost::Message as _;
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::watch;
+
+use crate::config::{self, ValidatedConfig};
+use crate::topology::{self, now_nanos};
+
+/// The regions the demo simulates.
+pub const REGIONS: [&str; 3] = ["us-west-1", "us-east-1", "eu-west-1"];
+
+/// Options of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// HTTP listen address.
+    pub listen: String,
+    /// Plain lines instead of redrawing the terminal.
+    pub plain: bool,
+}
+
+fn kv(k: &str, v: &str) -> pc::KeyValue {
+    pc::KeyValue {
+        key: k.into(),
+        value: Some(pc::AnyValue {
+            value: Some(pc::any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn resource(region: &str, service: &str) -> pr::Resource {
+    pr::Resource {
+        attributes: vec![
+            kv("service.name", service),
+            kv("service.namespace", "dwcp"),
+            kv("service.instance.id", &format!("{service}-{region}-0")),
+            kv("cloud.region", region),
+        ],
+        ..Default::default()
+    }
+}
+
+/// Which incident is active `t` seconds into the 60-second script.
+fn incident(t: u64) -> Option<(&'static str, &'static str)> {
+    match t % 60 {
+        15..=24 => Some(("us-east-1", "latency spike")),
+        30..=39 => Some(("eu-west-1", "error burst")),
+        45..=59 => Some(("us-west-1", "region dark")),
+        _ => None,
+    }
+}
+
+struct Agent {
+    region: &'static str,
+    requests: u64,
+    bucket_counts: Vec<u64>,
+    latency_sum: f64,
+    start: u64,
+}
+
+const BOUNDS: [f64; 8] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+
+impl Agent {
+    fn tick(
+        &mut self,
+        rng: &mut rand::rngs::StdRng,
+        t: u64,
+        now: u64,
+    ) -> Vec<(&'static str, Option<Vec<u8>>, Vec<u8>)> {
+        let inc = incident(t);
+        if inc == Some((self.region, "region dark")) {
+            return Vec::new();
+        }
+        let slow = inc == Some((self.region, "latency spike"));
+        let failing = inc == Some((self.region, "error burst"));
+        let mut out = Vec::new();
+        let mut spans = Vec::new();
+        let mut logs = Vec::new();
+        for _ in 0..20 {
+            let mut ms: f64 = rng.random_range(5.0..40.0);
+            if slow {
+                ms *= 10.0;
+            }
+            let error = failing && rng.random_bool(0.33);
+            self.requests += 1;
+            self.latency_sum += ms;
+            let i = BOUNDS.iter().position(|b| ms <= *b).unwrap_or(BOUNDS.len());
+            self.bucket_counts[i] += 1;
+            let mut trace_id = [0u8; 16];
+            rng.fill(&mut trace_id);
+            let span_id: [u8; 8] = rng.random();
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let dur = (ms * 1_000_000.0) as u64;
+            spans.push(pt::Span {
+                trace_id: trace_id.to_vec(),
+                span_id: span_id.to_vec(),
+                name: "replicate".into(),
+                kind: 2,
+                start_time_unix_nano: now - dur,
+                end_time_unix_nano: now,
+                status: Some(pt::Status {
+                    code: if error { 2 } else { 0 },
+                    message: String::new(),
+                }),
+                ..Default::default()
+            });
+            if error {
+                logs.push(pl::LogRecord {
+                    time_unix_nano: now,
+                    severity_number: 17,
+                    severity_text: "ERROR".into(),
+                    body: Some(pc::AnyValue {
+                        value: Some(pc::any_value::Value::StringValue("replication failed".into())),
+                    }),
+                    trace_id: trace_id.to_vec(),
+                    span_id: span_id.to_vec(),
+                    ..Default::default()
+                });
+            }
+        }
+        logs.push(pl::LogRecord {
+            time_unix_nano: now,
+            severity_number: 9,
+            severity_text: "INFO".into(),
+            body: Some(pc::AnyValue {
+                value: Some(pc::any_value::Value::StringValue("heartbeat".into())),
+            }),
+            ..Default::default()
+        });
+        let attrs = vec![kv("operation", "replicate")];
+        let metrics = pm::MetricsData {
+            resource_metrics: vec![pm::ResourceMetrics {
+                resource: Some(resource(self.region, "dwcp-gateway")),
+                scope_metrics: vec![pm::ScopeMetrics {
+                    scope: Some(pc::InstrumentationScope {
+                        name: "dwcp.demo".into(),
+                        ..Default::default()
+                    }),
+                    metrics: vec![
+                        pm::Metric {
+                            name: "dwcp.requests".into(),
+                            unit: "{request}".into(),
+                            data: Some(pm::metric::Data::Sum(pm::Sum {
+                                data_points: vec![pm::NumberDataPoint {
+                                    attributes: attrs.clone(),
+                                    start_time_unix_nano: self.start,
+                                    time_unix_nano: now,
+                                    #[allow(clippy::cast_possible_wrap)]
+                                    value: Some(pm::number_data_point::Value::AsInt(self.requests as i64)),
+                                    ..Default::default()
+                                }],
+                                aggregation_temporality: 2,
+                                is_monotonic: true,
+                            })),
+                            ..Default::default()
+                        },
+                        pm::Metric {
+                            name: "dwcp.latency".into(),
+                            unit: "ms".into(),
+                            data: Some(pm::metric::Data::Histogram(pm::Histogram {
+                                data_points: vec![pm::HistogramDataPoint {
+                                    attributes: attrs,
+                                    start_time_unix_nano: self.start,
+                                    time_unix_nano: now,
+                                    count: self.requests,
+                                    sum: Some(self.latency_sum),
+                                    bucket_counts: self.bucket_counts.clone(),
+                                    explicit_bounds: BOUNDS.to_vec(),
+                                    ..Default::default()
+                                }],
+                                aggregation_temporality: 2,
+                            })),
+                            ..Default::default()
+                        },
+                    ],
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        out.push(("otlp_metrics", None, metrics.encode_to_vec()));
+        // Spans go out one trace per message, keyed by trace id (partition_traces_by_id).
+        for s in spans {
+            let key = s.trace_id.clone();
+            let data = pt::TracesData {
+                resource_spans: vec![pt::ResourceSpans {
+                    resource: Some(resource(self.region, "dwcp-gateway")),
+                    scope_spans: vec![pt::ScopeSpans {
+                        scope: None,
+                        spans: vec![s],
+                        schema_url: String::new(),
+                    }],
+                    schema_url: String::new(),
+                }],
+            };
+            out.push(("otlp_spans", Some(key), data.encode_to_vec()));
+        }
+        let data = pl::LogsData {
+            resource_logs: vec![pl::ResourceLogs {
+                resource: Some(resource(self.region, "dwcp-gateway")),
+                scope_logs: vec![pl::ScopeLogs {
+                    scope: None,
+                    log_records: logs,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        };
+        out.push(("otlp_logs", None, data.encode_to_vec()));
+        out
+    }
+}
+
+/// Runs the demo until `shutdown` turns true.
+///
+/// # Errors
+/// When the mock cluster or the pipeline cannot start.
+pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let cluster = MockCluster::new(1)?;
+    let brokers = cluster.bootstrap_servers();
+    for topic in ["otlp_metrics", "otlp_spans", "otlp_logs", "dwcp.dlq"] {
+        cluster.create_topic(topic, 3, 1)?;
+    }
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: dwcp-demo\n  commit_interval_ms: 500\n\
+         http:\n  listen: \"{}\"\noperators:\n  activity_window_ms: 5000\n  dark_after_ms: 10000\n  allowed_lateness_ms: 1000\n",
+        opts.listen
+    );
+    let cfg: ValidatedConfig = config::parse(&yaml, std::path::Path::new("<demo>"), &[])?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "20")
+        .create()?;
+
+    let (handles_tx, handles_rx) = tokio::sync::oneshot::channel();
+    let pipeline = tokio::spawn(topology::run(cfg, shutdown.clone(), move |h| {
+        let _ = handles_tx.send((h.telemetry.clone(), h.reports.clone(), h.http_addr));
+    }));
+    let (telemetry, reports, http_addr) = handles_rx
+        .await
+        .map_err(|_| anyhow::anyhow!("pipeline did not start"))?;
+    let mut reports = reports.subscribe();
+
+    // One corrupted message, to show the dead-letter path.
+    let _ = producer
+        .send(
+            FutureRecord::<(), [u8]>::to("otlp_metrics").payload(&b"\x0a\xff\xff not otlp"[..]),
+            Duration::from_secs(5),
+        )
+        .await;
+
+    let producer = Arc::new(producer);
+    let mut stop = shutdown.clone();
+    let p = producer.clone();
+    let agents = tokio::spawn(async move {
+        let start = now_nanos();
+        let mut agents: Vec<Agent> = REGIONS
+            .iter()
+            .map(|r| Agent {
+                region: r,
+                requests: 0,
+                bucket_counts: vec![0; BOUNDS.len() + 1],
+                latency_sum: 0.0,
+                start,
+            })
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let began = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tick.tick() => {}
+            }
+            let t = began.elapsed().as_secs();
+            let now = now_nanos();
+            for a in &mut agents {
+                for (topic, key, payload) in a.tick(&mut rng, t, now) {
+                    let mut rec = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic).payload(&payload);
+                    if let Some(k) = &key {
+                        rec = rec.key(k);
+                    }
+                    if let Err((e, _)) = p.send(rec, Duration::from_secs(5)).await {
+                        tracing::warn!(error = %e, "demo agent could not publish");
+                    }
+                }
+            }
+        }
+    });
+
+    let began = Instant::now();
+    let mut stop = shutdown.clone();
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = reports.recv() => {
+                let Ok(r) = r else { continue };
+                let t = began.elapsed().as_secs();
+                let text = summary(&r, &telemetry.render(), t, http_addr);
+                if opts.plain {
+                    println!("{text}");
+                } else {
+                    print!("\x1b[2J\x1b[H{text}");
+                }
+                last = text;
+            }
+        }
+    }
+    let _ = agents.await;
+    pipeline.await??;
+    // Clients first, then the cluster they talk to.
+    drop(producer);
+    drop(cluster);
+    if !opts.plain {
+        println!("\n{last}");
+    }
+    Ok(())
+}
+
+/// Sums a counter family from the exposition text by a label value.
+fn sum_metric(text: &str, name: &str, label: Option<(&str, &str)>) -> u64 {
+    let mut total = 0.0;
+    for line in text.lines() {
+        if !line.starts_with(name) || line.starts_with('#') {
+            continue;
+        }
+        let rest = &line[name.len()..];
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        if let Some((k, v)) = label {
+            if !line.contains(&format!("{k}=\"{v}\"")) {
+                continue;
+            }
+        }
+        if let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            total += v;
+        }
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let t = total as u64;
+    t
+}
+
+fn summary(r: &dwcp_operators::activity::ActivityReport, metrics: &str, t: u64, http: std::net::SocketAddr) -> String {
+    let secs = (r.window_end - r.window_start) as f64 / 1e9;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "dwcp-monitor demo · {t}s · embedded Kafka (mock cluster) · metrics at http://{http}/metrics"
+    );
+    let _ = writeln!(s, "window of {secs:.0}s ending {} ms", r.window_end / 1_000_000);
+    let _ = writeln!(
+        s,
+        "{:<12} {:>10} {:>10} {:>10} {:>8} {:>10} {:>8}",
+        "region", "points/s", "spans/s", "logs/s", "errors", "p95 ms", "status"
+    );
+    let mut incidents: BTreeMap<String, String> = BTreeMap::new();
+    for reg in &r.regions {
+        let p95 = reg.span_duration_ms.map_or("-".to_string(), |d| format!("{:.1}", d[1]));
+        let status = match reg.status {
+            dwcp_operators::activity::RegionStatus::Active => "active",
+            dwcp_operators::activity::RegionStatus::Dark => "DARK",
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let rate = |n: u64| n as f64 / secs;
+        let _ = writeln!(
+            s,
+            "{:<12} {:>10.1} {:>10.1} {:>10.1} {:>8} {:>10} {:>8}",
+            reg.region,
+            rate(reg.metric_points),
+            rate(reg.spans),
+            rate(reg.logs),
+            reg.span_errors,
+            p95,
+            status
+        );
+        if let Some(d) = reg.span_duration_ms {
+            if d[1] > 100.0 {
+                incidents.insert(reg.region.to_string(), format!("latency spike: p95 {:.0} ms", d[1]));
+            }
+        }
+        if reg.spans > 0 && reg.span_errors * 10 >= reg.spans {
+            incidents.insert(
+                reg.region.to_string(),
+                format!("error burst: {} of {} spans failed", reg.span_errors, reg.spans),
+            );
+        }
+        if reg.status == dwcp_operators::activity::RegionStatus::Dark {
+            incidents.insert(reg.region.to_string(), "region dark: nothing received".into());
+        }
+    }
+    let _ = writeln!(
+        s,
+        "incidents: {}",
+        if incidents.is_empty() {
+            "none".to_string()
+        } else {
+            incidents
+                .iter()
+                .map(|(r, i)| format!("{r}: {i}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    );
+    let _ = writeln!(
+        s,
+        "totals: records in {} (metrics {}, traces {}, logs {}), dead-lettered {}, decode errors {}",
+        sum_metric(metrics, "dwcp_source_records_total", None),
+        sum_metric(metrics, "dwcp_source_records_total", Some(("signal", "metrics"))),
+        sum_metric(metrics, "dwcp_source_records_total", Some(("signal", "traces"))),
+        sum_metric(metrics, "dwcp_source_records_total", Some(("signal", "logs"))),
+        sum_metric(metrics, "dwcp_dead_letter_messages_total", None),
+        sum_metric(metrics, "dwcp_decode_errors_total", None),
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incident_script() {
+        assert_eq!(incident(5), None);
+        assert_eq!(incident(16), Some(("us-east-1", "latency spike")));
+        assert_eq!(incident(95), Some(("eu-west-1", "error burst")));
+        assert_eq!(incident(50), Some(("us-west-1", "region dark")));
+    }
+}

@@ -1,0 +1,184 @@
+//! `dwcp-monitor`: the command line.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dwcp_pipeline::{config, demo, init_logging, topology};
+use dwcp_schemas::{decode, Encoding, RegionContext, Signal};
+
+#[derive(Parser)]
+#[command(
+    name = "dwcp-monitor",
+    version,
+    about = "Stream processing for multi-region DWCP observability"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a worker with a configuration file.
+    Run {
+        /// The YAML configuration.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit (0 when valid).
+    ValidateConfig {
+        /// The YAML configuration.
+        file: PathBuf,
+    },
+    /// Decode one OTLP message from FILE (or `-` for stdin) and print its records as JSON lines.
+    Decode {
+        /// metrics, traces or logs.
+        #[arg(long)]
+        signal: Signal,
+        /// otlp_proto or otlp_json.
+        #[arg(long, default_value = "otlp_proto")]
+        encoding: Encoding,
+        /// Region for records whose resource has none.
+        #[arg(long)]
+        region: Option<String>,
+        /// The message, or `-` for stdin.
+        file: String,
+    },
+    /// Run the whole pipeline on an embedded Kafka with simulated regions, until Ctrl-C.
+    Demo {
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration_secs: Option<u64>,
+        /// HTTP port for /metrics.
+        #[arg(long, default_value = "127.0.0.1:8686")]
+        listen: String,
+        /// Print the summary as plain lines instead of redrawing the screen.
+        #[arg(long)]
+        plain: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::ValidateConfig { file } => match config::load(&file) {
+            Ok(c) => {
+                println!("{}: valid ({} topic entries)", file.display(), c.topics.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Decode {
+            signal,
+            encoding,
+            region,
+            file,
+        } => decode_cmd(signal, encoding, region, &file),
+        Command::Run { config } => {
+            let cfg = match config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(cfg.config.log.format, &cfg.config.log.level);
+            runtime(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(stop_on_signal(tx));
+                topology::run(cfg, rx, |_| {}).await
+            })
+        }
+        Command::Demo {
+            duration_secs,
+            listen,
+            plain,
+        } => {
+            init_logging(config::LogFormat::Human, "warn");
+            runtime(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(stop_on_signal(tx.clone()));
+                if let Some(secs) = duration_secs {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+                        let _ = tx.send(true);
+                    });
+                }
+                demo::run(demo::DemoOptions { listen, plain }, rx).await
+            })
+        }
+    }
+}
+
+fn runtime(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stop_on_signal(tx: tokio::sync::watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                let _ = tx.send(true);
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("stopping: draining queues and committing offsets");
+    let _ = tx.send(true);
+}
+
+fn decode_cmd(signal: Signal, encoding: Encoding, region: Option<String>, file: &str) -> ExitCode {
+    let mut bytes = Vec::new();
+    let read = if file == "-" {
+        std::io::stdin().read_to_end(&mut bytes).map(|_| ())
+    } else {
+        std::fs::read(file).map(|b| bytes = b)
+    };
+    if let Err(e) = read {
+        eprintln!("{file}: cannot read: {e}");
+        return ExitCode::from(2);
+    }
+    let ctx = RegionContext::new(region.map(Into::into));
+    let decoded = match decode(signal, encoding, &bytes, &ctx) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{file}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut buf = Vec::new();
+    dwcp_sinks::file::encode(&decoded.records, &mut buf);
+    if out.write_all(&buf).and_then(|()| out.flush()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,538 @@
+//! The Kafka source: a consumer group member reading OTLP exactly as the OpenTelemetry
+//! Collector's kafka exporter writes it.
+//!
+//! # Delivery contract
+//!
+//! - Each message is decoded into one batch of records of the topic's signal. A message that
+//!   fails to decode is produced, unchanged (key, payload), to the dead-letter topic with the
+//!   headers `dwcp.error` (the reason), `dwcp.source.topic`, `dwcp.source.partition`,
+//!   `dwcp.source.offset`, `dwcp.signal` and `dwcp.encoding`, and counted.
+//! - An offset is committed only when every message up to it in its partition has been released
+//!   by every sink (see `dwcp_sinks::ack`), or dead-lettered. Commits run every
+//!   `commit_interval_ms`, when partitions are revoked, and at shutdown. So after a crash, a
+//!   restarted worker re-reads from the last committed offset: at-least-once, per partition, in
+//!   partition order. Records are never acknowledged before they are accepted downstream: this
+//!   is where the Collector's kafka receiver loses data and we do not.
+//! - When the queue to the operators is full, reading pauses (backpressure), nothing is dropped.
+//! - Keys are not interpreted: messages keyed by trace id (`partition_traces_by_id`), by
+//!   resource, or unkeyed are all read the same way.
+//! - A record's region: the resource attribute `cloud.region`, else the `region` configured for
+//!   its topic, else the `region_header` Kafka header, else `unknown` (counted).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dwcp_schemas::{decode, RegionContext, Signal};
+use dwcp_sinks::ack::{Ack, AckReceiver};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::ValidatedConfig;
+use crate::telemetry::{labels, Telemetry};
+
+/// Records of one message, on their way to the operators.
+#[derive(Debug)]
+pub struct SourceBatch {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// The records.
+    pub records: Arc<dwcp_schemas::Records>,
+    /// Released when every consumer of the records is done.
+    pub ack: Ack,
+}
+
+/// Acknowledgements of one assigned partition.
+#[derive(Debug, Default)]
+pub struct PartitionAcks {
+    state: Mutex<PartitionState>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    pending: std::collections::BTreeSet<i64>,
+    next_offset: Option<i64>,
+    committed: Option<i64>,
+}
+
+impl PartitionAcks {
+    fn register(&self, offset: i64) {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.pending.insert(offset);
+        s.next_offset = Some(s.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// The offset to commit: the lowest unacknowledged one, else one past the last read.
+    fn committable(&self) -> Option<i64> {
+        let s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = s.pending.first().copied().or(s.next_offset)?;
+        (Some(c) != s.committed).then_some(c)
+    }
+
+    fn mark_committed(&self, offset: i64) {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.committed = Some(offset);
+    }
+
+    fn in_flight(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pending
+            .len()
+    }
+}
+
+impl AckReceiver for PartitionAcks {
+    fn done(&self, offset: u64) {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        #[allow(clippy::cast_possible_wrap)]
+        s.pending.remove(&(offset as i64));
+    }
+}
+
+type Trackers = Arc<Mutex<HashMap<(String, i32), Arc<PartitionAcks>>>>;
+
+/// The consumer's context: rebalance handling and statistics.
+pub struct SourceContext {
+    telemetry: Arc<Telemetry>,
+    trackers: Trackers,
+    ready: Arc<AtomicBool>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    self.telemetry
+                        .consumer_lag
+                        .get_or_create(&labels([("topic", topic), ("partition", &partition.to_string())]))
+                        .set(p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.telemetry
+                .rebalances
+                .get_or_create(&labels([("kind", "revoke")]))
+                .inc();
+            // Commit what is done for the partitions we lose; the rest is re-read by their new owner.
+            let mut commit = TopicPartitionList::new();
+            let mut trackers = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for e in tpl.elements() {
+                if let Some(t) = trackers.remove(&(e.topic().to_string(), e.partition())) {
+                    if let Some(o) = t.committable() {
+                        let _ = commit.add_partition_offset(e.topic(), e.partition(), Offset::Offset(o));
+                    }
+                }
+            }
+            drop(trackers);
+            if commit.count() > 0 {
+                match consumer.commit(&commit, CommitMode::Sync) {
+                    Ok(()) => tracing::info!(partitions = commit.count(), "committed offsets of revoked partitions"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "commit on revoke failed; the new owner re-reads from the last commit")
+                    }
+                }
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.telemetry
+                .rebalances
+                .get_or_create(&labels([("kind", "assign")]))
+                .inc();
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+        if let Ok(a) = consumer.assignment() {
+            self.telemetry
+                .assigned_partitions
+                .set(i64::try_from(a.count()).unwrap_or(i64::MAX));
+        }
+        self.ready.store(true, Ordering::Release);
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.telemetry
+            .commits
+            .get_or_create(&labels([("result", outcome)]))
+            .inc();
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "offset commit failed; retried at the next interval");
+            return;
+        }
+        for e in offsets.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                self.telemetry
+                    .committed_offset
+                    .get_or_create(&labels([
+                        ("topic", e.topic()),
+                        ("partition", &e.partition().to_string()),
+                    ]))
+                    .set(o);
+            }
+        }
+    }
+}
+
+/// The consumer type.
+pub type SourceConsumer = StreamConsumer<SourceContext>;
+
+/// Errors that stop the source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The consumer or producer could not be created or subscribed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// The running source.
+pub struct KafkaSource {
+    config: ValidatedConfig,
+    consumer: Arc<SourceConsumer>,
+    dead_letter: Option<FutureProducer>,
+    trackers: Trackers,
+    telemetry: Arc<Telemetry>,
+}
+
+impl KafkaSource {
+    /// Creates the consumer (and dead-letter producer) and subscribes.
+    ///
+    /// # Errors
+    /// When librdkafka refuses the configuration or the subscription.
+    pub fn new(
+        config: ValidatedConfig,
+        telemetry: Arc<Telemetry>,
+        ready: Arc<AtomicBool>,
+    ) -> Result<Self, SourceError> {
+        let src = &config.config.source;
+        let trackers: Trackers = Arc::default();
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &src.brokers)
+            .set("group.id", &src.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &src.auto_offset_reset)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("statistics.interval.ms", "5000")
+            .set("fetch.message.max.bytes", "33554432")
+            .set("topic.metadata.refresh.interval.ms", "10000");
+        for (k, v) in &src.consumer_options {
+            cc.set(k, v);
+        }
+        let context = SourceContext {
+            telemetry: telemetry.clone(),
+            trackers: trackers.clone(),
+            ready,
+        };
+        let consumer: SourceConsumer = cc.create_with_context(context)?;
+        let topics: Vec<&str> = config.topics.iter().map(|t| t.config.name.as_str()).collect();
+        consumer.subscribe(&topics)?;
+        let dl = &config.config.dead_letter;
+        let dead_letter = if dl.enabled {
+            let mut pc = ClientConfig::new();
+            pc.set("bootstrap.servers", &src.brokers)
+                .set("message.max.bytes", dl.max_message_bytes.to_string())
+                .set("enable.idempotence", "true")
+                .set("message.timeout.ms", "30000");
+            for (k, v) in &src.consumer_options {
+                if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+                    pc.set(k, v);
+                }
+            }
+            Some(pc.create()?)
+        } else {
+            None
+        };
+        Ok(KafkaSource {
+            config,
+            consumer: Arc::new(consumer),
+            dead_letter,
+            trackers,
+            telemetry,
+        })
+    }
+
+    /// Reads until `shutdown` turns true, sending batches to `out`; then commits what is done.
+    ///
+    /// Returns after the final commit. Batches already sent are acknowledged by the sinks; the
+    /// caller waits for them before calling [`KafkaSource::final_commit`].
+    pub async fn run(&self, out: mpsc::Sender<SourceBatch>, mut shutdown: watch::Receiver<bool>) {
+        let commit_every = Duration::from_millis(self.config.config.source.commit_interval_ms);
+        let mut commit_tick = tokio::time::interval(commit_every);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let topic_names: Mutex<HashMap<String, Arc<str>>> = Mutex::default();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                msg = self.consumer.recv() => match msg {
+                    Ok(m) => {
+                        let topic = {
+                            let mut names = topic_names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            names.entry(m.topic().to_string()).or_insert_with(|| Arc::from(m.topic())).clone()
+                        };
+                        if let Some(batch) = self.handle(&m, topic).await {
+                            if out.send(batch).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    fn tracker(&self, topic: &str, partition: i32) -> Arc<PartitionAcks> {
+        let mut t = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        t.entry((topic.to_string(), partition)).or_default().clone()
+    }
+
+    async fn handle(&self, m: &BorrowedMessage<'_>, topic: Arc<str>) -> Option<SourceBatch> {
+        let partition = m.partition();
+        let offset = m.offset();
+        let tracker = self.tracker(&topic, partition);
+        tracker.register(offset);
+        #[allow(clippy::cast_sign_loss)]
+        let ack = Ack::new(offset as u64, tracker);
+        let payload = m.payload().unwrap_or_default();
+        let Some(entry) = self.config.topic(&topic) else {
+            self.telemetry
+                .unrouted_messages
+                .get_or_create(&labels([("topic", &topic)]))
+                .inc();
+            tracing::warn!(%topic, partition, offset, "message from a topic no entry covers, skipped");
+            return None;
+        };
+        let signal = entry.config.signal;
+        let encoding = entry.config.encoding;
+        self.telemetry
+            .messages_in
+            .get_or_create(&labels([("topic", &topic), ("signal", signal.as_str())]))
+            .inc();
+        self.telemetry
+            .bytes_in
+            .get_or_create(&labels([("topic", &topic)]))
+            .inc_by(payload.len() as u64);
+        let fallback = entry.region.clone().or_else(|| self.header_region(m));
+        let ctx = RegionContext::new(fallback);
+        // Large messages decode off the async threads.
+        let result = if payload.len() > 256 * 1024 {
+            tokio::task::block_in_place(|| decode(signal, encoding, payload, &ctx))
+        } else {
+            decode(signal, encoding, payload, &ctx)
+        };
+        match result {
+            Ok(d) => {
+                self.telemetry
+                    .records_in
+                    .get_or_create(&labels([("topic", &topic), ("signal", signal.as_str())]))
+                    .inc_by(d.records.len() as u64);
+                if d.unknown_region > 0 {
+                    self.telemetry
+                        .records_unknown_region
+                        .get_or_create(&labels([("signal", signal.as_str())]))
+                        .inc_by(d.unknown_region as u64);
+                }
+                Some(SourceBatch {
+                    topic,
+                    partition,
+                    records: Arc::new(d.records),
+                    ack,
+                })
+            }
+            Err(e) => {
+                self.telemetry
+                    .decode_errors
+                    .get_or_create(&labels([("topic", &topic), ("kind", e.kind())]))
+                    .inc();
+                self.dead_letter(m, &topic, signal, encoding, &e.to_string()).await;
+                None // `ack` drops here: the message is dealt with.
+            }
+        }
+    }
+
+    fn header_region(&self, m: &BorrowedMessage<'_>) -> Option<Arc<str>> {
+        let name = &self.config.config.source.region_header;
+        let headers = m.headers()?;
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .filter(|v| !v.is_empty())
+            .map(Arc::from)
+    }
+
+    async fn dead_letter(
+        &self,
+        m: &BorrowedMessage<'_>,
+        topic: &str,
+        signal: Signal,
+        encoding: dwcp_schemas::Encoding,
+        reason: &str,
+    ) {
+        let (partition, offset) = (m.partition(), m.offset());
+        let Some(producer) = &self.dead_letter else {
+            tracing::warn!(
+                topic,
+                partition,
+                offset,
+                reason,
+                "undecodable message dropped (dead-letter topic disabled)"
+            );
+            self.telemetry
+                .dead_letter_failures
+                .get_or_create(&labels([("topic", topic)]))
+                .inc();
+            return;
+        };
+        let dlq = &self.config.config.dead_letter.topic;
+        let (p, o) = (partition.to_string(), offset.to_string());
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in [
+            ("dwcp.error", reason),
+            ("dwcp.source.topic", topic),
+            ("dwcp.source.partition", p.as_str()),
+            ("dwcp.source.offset", o.as_str()),
+            ("dwcp.signal", signal.as_str()),
+            ("dwcp.encoding", encoding.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        // Keep the original headers after ours.
+        if let Some(orig) = m.headers() {
+            for h in orig.iter() {
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+        let payload = m.payload().unwrap_or_default();
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=5 {
+            let mut record = FutureRecord::to(dlq).payload(payload).headers(headers.clone());
+            if let Some(k) = m.key() {
+                record = record.key(k);
+            }
+            match producer.send(record, Duration::from_secs(10)).await {
+                Ok(_) => {
+                    self.telemetry
+                        .dead_lettered
+                        .get_or_create(&labels([("topic", topic)]))
+                        .inc();
+                    tracing::warn!(topic, partition, offset, reason, dead_letter_topic = %dlq, "message sent to dead-letter topic");
+                    return;
+                }
+                Err((e, _)) => {
+                    tracing::warn!(topic, partition, offset, attempt, error = %e, "dead-letter produce failed, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        self.telemetry
+            .dead_letter_failures
+            .get_or_create(&labels([("topic", topic)]))
+            .inc();
+        tracing::error!(
+            topic,
+            partition,
+            offset,
+            reason,
+            "undecodable message could not be dead-lettered and is lost"
+        );
+    }
+
+    /// Commits every partition's acknowledged prefix.
+    pub fn commit(&self, mode: CommitMode) {
+        let trackers: Vec<((String, i32), Arc<PartitionAcks>)> = {
+            let t = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut to_mark = Vec::new();
+        let mut in_flight = 0;
+        for ((topic, partition), t) in &trackers {
+            in_flight += t.in_flight();
+            if let Some(o) = t.committable() {
+                if tpl.add_partition_offset(topic, *partition, Offset::Offset(o)).is_ok() {
+                    to_mark.push((t.clone(), o));
+                }
+            }
+        }
+        self.telemetry
+            .in_flight_messages
+            .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+        if tpl.count() == 0 {
+            return;
+        }
+        match self.consumer.commit(&tpl, mode) {
+            // An async commit may still fail: only a synchronous success stops re-committing.
+            Ok(()) if matches!(mode, CommitMode::Sync) => {
+                for (t, o) in to_mark {
+                    t.mark_committed(o);
+                }
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "offset commit failed; retried at the next interval"),
+        }
+    }
+
+    /// The last, synchronous commit at shutdown.
+    pub fn final_commit(&self) {
+        self.commit(CommitMode::Sync);
+        tracing::info!("final offset commit done");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_the_lowest_unacknowledged_offset() {
+        let t = Arc::new(PartitionAcks::default());
+        for o in 10..15 {
+            t.register(o);
+        }
+        assert_eq!(t.committable(), Some(10));
+        t.done(11);
+        t.done(12);
+        assert_eq!(t.committable(), Some(10), "10 is still held by a sink");
+        t.done(10);
+        assert_eq!(t.committable(), Some(13));
+        t.done(13);
+        t.done(14);
+        assert_eq!(t.committable(), Some(15));
+        t.mark_committed(15);
+        assert_eq!(t.committable(), None, "nothing new to commit");
+    }
+}

@@ -1,0 +1,166 @@
+//! The worker's own metrics, all in one place, served at `/metrics` in the Prometheus text
+//! format. Every drop of data has a counter here. Label sets are bounded: topics and partitions
+//! come from the configuration and the broker, not from message contents.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels `[(name, value)]`.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// All internal metrics.
+pub struct Telemetry {
+    registry: Registry,
+    /// Kafka messages read, by topic and signal.
+    pub messages_in: Family<Labels, Counter>,
+    /// Bytes read, by topic.
+    pub bytes_in: Family<Labels, Counter>,
+    /// Records decoded, by topic and signal.
+    pub records_in: Family<Labels, Counter>,
+    /// Records with no region from any source, tagged `unknown`, by signal.
+    pub records_unknown_region: Family<Labels, Counter>,
+    /// Messages that failed to decode, by topic and reason kind.
+    pub decode_errors: Family<Labels, Counter>,
+    /// Messages sent to the dead-letter topic, by source topic.
+    pub dead_lettered: Family<Labels, Counter>,
+    /// Messages that could not be dead-lettered (lost, and logged at ERROR), by source topic.
+    pub dead_letter_failures: Family<Labels, Counter>,
+    /// Messages from topics no configured entry covers (skipped), by topic.
+    pub unrouted_messages: Family<Labels, Counter>,
+    /// Consumer lag per partition, from librdkafka statistics.
+    pub consumer_lag: Family<Labels, Gauge>,
+    /// Last committed offset per partition.
+    pub committed_offset: Family<Labels, Gauge>,
+    /// Offset commits, by result.
+    pub commits: Family<Labels, Counter>,
+    /// Messages read but not yet acknowledged by every sink.
+    pub in_flight_messages: Gauge,
+    /// Partitions assigned to this worker.
+    pub assigned_partitions: Gauge,
+    /// Rebalances seen, by kind (assign, revoke).
+    pub rebalances: Family<Labels, Counter>,
+    /// Records written by each sink.
+    pub sink_records: Family<Labels, Counter>,
+    /// Sink errors (retried), by sink.
+    pub sink_errors: Family<Labels, Counter>,
+    /// Batches queued for each sink.
+    pub sink_queue_depth: Family<Labels, Gauge>,
+    /// Operator state size (open windows, series, ...), by operator.
+    pub operator_state: Family<Labels, Gauge>,
+    /// Records that arrived after their window closed, by operator.
+    pub late_records: Family<Labels, Counter>,
+    /// Event times ignored by the watermark (zero or far in the future).
+    pub watermark_ignored: Counter<u64, AtomicU64>,
+    /// The current event-time watermark, in seconds since the epoch.
+    pub watermark_seconds: Gauge,
+}
+
+impl Telemetry {
+    /// Registers every metric.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("dwcp");
+        macro_rules! reg {
+            ($name:literal, $help:literal, $metric:expr) => {{
+                let m = $metric;
+                registry.register($name, $help, m.clone());
+                m
+            }};
+        }
+        let t = Telemetry {
+            messages_in: reg!(
+                "source_messages",
+                "Kafka messages read, by topic and signal",
+                Family::default()
+            ),
+            bytes_in: reg!("source_bytes", "Message bytes read, by topic", Family::default()),
+            records_in: reg!(
+                "source_records",
+                "Records decoded, by topic and signal",
+                Family::default()
+            ),
+            records_unknown_region: reg!(
+                "records_unknown_region",
+                "Records with no region from resource, topic or header, tagged unknown",
+                Family::default()
+            ),
+            decode_errors: reg!(
+                "decode_errors",
+                "Messages that failed to decode, by topic and kind",
+                Family::default()
+            ),
+            dead_lettered: reg!(
+                "dead_letter_messages",
+                "Messages sent to the dead-letter topic",
+                Family::default()
+            ),
+            dead_letter_failures: reg!(
+                "dead_letter_failures",
+                "Undecodable messages that could not be written to the dead-letter topic (lost)",
+                Family::default()
+            ),
+            unrouted_messages: reg!(
+                "unrouted_messages",
+                "Messages from topics that no topic entry covers",
+                Family::default()
+            ),
+            consumer_lag: reg!("consumer_lag_messages", "Consumer lag per partition", Family::default()),
+            committed_offset: reg!(
+                "committed_offset",
+                "Last committed offset per partition",
+                Family::default()
+            ),
+            commits: reg!("offset_commits", "Offset commits, by result", Family::default()),
+            in_flight_messages: reg!(
+                "in_flight_messages",
+                "Messages read and not yet acknowledged by every sink",
+                Gauge::default()
+            ),
+            assigned_partitions: reg!(
+                "assigned_partitions",
+                "Partitions assigned to this worker",
+                Gauge::default()
+            ),
+            rebalances: reg!("rebalances", "Consumer group rebalances, by kind", Family::default()),
+            sink_records: reg!("sink_records", "Records accepted by each sink", Family::default()),
+            sink_errors: reg!("sink_errors", "Sink errors (retried), by sink", Family::default()),
+            sink_queue_depth: reg!("sink_queue_depth", "Batches queued for each sink", Family::default()),
+            operator_state: reg!(
+                "operator_state_entries",
+                "Operator state size, by operator",
+                Family::default()
+            ),
+            late_records: reg!(
+                "late_records",
+                "Records that arrived after their window closed",
+                Family::default()
+            ),
+            watermark_ignored: reg!(
+                "watermark_ignored_timestamps",
+                "Event times ignored by the watermark (zero or far in the future)",
+                Counter::default()
+            ),
+            watermark_seconds: reg!("watermark_seconds", "Current event-time watermark", Gauge::default()),
+            registry: Registry::default(),
+        };
+        Arc::new(Telemetry { registry, ..t })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// `[("topic", t)]` and friends.
+pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+}
