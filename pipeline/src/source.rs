@@ -169,26 +169,13 @@ impl ConsumerContext for SourceContext {
         self.ready.store(true, Ordering::Release);
     }
 
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, offsets: &TopicPartitionList) {
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.telemetry
-            .commits
-            .get_or_create(&labels([("result", outcome)]))
-            .inc();
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
+            self.telemetry
+                .commits
+                .get_or_create(&labels([("result", "error")]))
+                .inc();
             tracing::warn!(error = %e, "offset commit failed; retried at the next interval");
-            return;
-        }
-        for e in offsets.elements() {
-            if let Offset::Offset(o) = e.offset() {
-                self.telemetry
-                    .committed_offset
-                    .get_or_create(&labels([
-                        ("topic", e.topic()),
-                        ("partition", &e.partition().to_string()),
-                    ]))
-                    .set(o);
-            }
         }
     }
 }
@@ -494,7 +481,26 @@ impl KafkaSource {
         if tpl.count() == 0 {
             return;
         }
-        match self.consumer.commit(&tpl, mode) {
+        let result = self.consumer.commit(&tpl, mode);
+        let outcome = if result.is_ok() { "requested" } else { "failed" };
+        self.telemetry
+            .commits
+            .get_or_create(&labels([("result", outcome)]))
+            .inc();
+        if result.is_ok() {
+            for e in tpl.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    self.telemetry
+                        .committed_offset
+                        .get_or_create(&labels([
+                            ("topic", e.topic()),
+                            ("partition", &e.partition().to_string()),
+                        ]))
+                        .set(o);
+                }
+            }
+        }
+        match result {
             // An async commit may still fail: only a synchronous success stops re-committing.
             Ok(()) if matches!(mode, CommitMode::Sync) => {
                 for (t, o) in to_mark {

@@ -35,9 +35,9 @@ pub struct Telemetry {
     pub unrouted_messages: Family<Labels, Counter>,
     /// Consumer lag per partition, from librdkafka statistics.
     pub consumer_lag: Family<Labels, Gauge>,
-    /// Last committed offset per partition.
+    /// Last offset sent for commit per partition.
     pub committed_offset: Family<Labels, Gauge>,
-    /// Offset commits, by result.
+    /// Offset commits: `requested`, `failed` (not sent), `error` (refused by the broker).
     pub commits: Family<Labels, Counter>,
     /// Messages read but not yet acknowledged by every sink.
     pub in_flight_messages: Gauge,
@@ -115,7 +115,11 @@ impl Telemetry {
                 "Last committed offset per partition",
                 Family::default()
             ),
-            commits: reg!("offset_commits", "Offset commits, by result", Family::default()),
+            commits: reg!(
+                "offset_commits",
+                "Offset commit requests (requested, failed) and commits the broker refused (error)",
+                Family::default()
+            ),
             in_flight_messages: reg!(
                 "in_flight_messages",
                 "Messages read and not yet acknowledged by every sink",

@@ -1,0 +1,300 @@
+//! Helpers for the end-to-end tests: the stack's addresses, topics, producing, and worker
+//! processes of the real `dwcp-monitor` binary.
+//!
+//! The tests find the components through the variables `deploy/local/stack.sh up` exports
+//! (`DWCP_TEST_KAFKA`, ...). Without them a test prints why it is skipped and passes, so a plain
+//! `cargo test` still runs every unit test; the project's test command always sets them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::TopicPartitionList;
+
+/// The Kafka bootstrap address of the stack, or `None` (and a note on stderr) to skip.
+pub fn kafka() -> Option<String> {
+    match std::env::var("DWCP_TEST_KAFKA") {
+        Ok(k) if !k.is_empty() => Some(k),
+        _ => {
+            eprintln!("skipped: DWCP_TEST_KAFKA not set (run deploy/local/test.sh, which starts the stack)");
+            None
+        }
+    }
+}
+
+/// The shared fixtures directory.
+pub fn fixtures_dir() -> PathBuf {
+    match std::env::var_os("DWCP_FIXTURES") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/otlp"),
+    }
+}
+
+/// The fixture manifest.
+pub fn manifest() -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures_dir().join("manifest.json")).expect("manifest.json readable");
+    serde_json::from_str(&text).expect("manifest is JSON")
+}
+
+/// A name unique to this run, so tests never see each other's topics or groups.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Creates topics with `partitions` partitions each.
+pub async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let res = admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await;
+    for r in res.expect("create_topics request") {
+        if let Err((name, code)) = r {
+            assert_eq!(
+                code,
+                rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists,
+                "create {name}"
+            );
+        }
+    }
+}
+
+/// A producer with idempotence on.
+pub fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("message.max.bytes", "16777216")
+        .create()
+        .expect("producer")
+}
+
+/// Produces one message and waits for its delivery; returns (partition, offset).
+pub async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+    partition: Option<i32>,
+) -> (i32, i64) {
+    let mut rec = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    if let Some(h) = headers {
+        rec = rec.headers(h);
+    }
+    if let Some(part) = partition {
+        rec = rec.partition(part);
+    }
+    let d = p
+        .send(rec, Duration::from_secs(20))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    (d.partition, d.offset)
+}
+
+/// The committed offsets of `group` for `topic`'s partitions `0..partitions` (missing = 0).
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(rdkafka::Offset::Offset(o)) => o,
+            _ => 0,
+        })
+        .collect()
+}
+
+/// Reads every message of `topic` (all partitions) until `count` arrived or `timeout` passed.
+pub fn consume_all(brokers: &str, topic: &str, count: usize, timeout: Duration) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::Message as _;
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < count && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(m.detach());
+        }
+    }
+    let _ = out.iter().map(|m| m.offset()).count();
+    out
+}
+
+/// A worker: the real binary, as its own process.
+pub struct Worker {
+    child: Child,
+    /// Its HTTP port.
+    pub port: u16,
+    /// Its stderr log.
+    pub log: PathBuf,
+}
+
+/// The `dwcp-monitor` binary beside the test executable (built by `cargo test --workspace`),
+/// or `DWCP_BIN`.
+pub fn binary() -> PathBuf {
+    if let Some(b) = std::env::var_os("DWCP_BIN") {
+        return PathBuf::from(b);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("dwcp-monitor");
+    assert!(
+        bin.exists(),
+        "{} missing: build it with cargo build -p dwcp-monitor",
+        bin.display()
+    );
+    bin
+}
+
+impl Worker {
+    /// Starts `dwcp-monitor run --config` with `yaml` (its `http.listen` is set here).
+    pub fn start(dir: &Path, name: &str, yaml: &str) -> Worker {
+        let port = free_port();
+        let config = dir.join(format!("{name}.yaml"));
+        std::fs::write(&config, format!("{yaml}\nhttp:\n  listen: \"127.0.0.1:{port}\"\n")).expect("write config");
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(binary())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env(
+                "RUST_LOG",
+                std::env::var("DWCP_TEST_WORKER_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn worker");
+        Worker { child, port, log }
+    }
+
+    /// The worker's /metrics text, or an empty string while it is not up.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Polls /metrics until `metric` (summed over label sets matching `filter`) reaches `want`.
+    pub async fn wait_for(&self, metric: &str, filter: &[(&str, &str)], want: f64, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        let mut last = 0.0;
+        while Instant::now() < deadline {
+            last = metric_sum(&self.metrics().await, metric, filter);
+            if last >= want {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let metrics = self.metrics().await;
+        panic!(
+            "{metric}{filter:?} reached {last}, not {want}; metrics:\n{metrics}\nworker log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no drain, no final commit.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill9();
+        false
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sums the samples of `metric` whose labels include every `filter` pair.
+pub fn metric_sum(text: &str, metric: &str, filter: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            let name_end = l.find(['{', ' ']).unwrap_or(l.len());
+            &l[..name_end] == metric
+        })
+        .filter(|l| filter.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// The JSON lines of a file sink's output.
+pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
