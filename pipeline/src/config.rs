@@ -329,6 +329,12 @@ pub fn parse(text: &str, file: &Path, overrides: &[(String, String)]) -> Result<
             if let Some(i) = message.find(" at line ") {
                 message.truncate(i);
             }
+            // ...and prefixes the path (or its parent) we already print.
+            if let Some((head, rest)) = message.split_once(": ") {
+                if path.starts_with(head) {
+                    message = rest.to_string();
+                }
+            }
             parse_err(if path == "." { String::new() } else { path }, location, message)
         })?
     };
@@ -474,7 +480,9 @@ mod tests {
         let err = p("source:\n  brokerz: a:9092\n").expect_err("unknown key");
         let msg = err.to_string();
         assert!(
-            msg.starts_with("pipeline.yaml: source at line 2 column 3: unknown field `brokerz`, expected one of"),
+            msg.starts_with(
+                "pipeline.yaml: source.brokerz at line 2 column 3: unknown field `brokerz`, expected one of"
+            ),
             "{msg}"
         );
     }

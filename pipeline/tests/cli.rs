@@ -1,0 +1,121 @@
+//! The command line as users meet it: config errors on one line naming the file and field,
+//! and `decode` on the shared fixtures and on bad input.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dwcp-monitor"))
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/otlp")
+}
+
+fn validate(yaml: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pipeline.yaml");
+    std::fs::write(&file, yaml).expect("write");
+    let out = bin().arg("validate-config").arg(&file).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&file.display().to_string(), "pipeline.yaml");
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn validate_config_reports_wrong_type_unknown_key_and_missing_file_on_one_line() {
+    let (code, err) = validate("source:\n  queue_capacity: lots\n");
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "pipeline.yaml: source.queue_capacity at line 2 column 19: invalid type: string \"lots\", expected usize"
+        ),
+        "{err}"
+    );
+
+    let (code, err) = validate("sinks:\n  file:\n    path: /tmp/x\n    sync: true\n");
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(
+            "pipeline.yaml: sinks.file.sync at line 4 column 5: unknown field `sync`, expected `path` or `fsync`"
+        ),
+        "{err}"
+    );
+
+    let out = bin()
+        .arg("validate-config")
+        .arg("/nonexistent/pipeline.yaml")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("/nonexistent/pipeline.yaml: cannot read: No such file or directory"),
+        "{err}"
+    );
+
+    let (code, out) = validate("source:\n  brokers: k:9092\n");
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/pipeline.yaml");
+    let out = bin().arg("validate-config").arg(&file).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn decode_prints_json_lines_from_a_file_and_from_stdin() {
+    let out = bin()
+        .args(["decode", "--signal", "traces", "--encoding", "otlp_proto"])
+        .arg(fixtures().join("traces-us-east-1.pb"))
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    // The manifest: traces-us-east-1 holds 3 spans.
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|l| l["origin"]["region"] == "us-east-1"));
+    assert!(lines
+        .iter()
+        .any(|l| l["trace_id"] == "3d16fccec5105704ec2cccff451360e6" && l["status_code"] == "error"));
+
+    let json = std::fs::read(fixtures().join("logs-eu-west-1.json")).expect("fixture");
+    let mut child = bin()
+        .args(["decode", "--signal", "logs", "--encoding", "otlp_json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(&json).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+}
+
+#[test]
+fn decode_fails_with_a_one_line_reason_on_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("bad.pb");
+    std::fs::write(&f, b"\x0a\x05ab").expect("write");
+    let out = bin()
+        .args(["decode", "--signal", "metrics"])
+        .arg(&f)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("invalid otlp_proto: failed to decode Protobuf message"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
