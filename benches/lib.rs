@@ -9,7 +9,9 @@ use opentelemetry_proto::tonic::trace::v1 as pt;
 fn kv(k: &str, v: &str) -> pc::KeyValue {
     pc::KeyValue {
         key: k.into(),
-        value: Some(pc::AnyValue { value: Some(pc::any_value::Value::StringValue(v.into())) }),
+        value: Some(pc::AnyValue {
+            value: Some(pc::any_value::Value::StringValue(v.into())),
+        }),
         ..Default::default()
     }
 }
@@ -26,7 +28,10 @@ fn resource() -> pr::Resource {
         kv("k8s.namespace.name", "dwcp"),
     ];
     attributes.extend((0..4).map(|i| kv(&format!("label.{i}"), "value")));
-    pr::Resource { attributes, ..Default::default() }
+    pr::Resource {
+        attributes,
+        ..Default::default()
+    }
 }
 
 /// One MetricsData with `metrics` metrics of `points` points each, a third each gauges,
@@ -34,7 +39,13 @@ fn resource() -> pr::Resource {
 pub fn metrics_message(metrics: usize, points: usize) -> (Vec<u8>, usize) {
     let mut ms = Vec::new();
     for m in 0..metrics {
-        let attrs = |p: usize| vec![kv("operation", "replicate"), kv("peer", &format!("peer-{p}")), kv("status", "ok")];
+        let attrs = |p: usize| {
+            vec![
+                kv("operation", "replicate"),
+                kv("peer", &format!("peer-{p}")),
+                kv("status", "ok"),
+            ]
+        };
         let data = match m % 3 {
             0 => pm::metric::Data::Gauge(pm::Gauge {
                 data_points: (0..points)
@@ -77,13 +88,22 @@ pub fn metrics_message(metrics: usize, points: usize) -> (Vec<u8>, usize) {
                 aggregation_temporality: 2,
             }),
         };
-        ms.push(pm::Metric { name: format!("dwcp.metric.{m}"), unit: "ms".into(), data: Some(data), ..Default::default() });
+        ms.push(pm::Metric {
+            name: format!("dwcp.metric.{m}"),
+            unit: "ms".into(),
+            data: Some(data),
+            ..Default::default()
+        });
     }
     let msg = pm::MetricsData {
         resource_metrics: vec![pm::ResourceMetrics {
             resource: Some(resource()),
             scope_metrics: vec![pm::ScopeMetrics {
-                scope: Some(pc::InstrumentationScope { name: "dwcp".into(), version: "1.0".into(), ..Default::default() }),
+                scope: Some(pc::InstrumentationScope {
+                    name: "dwcp".into(),
+                    version: "1.0".into(),
+                    ..Default::default()
+                }),
                 metrics: ms,
                 schema_url: String::new(),
             }],
@@ -111,18 +131,29 @@ pub fn traces_message(n: usize) -> (Vec<u8>, usize) {
                 kv("dwcp.vm.id", "vm-42"),
             ],
             events: if i % 4 == 0 {
-                vec![pt::span::Event { time_unix_nano: 1, name: "retry".into(), ..Default::default() }]
+                vec![pt::span::Event {
+                    time_unix_nano: 1,
+                    name: "retry".into(),
+                    ..Default::default()
+                }]
             } else {
                 vec![]
             },
-            status: Some(pt::Status { code: 0, message: String::new() }),
+            status: Some(pt::Status {
+                code: 0,
+                message: String::new(),
+            }),
             ..Default::default()
         })
         .collect();
     let msg = pt::TracesData {
         resource_spans: vec![pt::ResourceSpans {
             resource: Some(resource()),
-            scope_spans: vec![pt::ScopeSpans { scope: None, spans, schema_url: String::new() }],
+            scope_spans: vec![pt::ScopeSpans {
+                scope: None,
+                spans,
+                schema_url: String::new(),
+            }],
             schema_url: String::new(),
         }],
     };

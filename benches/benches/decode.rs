@@ -17,23 +17,35 @@ fn bench(c: &mut Criterion) {
     let (bytes, n) = metrics_message(60, 20);
     let mut g = c.benchmark_group("metrics_proto");
     g.throughput(Throughput::Elements(n as u64));
-    g.bench_function("prost_only", |b| b.iter(|| MetricsData::decode(black_box(&bytes[..])).map(drop)));
+    g.bench_function("prost_only", |b| {
+        b.iter(|| MetricsData::decode(black_box(&bytes[..])).map(drop))
+    });
     g.bench_function("model", |b| {
-        b.iter_batched(|| (), |()| decode(Signal::Metrics, Encoding::OtlpProto, black_box(&bytes), &ctx).map(drop), BatchSize::SmallInput)
+        b.iter_batched(
+            || (),
+            |()| decode(Signal::Metrics, Encoding::OtlpProto, black_box(&bytes), &ctx).map(drop),
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 
     let (bytes, n) = traces_message(1000);
     let mut g = c.benchmark_group("traces_proto");
     g.throughput(Throughput::Elements(n as u64));
-    g.bench_function("prost_only", |b| b.iter(|| TracesData::decode(black_box(&bytes[..])).map(drop)));
-    g.bench_function("model", |b| b.iter(|| decode(Signal::Traces, Encoding::OtlpProto, black_box(&bytes), &ctx).map(drop)));
+    g.bench_function("prost_only", |b| {
+        b.iter(|| TracesData::decode(black_box(&bytes[..])).map(drop))
+    });
+    g.bench_function("model", |b| {
+        b.iter(|| decode(Signal::Traces, Encoding::OtlpProto, black_box(&bytes), &ctx).map(drop))
+    });
     g.finish();
 
     let (json, n) = metrics_json(60, 20);
     let mut g = c.benchmark_group("metrics_json");
     g.throughput(Throughput::Elements(n as u64));
-    g.bench_function("model", |b| b.iter(|| decode(Signal::Metrics, Encoding::OtlpJson, black_box(&json), &ctx).map(drop)));
+    g.bench_function("model", |b| {
+        b.iter(|| decode(Signal::Metrics, Encoding::OtlpJson, black_box(&json), &ctx).map(drop))
+    });
     g.finish();
 }
 

@@ -20,4 +20,13 @@ source .stack/env
 
 # The end-to-end tests start the real binary: build it first, then run everything.
 cargo build --workspace --bins
-cargo test --workspace "$@"
+log="$(mktemp)"
+set +e
+cargo test --workspace "$@" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo prints one per binary, doc tests last).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$rc"

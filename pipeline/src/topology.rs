@@ -102,17 +102,15 @@ pub async fn run(
     let mut file_tx = None;
     if let Some(fc) = config.config.sinks.file.clone() {
         let (tx, rx) = mpsc::channel::<Batch>(config.config.source.queue_capacity);
-        let stats = Arc::new(FileSinkStats::default());
-        let t = telemetry.clone();
-        let path = fc.path.display().to_string();
-        sink_tasks.push(tokio::spawn(async move {
-            let r = dwcp_sinks::file::run(fc, rx, stats.clone()).await;
-            let n = stats.records.load(std::sync::atomic::Ordering::Relaxed);
-            t.sink_records.get_or_create(&labels([("sink", "file")])).inc_by(n);
-            if let Err(e) = r {
-                tracing::error!(path, error = %e, "file sink stopped");
-            }
-        }));
+        let sink = labels([("sink", "file")]);
+        let stats = Arc::new(FileSinkStats {
+            records: telemetry.sink_records.get_or_create(&sink).clone(),
+            errors: telemetry.sink_errors.get_or_create(&sink).clone(),
+        });
+        let sink = dwcp_sinks::file::FileSink::open(fc)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: sinks.file.path: {e}", config.file.display()))?;
+        sink_tasks.push(tokio::spawn(sink.run(rx, stats)));
         file_tx = Some(tx);
     }
 

@@ -9,8 +9,9 @@
 //! Internal metrics: records written and write errors, reported through [`FileSinkStats`].
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
@@ -30,13 +31,13 @@ pub struct FileSinkConfig {
     pub fsync: bool,
 }
 
-/// Counters of the file sink.
-#[derive(Debug, Default)]
+/// Counters of the file sink; the pipeline passes in counters registered in its `/metrics`.
+#[derive(Debug, Default, Clone)]
 pub struct FileSinkStats {
     /// Records written.
-    pub records: AtomicU64,
+    pub records: Counter,
     /// Write errors (each retried).
-    pub errors: AtomicU64,
+    pub errors: Counter,
 }
 
 /// Errors of the file sink.
@@ -69,27 +70,45 @@ pub fn encode(records: &Records, out: &mut Vec<u8>) {
     }
 }
 
-/// Runs the sink until its input closes; every batch received is written before this returns.
-///
-/// # Errors
-/// When the file cannot be opened at start. Write errors later are retried every second until
-/// they succeed: the acks are held meanwhile, so Kafka consumption pauses instead of losing data.
-pub async fn run(
+/// An opened file sink.
+#[derive(Debug)]
+pub struct FileSink {
     config: FileSinkConfig,
+    file: tokio::fs::File,
+}
+
+async fn open(path: &std::path::Path) -> std::io::Result<tokio::fs::File> {
+    tokio::fs::OpenOptions::new().create(true).append(true).open(path).await
+}
+
+impl FileSink {
+    /// Opens (or creates) the file, so a bad path fails at startup, not later.
+    ///
+    /// # Errors
+    /// When the file cannot be opened for appending.
+    pub async fn open(config: FileSinkConfig) -> Result<Self, FileSinkError> {
+        let file = open(&config.path).await.map_err(|source| FileSinkError::Open {
+            path: config.path.clone(),
+            source,
+        })?;
+        Ok(FileSink { config, file })
+    }
+
+    /// Runs until the input closes; every batch received is written before this returns.
+    ///
+    /// Write errors are retried every second until they succeed: the acks are held meanwhile,
+    /// so Kafka consumption pauses instead of losing data.
+    pub async fn run(self, input: mpsc::Receiver<Batch>, stats: Arc<FileSinkStats>) {
+        run_opened(self.config, self.file, input, stats).await;
+    }
+}
+
+async fn run_opened(
+    config: FileSinkConfig,
+    mut file: tokio::fs::File,
     mut input: mpsc::Receiver<Batch>,
     stats: Arc<FileSinkStats>,
-) -> Result<(), FileSinkError> {
-    let open = || async {
-        tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&config.path)
-            .await
-    };
-    let mut file = open().await.map_err(|source| FileSinkError::Open {
-        path: config.path.clone(),
-        source,
-    })?;
+) {
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(first) = input.recv().await {
         // Take whatever else is queued, to write and flush once for many batches.
@@ -119,21 +138,20 @@ pub async fn run(
             match res {
                 Ok(()) => break,
                 Err(e) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    stats.errors.inc();
                     tracing::error!(path = %config.path.display(), error = %e, "file sink write failed, retrying");
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     // Reopen: the file may have been rotated or the disk remounted. A partial
                     // write is retried whole, so a line may repeat (at-least-once), never vanish.
-                    if let Ok(f) = open().await {
+                    if let Ok(f) = open(&config.path).await {
                         file = f;
                     }
                 }
             }
         }
-        stats.records.fetch_add(n, Ordering::Relaxed);
+        stats.records.inc_by(n);
         drop(batches); // releases the acks
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -24,14 +24,13 @@ async fn writes_every_record_then_acks() {
     let acks = Arc::new(Acks::default());
     let (tx, rx) = mpsc::channel(4);
     let stats = Arc::new(FileSinkStats::default());
-    let task = tokio::spawn(run(
-        FileSinkConfig {
-            path: path.clone(),
-            fsync: true,
-        },
-        rx,
-        stats.clone(),
-    ));
+    let sink = FileSink::open(FileSinkConfig {
+        path: path.clone(),
+        fsync: true,
+    })
+    .await
+    .expect("opens");
+    let task = tokio::spawn(sink.run(rx, stats.clone()));
     let records = Arc::new(records);
     for id in [1, 2] {
         tx.send(Batch {
@@ -42,7 +41,7 @@ async fn writes_every_record_then_acks() {
         .expect("send");
     }
     drop(tx);
-    task.await.expect("join").expect("sink ran");
+    task.await.expect("join");
     assert_eq!(*acks.0.lock().expect("lock"), vec![1, 2]);
     let text = std::fs::read_to_string(&path).expect("read");
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
@@ -50,5 +49,19 @@ async fn writes_every_record_then_acks() {
     assert_eq!(lines[1]["body"], "b");
     assert_eq!(lines[1]["severity_number"], 17);
     assert_eq!(lines[1]["origin"]["region"], "r");
-    assert_eq!(stats.records.load(Ordering::Relaxed), 4);
+    assert_eq!(stats.records.get(), 4);
+}
+
+#[tokio::test]
+async fn an_unwritable_path_fails_at_open() {
+    let err = FileSink::open(FileSinkConfig {
+        path: "/nonexistent/dir/out.jsonl".into(),
+        fsync: false,
+    })
+    .await
+    .expect_err("cannot open");
+    assert!(
+        err.to_string().starts_with("cannot open /nonexistent/dir/out.jsonl: "),
+        "{err}"
+    );
 }
