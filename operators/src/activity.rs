@@ -26,6 +26,9 @@ pub struct ActivityConfig {
     pub window: u64,
     /// A known region silent for this long is dark.
     pub dark_after: u64,
+    /// Regions tracked at most; records of further regions count under [`OVERFLOW_REGION`].
+    /// Region names come from the input, so this bounds the state against a flood of them.
+    pub max_regions: usize,
 }
 
 impl Default for ActivityConfig {
@@ -33,9 +36,13 @@ impl Default for ActivityConfig {
         ActivityConfig {
             window: 5_000_000_000,
             dark_after: 15_000_000_000,
+            max_regions: 256,
         }
     }
 }
+
+/// The region that records of regions beyond `max_regions` are counted under.
+pub const OVERFLOW_REGION: &str = "other";
 
 /// Whether a region is sending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,6 +174,13 @@ impl ActivityOperator {
             self.late += 1;
             return None;
         }
+        let overflow: Arc<str>;
+        let region = if self.last_seen.contains_key(region) || self.last_seen.len() < self.config.max_regions {
+            region
+        } else {
+            overflow = Arc::from(OVERFLOW_REGION);
+            &overflow
+        };
         let seen = self.last_seen.entry(region.clone()).or_insert(t);
         *seen = (*seen).max(t);
         let start = t - t % self.config.window;
@@ -350,7 +364,26 @@ mod tests {
         ActivityOperator::new(ActivityConfig {
             window: 5 * S,
             dark_after: 10 * S,
+            max_regions: 256,
         })
+    }
+
+    #[test]
+    fn regions_beyond_the_bound_count_as_other() {
+        let mut op = ActivityOperator::new(ActivityConfig {
+            window: 5 * S,
+            dark_after: 10 * S,
+            max_regions: 2,
+        });
+        let mut out = vec![];
+        let spans: Vec<Span> = (0..1000).map(|i| span(&format!("r{i}"), 100 * S, MS, false)).collect();
+        op.process(&Records::Traces(spans), &mut out);
+        op.on_watermark(105 * S, &mut out);
+        let got: Vec<(String, u64)> = out[0].regions.iter().map(|r| (r.region.to_string(), r.spans)).collect();
+        assert_eq!(
+            got,
+            vec![("other".to_string(), 998), ("r0".to_string(), 1), ("r1".to_string(), 1)]
+        );
     }
 
     #[test]

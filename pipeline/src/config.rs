@@ -227,6 +227,8 @@ pub struct OperatorsConfig {
     pub activity_window_ms: u64,
     /// A region silent this long is reported dark, ms.
     pub dark_after_ms: u64,
+    /// Regions tracked at most; further ones are counted as `other`.
+    pub max_regions: usize,
 }
 
 impl Default for OperatorsConfig {
@@ -237,6 +239,7 @@ impl Default for OperatorsConfig {
             max_future_skew_ms: 3_600_000,
             activity_window_ms: 5_000,
             dark_after_ms: 15_000,
+            max_regions: 256,
         }
     }
 }

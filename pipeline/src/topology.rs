@@ -144,6 +144,7 @@ async fn route(
     let mut activity = ActivityOperator::new(ActivityConfig {
         window: oc.activity_window_ms * MS,
         dark_after: oc.dark_after_ms * MS,
+        max_regions: oc.max_regions,
     });
     let mut out = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));

@@ -119,3 +119,22 @@ fn decode_fails_with_a_one_line_reason_on_bad_input() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// The embedded default: the demo runs the pipeline on the mock cluster with no external
+/// service, dead-letters its corrupted message, and reports the scripted latency spike in
+/// us-east-1 (15–25 s into the script) from the real operator output.
+#[test]
+fn demo_runs_on_the_embedded_cluster_and_reports_the_latency_incident() {
+    let out = bin()
+        .args(["demo", "--plain", "--duration-secs", "32", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    for region in ["us-west-1", "us-east-1", "eu-west-1"] {
+        assert!(text.contains(region), "{text}");
+    }
+    assert!(text.contains("us-east-1: latency spike"), "{text}");
+    assert!(text.contains("dead-lettered 1, decode errors 1"), "{text}");
+    assert!(!text.contains("eu-west-1: latency spike"), "{text}");
+}
