@@ -78,6 +78,9 @@ fn incident(t: u64) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// One message an agent publishes: topic, key, payload.
+type Outgoing = (&'static str, Option<Vec<u8>>, Vec<u8>);
+
 struct Agent {
     region: &'static str,
     requests: u64,
@@ -89,12 +92,7 @@ struct Agent {
 const BOUNDS: [f64; 8] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 
 impl Agent {
-    fn tick(
-        &mut self,
-        rng: &mut rand::rngs::StdRng,
-        t: u64,
-        now: u64,
-    ) -> Vec<(&'static str, Option<Vec<u8>>, Vec<u8>)> {
+    fn tick(&mut self, rng: &mut rand::rngs::StdRng, t: u64, now: u64) -> Vec<Outgoing> {
         let inc = incident(t);
         if inc == Some((self.region, "region dark")) {
             return Vec::new();
