@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod activity;
+pub mod prom;
 pub mod watermark;
 
 /// Event time in nanoseconds since the Unix epoch, as OTLP carries it.

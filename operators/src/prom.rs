@@ -1,0 +1,733 @@
+//! OTLP metric points to Prometheus samples, by the OpenTelemetry "Prometheus and OpenMetrics
+//! Compatibility" specification, as the Collector's prometheusremotewrite exporter applies it.
+//!
+//! - Names: every run of characters outside `[a-zA-Z0-9_:]` becomes one `_`; the UCUM unit is
+//!   appended in words (`ms` → `milliseconds`, `By` → `bytes`, `By/s` → `bytes_per_second`),
+//!   units in braces (`{request}`) are dropped, unit `1` on a gauge becomes `_ratio`;
+//!   monotonic sums get `_total`. A unit or `_total` already at the end is not repeated.
+//! - Labels: point attributes sanitized (invalid characters to `_`, a leading digit gets
+//!   `key_`, a single leading `_` gets `key`); `job` from `service.namespace/service.name`,
+//!   `instance` from `service.instance.id`, `otel_scope_name`/`otel_scope_version` from the
+//!   scope, `region` from the record's region. The other resource attributes go on one
+//!   `target_info` series per resource.
+//! - Types: gauges and non-monotonic sums as gauges; monotonic sums as counters; histograms as
+//!   cumulative `_bucket{le}` with `+Inf`, `_sum`, `_count`; summaries as `{quantile}` series
+//!   with `_sum` and `_count`; exponential histograms converted to classic buckets with
+//!   configurable bounds (Prometheus 2.42 takes no native histograms over remote-write 1.0).
+//! - Delta temporality is turned into cumulative per series (the Collector drops delta points).
+//! - A point flagged "no recorded value" becomes a Prometheus stale marker.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use dwcp_schemas::model::{AnyValue, MetricPoint, PointValue, Temporality};
+use serde::{Deserialize, Serialize};
+
+/// The NaN bit pattern Prometheus uses as a staleness marker.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// The staleness marker value.
+pub fn stale_nan() -> f64 {
+    f64::from_bits(STALE_NAN_BITS)
+}
+
+/// One sample of one series. `labels` include `__name__` and are sorted by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Sorted labels, `__name__` first among them by sort order.
+    pub labels: Vec<(String, String)>,
+    /// The value (a stale marker is [`stale_nan`]).
+    pub value: f64,
+    /// Milliseconds since the epoch.
+    pub timestamp_ms: i64,
+}
+
+impl Sample {
+    /// The `__name__` label.
+    pub fn name(&self) -> &str {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == "__name__")
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// A label's value.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A stable 64-bit hash of the label set (the series identity).
+    pub fn series_hash(&self) -> u64 {
+        series_hash(&self.labels)
+    }
+}
+
+/// A stable hash of a sorted label set: the same in every process and run, so it can pick a
+/// shard or a partition.
+pub fn series_hash(labels: &[(String, String)]) -> u64 {
+    // SipHash-1-3 with fixed zero keys: deterministic across processes.
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    for (k, v) in labels {
+        k.hash(&mut h);
+        v.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The classic bucket bounds exponential histograms are converted to by default: the
+/// Collector's spanmetrics defaults in milliseconds, extended.
+pub const DEFAULT_EXP_BOUNDS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0,
+];
+
+/// Configuration of the conversion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromConfig {
+    /// Upper bounds of the classic buckets exponential histograms are converted to.
+    pub exp_histogram_bounds: Vec<f64>,
+    /// Emit `target_info` series with the resource attributes.
+    pub target_info: bool,
+    /// Delta series not updated for this long (ms of event time) are forgotten.
+    pub delta_state_ttl_ms: u64,
+}
+
+impl Default for PromConfig {
+    fn default() -> Self {
+        PromConfig {
+            exp_histogram_bounds: DEFAULT_EXP_BOUNDS.to_vec(),
+            target_info: true,
+            delta_state_ttl_ms: 3_600_000,
+        }
+    }
+}
+
+/// UCUM units to Prometheus words (the specification's table).
+fn unit_word(unit: &str) -> Option<&'static str> {
+    Some(match unit {
+        "d" => "days",
+        "h" => "hours",
+        "min" => "minutes",
+        "s" => "seconds",
+        "ms" => "milliseconds",
+        "us" => "microseconds",
+        "ns" => "nanoseconds",
+        "By" => "bytes",
+        "KiBy" => "kibibytes",
+        "MiBy" => "mebibytes",
+        "GiBy" => "gibibytes",
+        "TiBy" => "tebibytes",
+        "KBy" => "kilobytes",
+        "MBy" => "megabytes",
+        "GBy" => "gigabytes",
+        "TBy" => "terabytes",
+        "m" => "meters",
+        "V" => "volts",
+        "A" => "amperes",
+        "J" => "joules",
+        "W" => "watts",
+        "g" => "grams",
+        "Cel" => "celsius",
+        "Hz" => "hertz",
+        "%" => "percent",
+        _ => return None,
+    })
+}
+
+/// The denominator of a `x/y` unit, in the singular (`s` → `second`).
+fn per_unit_word(unit: &str) -> Option<&'static str> {
+    Some(match unit {
+        "s" => "second",
+        "m" => "minute",
+        "h" => "hour",
+        "d" => "day",
+        "w" => "week",
+        "mo" => "month",
+        "y" => "year",
+        _ => return None,
+    })
+}
+
+/// Replaces every run of characters outside `[a-zA-Z0-9_:]` (`[a-zA-Z0-9_]` for labels) by one
+/// `_`, keeping existing underscores.
+fn sanitize(s: &str, allow_colon: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut last_replaced = false;
+    for c in s.chars() {
+        let ok = c.is_ascii_alphanumeric() || c == '_' || (allow_colon && c == ':');
+        if ok {
+            out.push(c);
+            last_replaced = false;
+        } else if !last_replaced {
+            out.push('_');
+            last_replaced = true;
+        }
+    }
+    out
+}
+
+/// The unit's words for a metric name (`ms` → `milliseconds`, `By/s` → `bytes_per_second`),
+/// empty for units in braces and unknown units are sanitized.
+fn unit_suffix(unit: &str) -> String {
+    // Annotations in braces carry no unit: `{request}`, `{packet}/s`.
+    let mut cleaned = String::new();
+    let mut depth = 0;
+    for c in unit.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth > 0 => depth -= 1,
+            _ if depth == 0 => cleaned.push(c),
+            _ => {}
+        }
+    }
+    let cleaned = cleaned.trim();
+    if cleaned.is_empty() || cleaned == "1" {
+        return String::new();
+    }
+    let (main, per) = match cleaned.split_once('/') {
+        Some((m, p)) => (m.trim(), Some(p.trim())),
+        None => (cleaned, None),
+    };
+    let main_word = unit_word(main)
+        .map(str::to_string)
+        .unwrap_or_else(|| sanitize(main, false));
+    let main_word = if main == "1" { String::new() } else { main_word };
+    match per {
+        Some(p) if !p.is_empty() => {
+            let per_word = per_unit_word(p)
+                .map(str::to_string)
+                .unwrap_or_else(|| sanitize(p, false));
+            if main_word.is_empty() {
+                format!("per_{per_word}")
+            } else {
+                format!("{main_word}_per_{per_word}")
+            }
+        }
+        _ => main_word,
+    }
+}
+
+/// What a metric becomes in Prometheus, for naming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromKind {
+    /// A gauge (gauges, non-monotonic sums).
+    Gauge,
+    /// A counter (monotonic sums): gets `_total`.
+    Counter,
+    /// A histogram or summary: base name, the suffixes come per series.
+    Histogram,
+}
+
+/// The Prometheus metric name of an OTLP metric.
+pub fn metric_name(name: &str, unit: &str, kind: PromKind) -> String {
+    let mut n = sanitize(name, true);
+    // Collapse the `__` runs that sanitizing next to an existing `_` can leave, and trim ends.
+    while n.contains("__") {
+        n = n.replace("__", "_");
+    }
+    let mut n = n.trim_matches('_').to_string();
+    let mut suffix = unit_suffix(unit);
+    if kind == PromKind::Gauge && unit.trim() == "1" {
+        suffix = "ratio".into();
+    }
+    if !suffix.is_empty() && !n.ends_with(&suffix) {
+        // A counter's name may already end in `_total`: put the unit before it.
+        if kind == PromKind::Counter && n.ends_with("_total") {
+            n.truncate(n.len() - "_total".len());
+        }
+        if !n.ends_with(&suffix) {
+            n.push('_');
+            n.push_str(&suffix);
+        }
+    }
+    if kind == PromKind::Counter && !n.ends_with("_total") {
+        n.push_str("_total");
+    }
+    if n.starts_with(|c: char| c.is_ascii_digit()) {
+        n.insert(0, '_');
+    }
+    if n.is_empty() {
+        n.push('_');
+    }
+    n
+}
+
+/// A sanitized label name.
+pub fn label_name(key: &str) -> String {
+    let mut k = sanitize(key, false);
+    if k.starts_with(|c: char| c.is_ascii_digit()) {
+        k.insert_str(0, "key_");
+    } else if k.starts_with('_') && !k.starts_with("__") {
+        k.insert_str(0, "key");
+    }
+    k
+}
+
+/// Formats a float as Prometheus label values show it (`le`, `quantile`): shortest round-trip,
+/// `+Inf` for infinity.
+pub fn format_float(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else if v.is_nan() {
+        "NaN".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum DeltaState {
+    Sum {
+        total: f64,
+        last_ms: i64,
+    },
+    Histogram {
+        bounds: Vec<f64>,
+        counts: Vec<u64>,
+        count: u64,
+        sum: f64,
+        last_ms: i64,
+    },
+}
+
+/// Counters of the conversion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromStats {
+    /// Delta points dropped because they went back in time for their series.
+    pub delta_out_of_order: u64,
+    /// Histogram points dropped for an invalid shape (no buckets but a count, say).
+    pub invalid_points: u64,
+    /// Delta series forgotten after `delta_state_ttl_ms` without a point.
+    pub delta_series_expired: u64,
+}
+
+/// The converter: stateless naming plus the running totals that turn delta into cumulative.
+#[derive(Debug, Default)]
+pub struct PromConverter {
+    config: PromConfig,
+    deltas: HashMap<u64, DeltaState>,
+    stats: PromStats,
+    max_ms: i64,
+}
+
+fn push(
+    out: &mut Vec<Sample>,
+    base: &[(String, String)],
+    name: String,
+    extra: Option<(&str, String)>,
+    value: f64,
+    ts: i64,
+) {
+    let mut labels = Vec::with_capacity(base.len() + 2);
+    labels.push(("__name__".to_string(), name));
+    labels.extend(base.iter().cloned());
+    if let Some((k, v)) = extra {
+        labels.push((k.to_string(), v));
+    }
+    labels.sort_by(|a, b| a.0.cmp(&b.0));
+    labels.dedup_by(|a, b| a.0 == b.0);
+    out.push(Sample {
+        labels,
+        value,
+        timestamp_ms: ts,
+    });
+}
+
+impl PromConverter {
+    /// A converter.
+    pub fn new(config: PromConfig) -> Self {
+        PromConverter {
+            config,
+            ..Default::default()
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> PromStats {
+        self.stats
+    }
+
+    /// Delta series being accumulated (state size).
+    pub fn delta_series(&self) -> usize {
+        self.deltas.len()
+    }
+
+    /// The labels shared by every series of a point: job, instance, scope, region, attributes.
+    fn base_labels(p: &MetricPoint) -> Vec<(String, String)> {
+        let mut labels: Vec<(String, String)> = Vec::with_capacity(p.attributes.len() + 5);
+        for kv in &p.attributes.0 {
+            let v = kv.value.to_text();
+            let k = label_name(&kv.key);
+            // Attributes whose names collide after sanitizing are joined with `;`, as the spec says.
+            if let Some(existing) = labels.iter_mut().find(|(ek, _)| *ek == k) {
+                existing.1.push(';');
+                existing.1.push_str(&v);
+            } else if !k.is_empty() && !v.is_empty() {
+                labels.push((k, v));
+            }
+        }
+        let res = &p.origin.resource.attributes;
+        if let Some(job) = job(res) {
+            labels.retain(|(k, _)| k != "job");
+            labels.push(("job".into(), job));
+        }
+        if let Some(inst) = res.get_str("service.instance.id") {
+            labels.retain(|(k, _)| k != "instance");
+            labels.push(("instance".into(), inst.to_string()));
+        }
+        let scope = &p.origin.scope;
+        if !scope.name.is_empty() {
+            labels.push(("otel_scope_name".into(), scope.name.clone()));
+        }
+        if !scope.version.is_empty() {
+            labels.push(("otel_scope_version".into(), scope.version.clone()));
+        }
+        labels.retain(|(k, _)| k != "region");
+        labels.push(("region".into(), p.origin.region.to_string()));
+        labels
+    }
+
+    /// Converts points, appending samples to `out`. One `target_info` per distinct resource in
+    /// the call.
+    pub fn convert(&mut self, points: &[MetricPoint], out: &mut Vec<Sample>) {
+        let mut resources_done: Vec<*const dwcp_schemas::model::Resource> = Vec::new();
+        for p in points {
+            #[allow(clippy::cast_possible_wrap)]
+            let ts = (p.time_unix_nano / 1_000_000) as i64;
+            self.max_ms = self.max_ms.max(ts);
+            if self.config.target_info {
+                let ptr = std::sync::Arc::as_ptr(&p.origin.resource);
+                if !resources_done.contains(&ptr) {
+                    resources_done.push(ptr);
+                    target_info(p, ts, out);
+                }
+            }
+            self.convert_point(p, ts, out);
+        }
+        self.expire();
+    }
+
+    fn expire(&mut self) {
+        #[allow(clippy::cast_possible_wrap)]
+        let ttl = self.config.delta_state_ttl_ms as i64;
+        let horizon = self.max_ms.saturating_sub(ttl);
+        let before = self.deltas.len();
+        self.deltas.retain(|_, s| match s {
+            DeltaState::Sum { last_ms, .. } | DeltaState::Histogram { last_ms, .. } => *last_ms >= horizon,
+        });
+        self.stats.delta_series_expired += (before - self.deltas.len()) as u64;
+    }
+
+    fn convert_point(&mut self, p: &MetricPoint, ts: i64, out: &mut Vec<Sample>) {
+        let base = Self::base_labels(p);
+        let no_value = p.flags & 1 == 1;
+        let name = &p.metric.name;
+        let unit = &p.metric.unit;
+        match &p.value {
+            PointValue::Gauge { value } => {
+                let v = if no_value { stale_nan() } else { value.as_f64() };
+                push(out, &base, metric_name(name, unit, PromKind::Gauge), None, v, ts);
+            }
+            PointValue::Sum {
+                value,
+                temporality,
+                monotonic,
+            } => {
+                let kind = if *monotonic { PromKind::Counter } else { PromKind::Gauge };
+                let n = metric_name(name, unit, kind);
+                let v = if no_value {
+                    stale_nan()
+                } else if *temporality == Temporality::Delta {
+                    let mut key = base.clone();
+                    key.push(("__name__".into(), n.clone()));
+                    let h = series_hash(&key);
+                    match self.deltas.entry(h).or_insert(DeltaState::Sum {
+                        total: 0.0,
+                        last_ms: i64::MIN,
+                    }) {
+                        DeltaState::Sum { total, last_ms } => {
+                            if ts < *last_ms {
+                                self.stats.delta_out_of_order += 1;
+                                return;
+                            }
+                            *total += value.as_f64();
+                            *last_ms = ts;
+                            *total
+                        }
+                        DeltaState::Histogram { .. } => {
+                            self.stats.invalid_points += 1;
+                            return;
+                        }
+                    }
+                } else {
+                    value.as_f64()
+                };
+                push(out, &base, n, None, v, ts);
+            }
+            PointValue::Histogram {
+                count,
+                sum,
+                bounds,
+                bucket_counts,
+                temporality,
+                ..
+            } => {
+                if bucket_counts.is_empty() && *count > 0 && !bounds.is_empty() {
+                    self.stats.invalid_points += 1;
+                    return;
+                }
+                let counts = if bucket_counts.is_empty() {
+                    vec![*count]
+                } else {
+                    bucket_counts.clone()
+                };
+                self.histogram(
+                    p,
+                    &base,
+                    bounds.clone(),
+                    counts,
+                    *count,
+                    sum.unwrap_or(f64::NAN),
+                    *temporality,
+                    no_value,
+                    ts,
+                    out,
+                );
+            }
+            PointValue::ExponentialHistogram {
+                count,
+                sum,
+                scale,
+                zero_count,
+                positive,
+                negative,
+                temporality,
+                ..
+            } => {
+                let bounds = self.config.exp_histogram_bounds.clone();
+                let counts = exp_to_classic(*scale, *zero_count, positive, negative, &bounds);
+                self.histogram(
+                    p,
+                    &base,
+                    bounds,
+                    counts,
+                    *count,
+                    sum.unwrap_or(f64::NAN),
+                    *temporality,
+                    no_value,
+                    ts,
+                    out,
+                );
+            }
+            PointValue::Summary { count, sum, quantiles } => {
+                let n = metric_name(name, unit, PromKind::Histogram);
+                for (q, v) in quantiles {
+                    let v = if no_value { stale_nan() } else { *v };
+                    push(out, &base, n.clone(), Some(("quantile", format_float(*q))), v, ts);
+                }
+                #[allow(clippy::cast_precision_loss)]
+                let c = *count as f64;
+                push(
+                    out,
+                    &base,
+                    format!("{n}_sum"),
+                    None,
+                    if no_value { stale_nan() } else { *sum },
+                    ts,
+                );
+                push(
+                    out,
+                    &base,
+                    format!("{n}_count"),
+                    None,
+                    if no_value { stale_nan() } else { c },
+                    ts,
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn histogram(
+        &mut self,
+        p: &MetricPoint,
+        base: &[(String, String)],
+        bounds: Vec<f64>,
+        counts: Vec<u64>,
+        count: u64,
+        sum: f64,
+        temporality: Temporality,
+        no_value: bool,
+        ts: i64,
+        out: &mut Vec<Sample>,
+    ) {
+        let n = metric_name(&p.metric.name, &p.metric.unit, PromKind::Histogram);
+        let (bounds, counts, count, sum) = if temporality == Temporality::Delta && !no_value {
+            let mut key = base.to_vec();
+            key.push(("__name__".into(), n.clone()));
+            let h = series_hash(&key);
+            let st = self.deltas.entry(h).or_insert_with(|| DeltaState::Histogram {
+                bounds: bounds.clone(),
+                counts: vec![0; counts.len()],
+                count: 0,
+                sum: 0.0,
+                last_ms: i64::MIN,
+            });
+            match st {
+                DeltaState::Histogram {
+                    bounds: sb,
+                    counts: sc,
+                    count: scount,
+                    sum: ssum,
+                    last_ms,
+                } => {
+                    if ts < *last_ms {
+                        self.stats.delta_out_of_order += 1;
+                        return;
+                    }
+                    if *sb != bounds || sc.len() != counts.len() {
+                        // The bounds changed: a new series history, as a counter reset.
+                        *sb = bounds.clone();
+                        *sc = vec![0; counts.len()];
+                        *scount = 0;
+                        *ssum = 0.0;
+                    }
+                    for (a, b) in sc.iter_mut().zip(&counts) {
+                        *a += b;
+                    }
+                    *scount += count;
+                    if sum.is_finite() {
+                        *ssum += sum;
+                    }
+                    *last_ms = ts;
+                    (sb.clone(), sc.clone(), *scount, *ssum)
+                }
+                DeltaState::Sum { .. } => {
+                    self.stats.invalid_points += 1;
+                    return;
+                }
+            }
+        } else {
+            (bounds, counts, count, sum)
+        };
+        let bucket = format!("{n}_bucket");
+        let mut cum = 0u64;
+        for (i, c) in counts.iter().enumerate() {
+            cum += c;
+            let le = bounds.get(i).copied().unwrap_or(f64::INFINITY);
+            #[allow(clippy::cast_precision_loss)]
+            let v = if no_value { stale_nan() } else { cum as f64 };
+            push(out, base, bucket.clone(), Some(("le", format_float(le))), v, ts);
+        }
+        if bounds.len() >= counts.len() {
+            // No +Inf bucket in the data (only bounds): add it from the count.
+            #[allow(clippy::cast_precision_loss)]
+            let v = if no_value { stale_nan() } else { count as f64 };
+            push(out, base, bucket, Some(("le", "+Inf".into())), v, ts);
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let c = count as f64;
+        push(
+            out,
+            base,
+            format!("{n}_sum"),
+            None,
+            if no_value { stale_nan() } else { sum },
+            ts,
+        );
+        push(
+            out,
+            base,
+            format!("{n}_count"),
+            None,
+            if no_value { stale_nan() } else { c },
+            ts,
+        );
+    }
+}
+
+fn job(res: &dwcp_schemas::model::Attributes) -> Option<String> {
+    let name = res.get_str("service.name")?;
+    Some(match res.get_str("service.namespace") {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+        _ => name.to_string(),
+    })
+}
+
+fn target_info(p: &MetricPoint, ts: i64, out: &mut Vec<Sample>) {
+    let res = &p.origin.resource.attributes;
+    let mut labels: Vec<(String, String)> = Vec::new();
+    for kv in &res.0 {
+        if matches!(
+            kv.key.as_str(),
+            "service.name" | "service.namespace" | "service.instance.id"
+        ) {
+            continue;
+        }
+        let v = match &kv.value {
+            AnyValue::Empty => continue,
+            other => other.to_text(),
+        };
+        let k = label_name(&kv.key);
+        if !labels.iter().any(|(ek, _)| *ek == k) && !v.is_empty() {
+            labels.push((k, v));
+        }
+    }
+    if let Some(j) = job(res) {
+        labels.retain(|(k, _)| k != "job");
+        labels.push(("job".into(), j));
+    }
+    if let Some(i) = res.get_str("service.instance.id") {
+        labels.retain(|(k, _)| k != "instance");
+        labels.push(("instance".into(), i.to_string()));
+    }
+    labels.retain(|(k, _)| k != "region");
+    labels.push(("region".into(), p.origin.region.to_string()));
+    push(out, &labels, "target_info".into(), None, 1.0, ts);
+}
+
+/// Converts an exponential histogram to classic bucket counts for `bounds` (+Inf last).
+///
+/// Each exponential bucket `(base^i, base^(i+1)]` is assigned whole to the first classic bucket
+/// whose bound is at or above the exponential bucket's upper end; when a classic bound falls
+/// strictly inside an exponential bucket, the count goes to the bucket above it. So the classic
+/// cumulative counts never overstate `le` (a value is never counted below its true bucket), and
+/// the error is at most one exponential bucket width (a factor of 2^(2^-scale)). Negative
+/// values and the zero bucket go to the first bucket whose bound is at or above them.
+pub fn exp_to_classic(
+    scale: i32,
+    zero_count: u64,
+    positive: &dwcp_schemas::model::ExpBuckets,
+    negative: &dwcp_schemas::model::ExpBuckets,
+    bounds: &[f64],
+) -> Vec<u64> {
+    let mut counts = vec![0u64; bounds.len() + 1];
+    let base = 2f64.powf(2f64.powi(-scale));
+    let slot = |v: f64| bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len());
+    for (i, c) in positive.bucket_counts.iter().enumerate() {
+        if *c == 0 {
+            continue;
+        }
+        #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
+        let idx = positive.offset.saturating_add(i as i32);
+        let upper = base.powi(idx.saturating_add(1));
+        counts[slot(upper)] += c;
+    }
+    // Negative bucket i holds [-base^(i+1), -base^i): its upper end is -base^i.
+    for (i, c) in negative.bucket_counts.iter().enumerate() {
+        if *c == 0 {
+            continue;
+        }
+        #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
+        let idx = negative.offset.saturating_add(i as i32);
+        counts[slot(-base.powi(idx))] += c;
+    }
+    counts[slot(0.0)] += zero_count;
+    counts
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,337 @@
+use super::*;
+use dwcp_schemas::model::{Attributes, ExpBuckets, KeyValue, MetricDescriptor, Number, Origin, Resource, Scope};
+use std::sync::Arc;
+
+#[test]
+fn names_follow_the_specification_table() {
+    let cases = [
+        (
+            "system.cpu.utilization",
+            "1",
+            PromKind::Gauge,
+            "system_cpu_utilization_ratio",
+        ),
+        (
+            "http.server.request.duration",
+            "s",
+            PromKind::Histogram,
+            "http_server_request_duration_seconds",
+        ),
+        (
+            "system.network.io",
+            "By",
+            PromKind::Counter,
+            "system_network_io_bytes_total",
+        ),
+        (
+            "system.memory.usage",
+            "By",
+            PromKind::Gauge,
+            "system_memory_usage_bytes",
+        ),
+        ("requests", "{request}", PromKind::Counter, "requests_total"),
+        ("dwcp.requests", "{request}", PromKind::Counter, "dwcp_requests_total"),
+        ("throughput", "By/s", PromKind::Gauge, "throughput_bytes_per_second"),
+        ("speed", "m/s", PromKind::Gauge, "speed_meters_per_second"),
+        ("packets.rate", "{packet}/s", PromKind::Gauge, "packets_rate_per_second"),
+        ("metric_total", "", PromKind::Counter, "metric_total"),
+        ("foo.bar", "ms", PromKind::Counter, "foo_bar_milliseconds_total"),
+        ("dwcp.latency", "ms", PromKind::Histogram, "dwcp_latency_milliseconds"),
+        (
+            "latency_milliseconds",
+            "ms",
+            PromKind::Histogram,
+            "latency_milliseconds",
+        ),
+        ("sent_total", "By", PromKind::Counter, "sent_bytes_total"),
+        ("cpu", "%", PromKind::Gauge, "cpu_percent"),
+        ("dwcp.cpu.usage", "%", PromKind::Gauge, "dwcp_cpu_usage_percent"),
+        ("temperature", "Cel", PromKind::Gauge, "temperature_celsius"),
+        ("distance", "km", PromKind::Gauge, "distance_km"),
+        ("1foo", "", PromKind::Gauge, "_1foo"),
+        ("a..b--c", "", PromKind::Gauge, "a_b_c"),
+        ("ns:metric", "", PromKind::Gauge, "ns:metric"),
+        ("ratio.counter", "1", PromKind::Counter, "ratio_counter_total"),
+    ];
+    for (name, unit, kind, want) in cases {
+        assert_eq!(metric_name(name, unit, kind), want, "{name} [{unit}] {kind:?}");
+    }
+}
+
+#[test]
+fn labels_are_sanitized() {
+    for (k, want) in [
+        ("http.method", "http_method"),
+        ("0abc", "key_0abc"),
+        ("_abc", "key_abc"),
+        ("__abc", "__abc"),
+        ("a-b c", "a_b_c"),
+    ] {
+        assert_eq!(label_name(k), want);
+    }
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: AnyValue::String(v.into()),
+    }
+}
+
+fn point(name: &str, unit: &str, value: PointValue, t_ms: u64) -> MetricPoint {
+    MetricPoint {
+        origin: Origin {
+            region: "us-east-1".into(),
+            resource: Arc::new(Resource {
+                attributes: Attributes(vec![
+                    kv("service.name", "gw"),
+                    kv("service.namespace", "dwcp"),
+                    kv("service.instance.id", "gw-0"),
+                    kv("cloud.region", "us-east-1"),
+                    kv("host.name", "h1"),
+                ]),
+            }),
+            scope: Arc::new(Scope {
+                name: "dwcp.fixture".into(),
+                version: "1.0".into(),
+                attributes: Attributes::default(),
+            }),
+        },
+        metric: Arc::new(MetricDescriptor {
+            name: name.into(),
+            description: String::new(),
+            unit: unit.into(),
+        }),
+        attributes: Attributes(vec![kv("operation", "migration")]),
+        start_time_unix_nano: 0,
+        time_unix_nano: t_ms * 1_000_000,
+        value,
+        flags: 0,
+    }
+}
+
+fn find<'a>(out: &'a [Sample], name: &str, extra: Option<(&str, &str)>) -> Vec<&'a Sample> {
+    out.iter()
+        .filter(|s| s.name() == name)
+        .filter(|s| extra.is_none_or(|(k, v)| s.label(k) == Some(v)))
+        .collect()
+}
+
+#[test]
+fn counter_gets_job_instance_scope_region_and_target_info() {
+    let mut c = PromConverter::new(PromConfig::default());
+    let mut out = vec![];
+    let p = point(
+        "dwcp.requests",
+        "{request}",
+        PointValue::Sum {
+            value: Number::Int(5),
+            temporality: Temporality::Cumulative,
+            monotonic: true,
+        },
+        1000,
+    );
+    c.convert(&[p], &mut out);
+    let s = find(&out, "dwcp_requests_total", None);
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        s[0].labels,
+        vec![
+            ("__name__".to_string(), "dwcp_requests_total".to_string()),
+            ("instance".into(), "gw-0".into()),
+            ("job".into(), "dwcp/gw".into()),
+            ("operation".into(), "migration".into()),
+            ("otel_scope_name".into(), "dwcp.fixture".into()),
+            ("otel_scope_version".into(), "1.0".into()),
+            ("region".into(), "us-east-1".into()),
+        ]
+    );
+    assert_eq!((s[0].value, s[0].timestamp_ms), (5.0, 1000));
+    let ti = find(&out, "target_info", None);
+    assert_eq!(ti.len(), 1);
+    assert_eq!(ti[0].label("host_name"), Some("h1"));
+    assert_eq!(ti[0].label("cloud_region"), Some("us-east-1"));
+    assert_eq!(ti[0].label("job"), Some("dwcp/gw"));
+    assert_eq!(ti[0].label("service_name"), None);
+}
+
+#[test]
+fn histogram_becomes_cumulative_buckets_with_inf_sum_and_count() {
+    let mut c = PromConverter::new(PromConfig {
+        target_info: false,
+        ..Default::default()
+    });
+    let mut out = vec![];
+    // Values 20, 22, 25, 30, 400 in bounds [5, 10, 25, 50, 100, 250, 500, 1000].
+    let p = point(
+        "dwcp.latency",
+        "ms",
+        PointValue::Histogram {
+            count: 5,
+            sum: Some(497.0),
+            min: Some(20.0),
+            max: Some(400.0),
+            bounds: vec![5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
+            bucket_counts: vec![0, 0, 3, 1, 0, 0, 1, 0, 0],
+            temporality: Temporality::Cumulative,
+        },
+        2000,
+    );
+    c.convert(&[p], &mut out);
+    let le: Vec<(String, f64)> = find(&out, "dwcp_latency_milliseconds_bucket", None)
+        .iter()
+        .map(|s| (s.label("le").expect("le").to_string(), s.value))
+        .collect();
+    let want: Vec<(String, f64)> = [
+        ("5", 0.0),
+        ("10", 0.0),
+        ("25", 3.0),
+        ("50", 4.0),
+        ("100", 4.0),
+        ("250", 4.0),
+        ("500", 5.0),
+        ("1000", 5.0),
+        ("+Inf", 5.0),
+    ]
+    .iter()
+    .map(|(l, v)| (l.to_string(), *v))
+    .collect();
+    assert_eq!(le, want);
+    assert_eq!(find(&out, "dwcp_latency_milliseconds_sum", None)[0].value, 497.0);
+    assert_eq!(find(&out, "dwcp_latency_milliseconds_count", None)[0].value, 5.0);
+}
+
+#[test]
+fn delta_sums_and_histograms_accumulate_into_cumulative() {
+    let mut c = PromConverter::new(PromConfig {
+        target_info: false,
+        ..Default::default()
+    });
+    let mut out = vec![];
+    for (i, d) in [3, 4, 5].iter().enumerate() {
+        let p = point(
+            "dwcp.requests",
+            "{request}",
+            PointValue::Sum {
+                value: Number::Int(*d),
+                temporality: Temporality::Delta,
+                monotonic: true,
+            },
+            1000 * (i as u64 + 1),
+        );
+        c.convert(&[p], &mut out);
+    }
+    let v: Vec<f64> = find(&out, "dwcp_requests_total", None)
+        .iter()
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(v, vec![3.0, 7.0, 12.0]);
+    // Going back in time for a delta series is refused and counted.
+    let old = point(
+        "dwcp.requests",
+        "{request}",
+        PointValue::Sum {
+            value: Number::Int(1),
+            temporality: Temporality::Delta,
+            monotonic: true,
+        },
+        500,
+    );
+    out.clear();
+    c.convert(&[old], &mut out);
+    assert!(find(&out, "dwcp_requests_total", None).is_empty());
+    assert_eq!(c.stats().delta_out_of_order, 1);
+
+    out.clear();
+    for (i, counts) in [vec![1, 0, 2], vec![0, 3, 1]].into_iter().enumerate() {
+        let n: u64 = counts.iter().sum();
+        let p = point(
+            "lat",
+            "s",
+            PointValue::Histogram {
+                count: n,
+                sum: Some(1.0),
+                min: None,
+                max: None,
+                bounds: vec![1.0, 2.0],
+                bucket_counts: counts,
+                temporality: Temporality::Delta,
+            },
+            1000 * (i as u64 + 1),
+        );
+        c.convert(&[p], &mut out);
+    }
+    let last: Vec<f64> = find(&out, "lat_seconds_bucket", None)
+        .iter()
+        .skip(3)
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(last, vec![1.0, 4.0, 7.0]);
+    assert_eq!(find(&out, "lat_seconds_count", None)[1].value, 7.0);
+    assert_eq!(find(&out, "lat_seconds_sum", None)[1].value, 2.0);
+}
+
+#[test]
+fn non_monotonic_sum_is_a_gauge_and_no_value_is_a_stale_marker() {
+    let mut c = PromConverter::new(PromConfig {
+        target_info: false,
+        ..Default::default()
+    });
+    let mut out = vec![];
+    let mut p = point(
+        "dwcp.active_connections",
+        "{connection}",
+        PointValue::Sum {
+            value: Number::Int(5),
+            temporality: Temporality::Cumulative,
+            monotonic: false,
+        },
+        1000,
+    );
+    c.convert(std::slice::from_ref(&p), &mut out);
+    assert_eq!(find(&out, "dwcp_active_connections", None)[0].value, 5.0);
+    p.flags = 1;
+    out.clear();
+    c.convert(&[p], &mut out);
+    assert_eq!(
+        find(&out, "dwcp_active_connections", None)[0].value.to_bits(),
+        STALE_NAN_BITS
+    );
+}
+
+#[test]
+fn exponential_histogram_to_classic_buckets() {
+    // Scale 0: base 2, bucket i holds (2^i, 2^(i+1)]. Values 1.5 (i=0), 2.5 (i=1), 30 (i=4).
+    let positive = ExpBuckets {
+        offset: 0,
+        bucket_counts: vec![1, 1, 0, 0, 1],
+    };
+    let counts = exp_to_classic(0, 2, &positive, &ExpBuckets::default(), &[1.0, 2.0, 5.0, 50.0]);
+    // (0,2] ← bucket 0 and the zero count; (2,4] → le=5; (16,32] → le=50.
+    assert_eq!(counts, vec![2, 1, 1, 1, 0]);
+}
+
+#[test]
+fn summary_becomes_quantile_series() {
+    let mut c = PromConverter::new(PromConfig {
+        target_info: false,
+        ..Default::default()
+    });
+    let mut out = vec![];
+    let p = point(
+        "rpc.duration",
+        "ms",
+        PointValue::Summary {
+            count: 10,
+            sum: 55.0,
+            quantiles: vec![(0.5, 5.0), (0.99, 9.9)],
+        },
+        1,
+    );
+    c.convert(&[p], &mut out);
+    assert_eq!(
+        find(&out, "rpc_duration_milliseconds", Some(("quantile", "0.99")))[0].value,
+        9.9
+    );
+    assert_eq!(find(&out, "rpc_duration_milliseconds_count", None)[0].value, 10.0);
+}
