@@ -12,6 +12,7 @@
 
 pub mod ack;
 pub mod file;
+pub mod prometheus;
 
 use std::sync::Arc;
 

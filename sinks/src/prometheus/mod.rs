@@ -1,0 +1,3 @@
+//! Prometheus destinations.
+
+pub mod remote_write;

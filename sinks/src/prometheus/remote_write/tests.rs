@@ -1,0 +1,257 @@
+//! The retry rules against a fault-injecting receiver (the one kind of fake server allowed:
+//! no real server answers 503, then 200, on demand), and the wire format.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+use dwcp_operators::prom::Sample;
+use prost::Message as _;
+
+use super::*;
+use crate::ack::{Ack, AckReceiver};
+
+#[derive(Default)]
+struct Receiver {
+    /// Status codes to answer in order; 200 once exhausted.
+    script: Mutex<Vec<(u16, Option<&'static str>)>>,
+    /// (arrival, headers, decoded request) of every request.
+    seen: Mutex<Vec<(Instant, HeaderMap, proto::WriteRequest)>>,
+}
+
+async fn handle(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let raw = snap::raw::Decoder::new().decompress_vec(&body).expect("snappy");
+    let req = proto::WriteRequest::decode(raw.as_slice()).expect("protobuf");
+    r.seen.lock().expect("lock").push((Instant::now(), headers, req));
+    let next = {
+        let mut s = r.script.lock().expect("lock");
+        if s.is_empty() {
+            None
+        } else {
+            Some(s.remove(0))
+        }
+    };
+    match next {
+        None => (StatusCode::NO_CONTENT, HeaderMap::new(), String::new()),
+        Some((code, retry_after)) => {
+            let mut h = HeaderMap::new();
+            if let Some(ra) = retry_after {
+                h.insert("retry-after", ra.parse().expect("header"));
+            }
+            (
+                StatusCode::from_u16(code).expect("status"),
+                h,
+                format!("scripted {code}"),
+            )
+        }
+    }
+}
+
+async fn receiver(script: Vec<(u16, Option<&'static str>)>) -> (Arc<Receiver>, String) {
+    let r = Arc::new(Receiver {
+        script: Mutex::new(script),
+        ..Default::default()
+    });
+    let app = Router::new().route("/api/v1/write", post(handle)).with_state(r.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await.expect("serve") });
+    (r, format!("http://{addr}/api/v1/write"))
+}
+
+#[derive(Default)]
+struct Acks(Mutex<Vec<u64>>);
+impl AckReceiver for Acks {
+    fn done(&self, id: u64) {
+        self.0.lock().expect("lock").push(id);
+    }
+}
+
+fn sample(name: &str, region: &str, v: f64, ts: i64) -> Sample {
+    Sample {
+        labels: vec![("__name__".into(), name.into()), ("region".into(), region.into())],
+        value: v,
+        timestamp_ms: ts,
+    }
+}
+
+fn config(url: &str) -> RemoteWriteConfig {
+    RemoteWriteConfig {
+        shards: 2,
+        batch_wait_ms: 20,
+        min_backoff_ms: 10,
+        max_backoff_ms: 40,
+        ..RemoteWriteConfig::new(url)
+    }
+}
+
+#[tokio::test]
+async fn retries_503_until_accepted_then_acks() {
+    let (r, url) = receiver(vec![(503, None), (503, None)]).await;
+    let stats = RemoteWriteStats::default();
+    let sink = RemoteWriteSink::start(
+        RemoteWriteConfig {
+            shards: 1,
+            ..config(&url)
+        },
+        stats.clone(),
+    )
+    .expect("start");
+    let acks = Arc::new(Acks::default());
+    let ack = Ack::new(9, acks.clone());
+    sink.send(
+        vec![sample("up", "a", 1.0, 1000), sample("up", "a", 0.0, 2000)],
+        Some(&ack),
+    )
+    .await;
+    drop(ack);
+    sink.close().await;
+    assert_eq!(*acks.0.lock().expect("lock"), vec![9]);
+    assert_eq!(stats.retries.get(), 2);
+    assert_eq!(stats.requests.get(), 3);
+    assert_eq!(stats.samples_sent.get(), 2);
+    assert_eq!(stats.samples_dropped.get(), 0);
+    let seen = r.seen.lock().expect("lock");
+    assert_eq!(seen.len(), 3, "the same body three times");
+    assert!(seen.iter().all(|(_, _, req)| req == &seen[0].2));
+}
+
+#[tokio::test]
+async fn a_400_is_dropped_counted_and_not_retried() {
+    let (r, url) = receiver(vec![(400, None)]).await;
+    let stats = RemoteWriteStats::default();
+    let sink = RemoteWriteSink::start(
+        RemoteWriteConfig {
+            shards: 1,
+            ..config(&url)
+        },
+        stats.clone(),
+    )
+    .expect("start");
+    let acks = Arc::new(Acks::default());
+    sink.send(vec![sample("up", "a", 1.0, 1000)], Some(&Ack::new(1, acks.clone())))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sink.send(vec![sample("up", "a", 1.0, 2000)], Some(&Ack::new(2, acks.clone())))
+        .await;
+    sink.close().await;
+    assert_eq!(stats.samples_dropped.get(), 1);
+    assert_eq!(stats.samples_sent.get(), 1);
+    assert_eq!(stats.retries.get(), 0);
+    assert_eq!(r.seen.lock().expect("lock").len(), 2);
+    assert_eq!(
+        *acks.0.lock().expect("lock"),
+        vec![1, 2],
+        "a rejected batch still releases its offset"
+    );
+}
+
+#[tokio::test]
+async fn a_429_waits_for_retry_after() {
+    let (r, url) = receiver(vec![(429, Some("1"))]).await;
+    let stats = RemoteWriteStats::default();
+    let sink = RemoteWriteSink::start(
+        RemoteWriteConfig {
+            shards: 1,
+            ..config(&url)
+        },
+        stats.clone(),
+    )
+    .expect("start");
+    sink.send(vec![sample("up", "a", 1.0, 1000)], None).await;
+    sink.close().await;
+    let seen = r.seen.lock().expect("lock");
+    assert_eq!(seen.len(), 2);
+    let gap = seen[1].0 - seen[0].0;
+    assert!(
+        gap >= Duration::from_millis(1000),
+        "retried after {gap:?}, before Retry-After"
+    );
+    assert_eq!(stats.samples_sent.get(), 1);
+}
+
+#[tokio::test]
+async fn wire_format_headers_sorted_labels_and_ordered_samples() {
+    let (r, url) = receiver(vec![]).await;
+    let sink = RemoteWriteSink::start(
+        RemoteWriteConfig {
+            shards: 1,
+            ..config(&url)
+        },
+        RemoteWriteStats::default(),
+    )
+    .expect("start");
+    let mut s = sample("b_metric", "eu", 2.0, 3000);
+    s.labels.push(("empty".into(), String::new()));
+    sink.send(
+        vec![
+            sample("b_metric", "eu", 1.0, 2000),
+            s,
+            sample("a_metric", "us", 5.0, 1000),
+        ],
+        None,
+    )
+    .await;
+    sink.close().await;
+    let seen = r.seen.lock().expect("lock");
+    let (_, h, req) = &seen[0];
+    assert_eq!(h["content-encoding"], "snappy");
+    assert_eq!(h["content-type"], "application/x-protobuf");
+    assert_eq!(h["x-prometheus-remote-write-version"], "0.1.0");
+    assert!(h["user-agent"].to_str().expect("ascii").starts_with("dwcp-monitor/"));
+    // The empty label is dropped, so both b_metric samples are one series, in time order.
+    let b = req
+        .timeseries
+        .iter()
+        .find(|t| t.labels[0].value == "b_metric")
+        .expect("series");
+    let names: Vec<&str> = b.labels.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["__name__", "region"]);
+    let ts: Vec<i64> = req
+        .timeseries
+        .iter()
+        .flat_map(|t| t.samples.iter().map(|s| s.timestamp))
+        .collect();
+    assert_eq!(ts.len(), 3);
+    assert!(b.samples.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+}
+
+#[tokio::test]
+async fn one_series_always_lands_on_one_shard() {
+    let (r, url) = receiver(vec![]).await;
+    let sink = RemoteWriteSink::start(
+        RemoteWriteConfig {
+            shards: 4,
+            max_samples_per_send: 3,
+            ..config(&url)
+        },
+        RemoteWriteStats::default(),
+    )
+    .expect("start");
+    for ts in 0..30 {
+        sink.send(
+            (0..8).map(|i| sample("m", &format!("r{i}"), ts as f64, ts)).collect(),
+            None,
+        )
+        .await;
+    }
+    sink.close().await;
+    // Every series' samples arrive in timestamp order across all requests.
+    let seen = r.seen.lock().expect("lock");
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    for (_, _, req) in seen.iter() {
+        for t in &req.timeseries {
+            let key = format!("{:?}", t.labels);
+            for s in &t.samples {
+                let prev = last.insert(key.clone(), s.timestamp).unwrap_or(-1);
+                assert!(s.timestamp > prev, "{key}: {} after {prev}", s.timestamp);
+            }
+        }
+    }
+    assert_eq!(last.len(), 8);
+}
