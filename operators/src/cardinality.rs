@@ -31,7 +31,11 @@ pub struct CardinalityConfig {
 
 impl Default for CardinalityConfig {
     fn default() -> Self {
-        CardinalityConfig { max_series_per_metric: 10_000, max_series_total: 1_000_000, idle_timeout_ms: 600_000 }
+        CardinalityConfig {
+            max_series_per_metric: 10_000,
+            max_series_total: 1_000_000,
+            idle_timeout_ms: 600_000,
+        }
     }
 }
 
@@ -55,7 +59,10 @@ pub struct CardinalityGuard {
 impl CardinalityGuard {
     /// A guard.
     pub fn new(config: CardinalityConfig) -> Self {
-        CardinalityGuard { config, ..Default::default() }
+        CardinalityGuard {
+            config,
+            ..Default::default()
+        }
     }
 
     /// Keeps the admitted samples in `samples`; returns the metrics that hit their bound for the
@@ -80,7 +87,14 @@ impl CardinalityGuard {
                 return false;
             }
             *self.per_metric.entry(metric.to_string()).or_insert(0) += 1;
-            self.series.insert(h, Active { labels: s.labels.clone(), metric: metric.to_string(), last_ms: s.timestamp_ms });
+            self.series.insert(
+                h,
+                Active {
+                    labels: s.labels.clone(),
+                    metric: metric.to_string(),
+                    last_ms: s.timestamp_ms,
+                },
+            );
             true
         });
         newly_limited
@@ -102,7 +116,11 @@ impl CardinalityGuard {
                     per_metric.remove(&a.metric);
                 }
             }
-            stale.push(Sample { labels: std::mem::take(&mut a.labels), value: stale_nan(), timestamp_ms: a.last_ms + 1 });
+            stale.push(Sample {
+                labels: std::mem::take(&mut a.labels),
+                value: stale_nan(),
+                timestamp_ms: a.last_ms + 1,
+            });
             false
         });
         stale
@@ -125,13 +143,24 @@ mod tests {
     use crate::prom::STALE_NAN_BITS;
 
     fn s(metric: &str, id: usize, ts: i64) -> Sample {
-        Sample { labels: vec![("__name__".into(), metric.into()), ("id".into(), id.to_string())], value: 1.0, timestamp_ms: ts }
+        Sample {
+            labels: vec![("__name__".into(), metric.into()), ("id".into(), id.to_string())],
+            value: 1.0,
+            timestamp_ms: ts,
+        }
     }
 
     #[test]
     fn new_series_past_the_metric_bound_are_dropped_and_reported_once() {
-        let mut g = CardinalityGuard::new(CardinalityConfig { max_series_per_metric: 3, max_series_total: 100, idle_timeout_ms: 1000 });
-        let mut batch: Vec<Sample> = (0..5).map(|i| s("a", i, 10)).chain((0..2).map(|i| s("b", i, 10))).collect();
+        let mut g = CardinalityGuard::new(CardinalityConfig {
+            max_series_per_metric: 3,
+            max_series_total: 100,
+            idle_timeout_ms: 1000,
+        });
+        let mut batch: Vec<Sample> = (0..5)
+            .map(|i| s("a", i, 10))
+            .chain((0..2).map(|i| s("b", i, 10)))
+            .collect();
         assert_eq!(g.admit(&mut batch), vec!["a".to_string()]);
         assert_eq!(batch.len(), 5);
         // Known series still pass; a's new ones are still dropped, but reported only the first time.
@@ -144,8 +173,15 @@ mod tests {
 
     #[test]
     fn total_bound_holds_across_metrics() {
-        let mut g = CardinalityGuard::new(CardinalityConfig { max_series_per_metric: 100, max_series_total: 4, idle_timeout_ms: 1000 });
-        let mut batch: Vec<Sample> = (0..3).map(|i| s("a", i, 1)).chain((0..3).map(|i| s("b", i, 1))).collect();
+        let mut g = CardinalityGuard::new(CardinalityConfig {
+            max_series_per_metric: 100,
+            max_series_total: 4,
+            idle_timeout_ms: 1000,
+        });
+        let mut batch: Vec<Sample> = (0..3)
+            .map(|i| s("a", i, 1))
+            .chain((0..3).map(|i| s("b", i, 1)))
+            .collect();
         g.admit(&mut batch);
         assert_eq!(batch.len(), 4);
         assert_eq!(g.dropped()["b"], 2);
@@ -153,7 +189,11 @@ mod tests {
 
     #[test]
     fn idle_series_expire_with_a_stale_marker_and_free_their_slot() {
-        let mut g = CardinalityGuard::new(CardinalityConfig { max_series_per_metric: 2, max_series_total: 100, idle_timeout_ms: 1000 });
+        let mut g = CardinalityGuard::new(CardinalityConfig {
+            max_series_per_metric: 2,
+            max_series_total: 100,
+            idle_timeout_ms: 1000,
+        });
         let mut b = vec![s("a", 0, 0), s("a", 1, 0)];
         g.admit(&mut b);
         let mut b = vec![s("a", 1, 1500)];

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod activity;
+pub mod aggregate;
 pub mod cardinality;
 pub mod prom;
 pub mod watermark;

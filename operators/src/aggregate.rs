@@ -1,0 +1,773 @@
+//! Cross-region aggregation over event-time tumbling windows.
+//!
+//! Each rule picks an OTLP metric by name. A point's group key is its metric plus its
+//! attributes and `job`, without `region` and the configured `without` labels (by default
+//! `instance`), so the same series from every region and instance meet in one group. Each
+//! closed window emits, per region and for `region="global"`:
+//!
+//! | aggregation | gauges, non-monotonic sums | counters (monotonic sums) | histograms |
+//! | --- | --- | --- | --- |
+//! | `count` | points | points | observations in the window |
+//! | `sum` | sum of values | increase in the window | sum of observations |
+//! | `min`, `max` | of values | of per-point increases | of the points' min/max (delta points only) |
+//! | `mean` | mean value | mean per-point increase | sum / count |
+//! | `rate` | — | increase / window seconds | observations / window seconds |
+//! | `p50` `p95` `p99` `p999` | HDR histogram of values | — | merged buckets, interpolated |
+//!
+//! Quantiles come from the data:
+//! - Histograms: each series' bucket increase over the window (cumulative points differenced
+//!   per series, delta points as they are) is merged bucket by bucket into the group's
+//!   histogram. When a series has other bounds than the group's first, its counts are
+//!   re-bucketed onto the group's bounds by linear interpolation of its cumulative
+//!   distribution. The quantile is then interpolated linearly inside its bucket, exactly as
+//!   Prometheus' `histogram_quantile` does, so it can be compared with a PromQL query.
+//! - Gauges: an HDR histogram (3 significant digits, values recorded in thousandths), so a
+//!   quantile is within 0.1 % of the exact order statistic (plus 0.001 absolute); negative
+//!   values count as 0 for quantiles (count, sum, min, max and mean stay exact).
+//!
+//! The first cumulative point of a series counts from zero when it carries a start time (the
+//! series began then, as OTLP defines it), else it only sets the baseline. A cumulative value
+//! lower than the previous one is a reset: the new value is the increase.
+//!
+//! Output names follow the recording-rule convention: `<record>:<aggregation>:<window>`, such as
+//! `dwcp:latency:p95:10s` and `dwcp:requests:rate:10s`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use dwcp_schemas::model::{MetricPoint, PointValue, Temporality};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::prom::{exp_to_classic, label_name, series_hash, Sample, DEFAULT_EXP_BOUNDS};
+use crate::EventTime;
+
+/// The aggregations a rule can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    /// Points or observations.
+    Count,
+    /// Sum or increase.
+    Sum,
+    /// Minimum.
+    Min,
+    /// Maximum.
+    Max,
+    /// Mean.
+    Mean,
+    /// Per second.
+    Rate,
+    /// Median.
+    P50,
+    /// 95th percentile.
+    P95,
+    /// 99th percentile.
+    P99,
+    /// 99.9th percentile.
+    P999,
+}
+
+impl Aggregation {
+    fn name(self) -> &'static str {
+        match self {
+            Aggregation::Count => "count",
+            Aggregation::Sum => "sum",
+            Aggregation::Min => "min",
+            Aggregation::Max => "max",
+            Aggregation::Mean => "mean",
+            Aggregation::Rate => "rate",
+            Aggregation::P50 => "p50",
+            Aggregation::P95 => "p95",
+            Aggregation::P99 => "p99",
+            Aggregation::P999 => "p999",
+        }
+    }
+
+    fn quantile(self) -> Option<f64> {
+        match self {
+            Aggregation::P50 => Some(0.5),
+            Aggregation::P95 => Some(0.95),
+            Aggregation::P99 => Some(0.99),
+            Aggregation::P999 => Some(0.999),
+            _ => None,
+        }
+    }
+
+    /// Every aggregation.
+    pub const ALL: [Aggregation; 10] = [
+        Aggregation::Count,
+        Aggregation::Sum,
+        Aggregation::Min,
+        Aggregation::Max,
+        Aggregation::Mean,
+        Aggregation::Rate,
+        Aggregation::P50,
+        Aggregation::P95,
+        Aggregation::P99,
+        Aggregation::P999,
+    ];
+}
+
+/// One rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationRule {
+    /// The OTLP metric name (`dwcp.latency`).
+    pub metric: String,
+    /// Output name prefix; default: the metric name with `.` as `:` (`dwcp:latency`).
+    #[serde(default)]
+    pub record: Option<String>,
+    /// Which aggregations; default all that apply to the metric's type.
+    #[serde(default)]
+    pub aggregations: Option<Vec<Aggregation>>,
+}
+
+impl AggregationRule {
+    fn record(&self) -> String {
+        self.record.clone().unwrap_or_else(|| self.metric.replace('.', ":"))
+    }
+}
+
+/// Configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregationConfig {
+    /// Window length, ms.
+    pub window_ms: u64,
+    /// Labels left out of the group key besides `region`.
+    pub without: Vec<String>,
+    /// Classic bounds for exponential histograms.
+    pub exp_histogram_bounds: Vec<f64>,
+    /// The rules.
+    pub rules: Vec<AggregationRule>,
+    /// Per-series state (for differencing cumulative points) unused this long expires, ms.
+    pub series_ttl_ms: u64,
+}
+
+impl Default for AggregationConfig {
+    fn default() -> Self {
+        AggregationConfig {
+            window_ms: 10_000,
+            without: vec!["instance".into()],
+            exp_histogram_bounds: DEFAULT_EXP_BOUNDS.to_vec(),
+            rules: Vec::new(),
+            series_ttl_ms: 600_000,
+        }
+    }
+}
+
+/// What kind of data a group holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+enum Kind {
+    Gauge,
+    Counter,
+    Histogram,
+}
+
+/// The accumulated statistics of one group in one region and window.
+#[derive(Debug, Clone)]
+struct Stats {
+    count: f64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    /// Gauge values ×1000.
+    hdr: Option<Histogram<u64>>,
+    /// Histogram bounds and per-bucket counts (non-cumulative, +Inf last).
+    bounds: Vec<f64>,
+    buckets: Vec<f64>,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Stats {
+            count: 0.0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            hdr: None,
+            bounds: Vec::new(),
+            buckets: Vec::new(),
+        }
+    }
+
+    fn observe_minmax(&mut self, v: f64) {
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+
+    fn record_gauge(&mut self, v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        self.count += 1.0;
+        self.sum += v;
+        self.observe_minmax(v);
+        let h = self.hdr.get_or_insert_with(|| {
+            #[allow(clippy::unwrap_used)] // 3 significant digits is a valid constant argument
+            Histogram::new(3).unwrap()
+        });
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let scaled = (v.max(0.0) * 1000.0).round() as u64;
+        // An auto-resizing histogram grows to fit; recording fails only past u64 range.
+        let _ = h.record(scaled);
+    }
+
+    fn add_buckets(&mut self, bounds: &[f64], counts: &[f64]) {
+        if self.bounds.is_empty() && self.buckets.is_empty() {
+            self.bounds = bounds.to_vec();
+            self.buckets = vec![0.0; bounds.len() + 1];
+        }
+        if self.bounds == bounds {
+            for (a, b) in self.buckets.iter_mut().zip(counts) {
+                *a += b;
+            }
+        } else {
+            let rebucketed = rebucket(bounds, counts, &self.bounds);
+            for (a, b) in self.buckets.iter_mut().zip(&rebucketed) {
+                *a += b;
+            }
+        }
+    }
+
+    fn merge(&mut self, o: &Stats) {
+        self.count += o.count;
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        if let Some(oh) = &o.hdr {
+            match &mut self.hdr {
+                Some(h) => {
+                    let _ = h.add(oh);
+                }
+                None => self.hdr = Some(oh.clone()),
+            }
+        }
+        if !o.buckets.is_empty() {
+            self.add_buckets(&o.bounds, &o.buckets);
+        }
+    }
+
+    fn quantile(&self, q: f64) -> Option<f64> {
+        if !self.buckets.is_empty() {
+            return histogram_quantile(q, &self.bounds, &self.buckets);
+        }
+        let h = self.hdr.as_ref()?;
+        if h.is_empty() {
+            return None;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        Some(h.value_at_quantile(q) as f64 / 1000.0)
+    }
+}
+
+/// Re-buckets per-bucket `counts` over `from` bounds onto `to` bounds, by linear
+/// interpolation of the cumulative distribution inside each source bucket.
+pub fn rebucket(from: &[f64], counts: &[f64], to: &[f64]) -> Vec<f64> {
+    // Cumulative distribution at each target bound.
+    let cdf_at = |x: f64| -> f64 {
+        let mut cum = 0.0;
+        let mut lower = 0.0f64.min(from.first().copied().unwrap_or(0.0));
+        for (i, c) in counts.iter().enumerate() {
+            let upper = from.get(i).copied().unwrap_or(f64::INFINITY);
+            if x >= upper {
+                cum += c;
+                lower = upper;
+                continue;
+            }
+            if x > lower && upper.is_finite() {
+                cum += c * (x - lower) / (upper - lower);
+            }
+            break;
+        }
+        cum
+    };
+    let total: f64 = counts.iter().sum();
+    let mut out = Vec::with_capacity(to.len() + 1);
+    let mut prev = 0.0;
+    for b in to {
+        let c = cdf_at(*b).min(total);
+        out.push((c - prev).max(0.0));
+        prev = c.max(prev);
+    }
+    out.push((total - prev).max(0.0));
+    out
+}
+
+/// Prometheus' `histogram_quantile` over per-bucket counts (+Inf last): the rank `q * total`
+/// is found in its bucket and interpolated linearly between the bucket's bounds (the first
+/// bucket's lower bound is 0 when its upper bound is positive); a rank in the +Inf bucket gives
+/// the highest finite bound.
+pub fn histogram_quantile(q: f64, bounds: &[f64], counts: &[f64]) -> Option<f64> {
+    let total: f64 = counts.iter().sum();
+    if total <= 0.0 || q.is_nan() {
+        return None;
+    }
+    if q < 0.0 {
+        return Some(f64::NEG_INFINITY);
+    }
+    if q > 1.0 {
+        return Some(f64::INFINITY);
+    }
+    let rank = q * total;
+    let mut cum = 0.0;
+    for (i, c) in counts.iter().enumerate() {
+        let prev_cum = cum;
+        cum += c;
+        if cum >= rank {
+            let Some(&upper) = bounds.get(i) else {
+                return bounds.last().copied();
+            };
+            let lower = match i {
+                0 if upper <= 0.0 => return Some(upper),
+                0 => 0.0,
+                _ => bounds[i - 1],
+            };
+            if *c <= 0.0 {
+                return Some(lower);
+            }
+            return Some(lower + (upper - lower) * ((rank - prev_cum) / c));
+        }
+    }
+    bounds.last().copied()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Last {
+    Counter {
+        value: f64,
+        time: EventTime,
+    },
+    Histogram {
+        bounds: Vec<f64>,
+        counts: Vec<u64>,
+        count: u64,
+        sum: f64,
+        time: EventTime,
+    },
+}
+
+/// A group: rule index and key labels (sorted).
+type GroupKey = (usize, Vec<(String, String)>);
+
+/// The operator.
+#[derive(Debug)]
+pub struct AggregateOperator {
+    config: AggregationConfig,
+    by_metric: HashMap<String, Vec<usize>>,
+    /// window start → group → region → stats
+    windows: BTreeMap<EventTime, HashMap<GroupKey, (Kind, BTreeMap<Arc<str>, Stats>)>>,
+    last: HashMap<u64, Last>,
+    closed_until: EventTime,
+    late: u64,
+}
+
+fn window_label(ms: u64) -> String {
+    if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+impl AggregateOperator {
+    /// A new operator.
+    pub fn new(config: AggregationConfig) -> Self {
+        let mut by_metric: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in config.rules.iter().enumerate() {
+            by_metric.entry(r.metric.clone()).or_default().push(i);
+        }
+        AggregateOperator {
+            config,
+            by_metric,
+            windows: BTreeMap::new(),
+            last: HashMap::new(),
+            closed_until: 0,
+            late: 0,
+        }
+    }
+
+    /// Points that arrived after their window closed.
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    /// Per-series baselines kept (state size).
+    pub fn series(&self) -> usize {
+        self.last.len()
+    }
+
+    fn key_labels(&self, p: &MetricPoint) -> Vec<(String, String)> {
+        let mut labels: Vec<(String, String)> = p
+            .attributes
+            .0
+            .iter()
+            .map(|kv| (label_name(&kv.key), kv.value.to_text()))
+            .filter(|(k, v)| !v.is_empty() && k != "region" && !self.config.without.contains(k))
+            .collect();
+        let res = &p.origin.resource.attributes;
+        if !self.config.without.iter().any(|w| w == "job") {
+            if let Some(name) = res.get_str("service.name") {
+                let job = match res.get_str("service.namespace") {
+                    Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+                    _ => name.to_string(),
+                };
+                labels.push(("job".into(), job));
+            }
+        }
+        labels.sort();
+        labels.dedup_by(|a, b| a.0 == b.0);
+        labels
+    }
+
+    /// Consumes a batch of points.
+    pub fn process(&mut self, points: &[MetricPoint]) {
+        let window = self.config.window_ms * 1_000_000;
+        for p in points {
+            let Some(rules) = self.by_metric.get(&p.metric.name) else {
+                continue;
+            };
+            let rules = rules.clone();
+            let t = p.time_unix_nano;
+            if t == 0 || t < self.closed_until {
+                self.late += 1;
+                continue;
+            }
+            let start = t - t % window;
+            let key_labels = self.key_labels(p);
+            let instance = p
+                .origin
+                .resource
+                .attributes
+                .get_str("service.instance.id")
+                .unwrap_or("");
+            for rule in rules {
+                // The full series identity, for differencing cumulative points.
+                let mut sid = key_labels.clone();
+                sid.push(("__rule".into(), rule.to_string()));
+                sid.push(("__region".into(), p.origin.region.to_string()));
+                sid.push(("__instance".into(), instance.to_string()));
+                for kv in &p.attributes.0 {
+                    sid.push((kv.key.clone(), kv.value.to_text()));
+                }
+                let sid = series_hash(&sid);
+                let Some((kind, update)) = self.update_for(p, sid) else {
+                    continue;
+                };
+                let group = self
+                    .windows
+                    .entry(start)
+                    .or_default()
+                    .entry((rule, key_labels.clone()))
+                    .or_insert_with(|| (kind, BTreeMap::new()));
+                let stats = group.1.entry(p.origin.region.clone()).or_insert_with(Stats::new);
+                update.apply(stats);
+            }
+        }
+    }
+
+    /// Works out what a point adds to its window, updating the series baseline.
+    fn update_for(&mut self, p: &MetricPoint, sid: u64) -> Option<(Kind, Update)> {
+        let t = p.time_unix_nano;
+        match &p.value {
+            PointValue::Gauge { value }
+            | PointValue::Sum {
+                value,
+                monotonic: false,
+                ..
+            } => Some((Kind::Gauge, Update::Gauge(value.as_f64()))),
+            PointValue::Sum {
+                value,
+                temporality,
+                monotonic: true,
+            } => {
+                let v = value.as_f64();
+                if *temporality == Temporality::Delta {
+                    return Some((Kind::Counter, Update::Increase(v)));
+                }
+                let prev = self.last.insert(sid, Last::Counter { value: v, time: t });
+                let inc = match prev {
+                    Some(Last::Counter { value: pv, time: pt }) if pt <= t => {
+                        if v >= pv {
+                            v - pv
+                        } else {
+                            v
+                        }
+                    }
+                    Some(_) => return None,
+                    None if p.start_time_unix_nano > 0 && p.start_time_unix_nano <= t => v,
+                    None => 0.0,
+                };
+                Some((Kind::Counter, Update::Increase(inc)))
+            }
+            PointValue::Histogram {
+                count,
+                sum,
+                min,
+                max,
+                bounds,
+                bucket_counts,
+                temporality,
+            } => {
+                let counts = if bucket_counts.is_empty() {
+                    vec![*count]
+                } else {
+                    bucket_counts.clone()
+                };
+                self.histogram_update(
+                    sid,
+                    p,
+                    bounds.clone(),
+                    counts,
+                    *count,
+                    sum.unwrap_or(0.0),
+                    *min,
+                    *max,
+                    *temporality,
+                )
+            }
+            PointValue::ExponentialHistogram {
+                count,
+                sum,
+                min,
+                max,
+                scale,
+                zero_count,
+                positive,
+                negative,
+                temporality,
+                ..
+            } => {
+                let bounds = self.config.exp_histogram_bounds.clone();
+                let counts = exp_to_classic(*scale, *zero_count, positive, negative, &bounds);
+                self.histogram_update(
+                    sid,
+                    p,
+                    bounds,
+                    counts,
+                    *count,
+                    sum.unwrap_or(0.0),
+                    *min,
+                    *max,
+                    *temporality,
+                )
+            }
+            PointValue::Summary { .. } => None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, clippy::cast_precision_loss)]
+    fn histogram_update(
+        &mut self,
+        sid: u64,
+        p: &MetricPoint,
+        bounds: Vec<f64>,
+        counts: Vec<u64>,
+        count: u64,
+        sum: f64,
+        min: Option<f64>,
+        max: Option<f64>,
+        temporality: Temporality,
+    ) -> Option<(Kind, Update)> {
+        let t = p.time_unix_nano;
+        if temporality == Temporality::Delta {
+            return Some((
+                Kind::Histogram,
+                Update::Histogram {
+                    bounds,
+                    counts: counts.iter().map(|c| *c as f64).collect(),
+                    count: count as f64,
+                    sum,
+                    min,
+                    max,
+                },
+            ));
+        }
+        let prev = self.last.insert(
+            sid,
+            Last::Histogram {
+                bounds: bounds.clone(),
+                counts: counts.clone(),
+                count,
+                sum,
+                time: t,
+            },
+        );
+        let (dc, dcount, dsum) = match prev {
+            Some(Last::Histogram {
+                bounds: pb,
+                counts: pc,
+                count: pcount,
+                sum: psum,
+                time: pt,
+            }) if pt <= t => {
+                if pb == bounds
+                    && pc.len() == counts.len()
+                    && count >= pcount
+                    && counts.iter().zip(&pc).all(|(a, b)| a >= b)
+                {
+                    (
+                        counts.iter().zip(&pc).map(|(a, b)| (a - b) as f64).collect(),
+                        (count - pcount) as f64,
+                        sum - psum,
+                    )
+                } else {
+                    // A reset or new bounds: the current point is the increase.
+                    (counts.iter().map(|c| *c as f64).collect(), count as f64, sum)
+                }
+            }
+            Some(_) => return None,
+            None if p.start_time_unix_nano > 0 && p.start_time_unix_nano <= t => {
+                (counts.iter().map(|c| *c as f64).collect(), count as f64, sum)
+            }
+            None => return None,
+        };
+        Some((
+            Kind::Histogram,
+            Update::Histogram {
+                bounds,
+                counts: dc,
+                count: dcount,
+                sum: dsum,
+                min: None,
+                max: None,
+            },
+        ))
+    }
+
+    /// Closes the windows that end at or before `watermark`, emitting their samples.
+    pub fn on_watermark(&mut self, watermark: EventTime, out: &mut Vec<Sample>) {
+        let window = self.config.window_ms * 1_000_000;
+        while let Some((&start, _)) = self.windows.first_key_value() {
+            let end = start.saturating_add(window);
+            if end > watermark {
+                break;
+            }
+            let Some((_, groups)) = self.windows.pop_first() else {
+                break;
+            };
+            self.closed_until = self.closed_until.max(end);
+            #[allow(clippy::cast_possible_wrap)]
+            let ts = (end / 1_000_000) as i64;
+            let mut groups: Vec<_> = groups.into_iter().collect();
+            groups.sort_by(|a, b| a.0.cmp(&b.0));
+            for ((rule, labels), (kind, regions)) in groups {
+                let mut global = Stats::new();
+                for s in regions.values() {
+                    global.merge(s);
+                }
+                let regions = regions
+                    .into_iter()
+                    .map(|(r, s)| (r.to_string(), s))
+                    .chain(std::iter::once(("global".to_string(), global)));
+                for (region, stats) in regions {
+                    self.emit(rule, &labels, kind, &region, &stats, ts, out);
+                }
+            }
+        }
+        if watermark != EventTime::MAX {
+            self.closed_until = self.closed_until.max(watermark - watermark % window);
+        }
+        // Forget baselines of series silent for the TTL.
+        let horizon = watermark.saturating_sub(self.config.series_ttl_ms * 1_000_000);
+        self.last.retain(|_, l| match l {
+            Last::Counter { time, .. } | Last::Histogram { time, .. } => *time >= horizon,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &self,
+        rule: usize,
+        labels: &[(String, String)],
+        kind: Kind,
+        region: &str,
+        s: &Stats,
+        ts: i64,
+        out: &mut Vec<Sample>,
+    ) {
+        let r = &self.config.rules[rule];
+        let record = r.record();
+        let window_label = window_label(self.config.window_ms);
+        #[allow(clippy::cast_precision_loss)]
+        let secs = self.config.window_ms as f64 / 1000.0;
+        let aggs = r.aggregations.clone().unwrap_or_else(|| Aggregation::ALL.to_vec());
+        for a in aggs {
+            let v = match (a, kind) {
+                (Aggregation::Count, _) => Some(s.count),
+                (Aggregation::Sum, _) => Some(s.sum),
+                (Aggregation::Min, _) => s.min.is_finite().then_some(s.min),
+                (Aggregation::Max, _) => s.max.is_finite().then_some(s.max),
+                (Aggregation::Mean, _) => (s.count > 0.0).then(|| s.sum / s.count),
+                (Aggregation::Rate, Kind::Counter) => Some(s.sum / secs),
+                (Aggregation::Rate, Kind::Histogram) => Some(s.count / secs),
+                (Aggregation::Rate, Kind::Gauge) => None,
+                (q, Kind::Gauge | Kind::Histogram) => q.quantile().and_then(|q| s.quantile(q)),
+                (_, Kind::Counter) => None,
+            };
+            let Some(v) = v else { continue };
+            let mut l = Vec::with_capacity(labels.len() + 2);
+            l.push(("__name__".to_string(), format!("{record}:{}:{window_label}", a.name())));
+            l.extend(labels.iter().cloned());
+            l.push(("region".to_string(), region.to_string()));
+            l.sort();
+            out.push(Sample {
+                labels: l,
+                value: v,
+                timestamp_ms: ts,
+            });
+        }
+    }
+}
+
+enum Update {
+    Gauge(f64),
+    Increase(f64),
+    Histogram {
+        bounds: Vec<f64>,
+        counts: Vec<f64>,
+        count: f64,
+        sum: f64,
+        min: Option<f64>,
+        max: Option<f64>,
+    },
+}
+
+impl Update {
+    fn apply(self, s: &mut Stats) {
+        match self {
+            Update::Gauge(v) => s.record_gauge(v),
+            Update::Increase(v) => {
+                s.count += 1.0;
+                s.sum += v;
+                s.observe_minmax(v);
+            }
+            Update::Histogram {
+                bounds,
+                counts,
+                count,
+                sum,
+                min,
+                max,
+            } => {
+                s.count += count;
+                s.sum += sum;
+                if let Some(m) = min {
+                    s.min = s.min.min(m);
+                }
+                if let Some(m) = max {
+                    s.max = s.max.max(m);
+                }
+                s.add_buckets(&bounds, &counts);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
