@@ -296,3 +296,157 @@ pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect()
 }
+
+/// A Prometheus server of its own for one test (the stack's `prometheus` binary, a data
+/// directory and a port of the test's), so a test can stop and restart it and write samples
+/// of any age without other tests' data in the way.
+pub struct PrometheusServer {
+    child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl PrometheusServer {
+    /// Starts one with the remote-write receiver on; waits until it is ready.
+    pub async fn start(dir: &Path) -> PrometheusServer {
+        let mut p = PrometheusServer {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+        };
+        p.spawn().await;
+        p
+    }
+
+    async fn spawn(&mut self) {
+        std::fs::create_dir_all(self.dir.join("data")).expect("data dir");
+        let cfg = self.dir.join("prometheus.yml");
+        std::fs::write(&cfg, "global:\n  scrape_interval: 1m\n").expect("config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("prometheus.log"))
+            .expect("log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", self.dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .arg("--web.enable-remote-write-receiver")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus on PATH (deploy/local/stack.sh install)");
+        self.child = Some(child);
+        let url = format!("{}/-/ready", self.url());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "prometheus did not become ready:\n{}",
+            std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+        );
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its remote-write URL.
+    pub fn write_url(&self) -> String {
+        format!("{}/api/v1/write", self.url())
+    }
+
+    /// Stops it (SIGTERM, then waits).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    /// Its log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An instant query against a Prometheus-API server at `time` (seconds): each series' labels and
+/// value.
+pub async fn instant_query(
+    base: &str,
+    query: &str,
+    time: f64,
+) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    let url = format!("{base}/api/v1/query");
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .query(&[("query", query), ("time", &format!("{time:.3}"))])
+        .send()
+        .await
+        .expect("query sent");
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["status"], "success", "{query}: {body}");
+    body["data"]["result"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .map(|s| {
+                    let labels = s["metric"]
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let v = s["value"][1]
+                        .as_str()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(f64::NAN);
+                    (labels, v)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `instant_query` until it returns `want` series or `timeout` passes.
+pub async fn wait_query(
+    base: &str,
+    query: &str,
+    time: f64,
+    want: usize,
+    timeout: Duration,
+) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = instant_query(base, query, time).await;
+        if r.len() >= want || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

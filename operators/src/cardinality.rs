@@ -39,6 +39,17 @@ impl Default for CardinalityConfig {
     }
 }
 
+/// Samples of new series one metric lost in one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// The metric name.
+    pub metric: String,
+    /// Samples dropped in this call.
+    pub samples: u64,
+    /// Whether this metric hit its bound for the first time.
+    pub first_time: bool,
+}
+
 #[derive(Debug)]
 struct Active {
     labels: Vec<(String, String)>,
@@ -65,10 +76,10 @@ impl CardinalityGuard {
         }
     }
 
-    /// Keeps the admitted samples in `samples`; returns the metrics that hit their bound for the
-    /// first time in this call (to log once).
-    pub fn admit(&mut self, samples: &mut Vec<Sample>) -> Vec<String> {
-        let mut newly_limited = Vec::new();
+    /// Keeps the admitted samples in `samples`; returns, per metric that lost samples in this
+    /// call, how many, and whether it is the first time that metric hit its bound (to log once).
+    pub fn admit(&mut self, samples: &mut Vec<Sample>) -> Vec<Dropped> {
+        let mut dropped: Vec<Dropped> = Vec::new();
         samples.retain(|s| {
             self.now_ms = self.now_ms.max(s.timestamp_ms);
             let h = s.series_hash();
@@ -79,11 +90,16 @@ impl CardinalityGuard {
             let metric = s.name();
             let n = self.per_metric.get(metric).copied().unwrap_or(0);
             if n >= self.config.max_series_per_metric || self.series.len() >= self.config.max_series_total {
-                let d = self.dropped.entry(metric.to_string()).or_insert(0);
-                if *d == 0 {
-                    newly_limited.push(metric.to_string());
+                let total = self.dropped.entry(metric.to_string()).or_insert(0);
+                *total += 1;
+                match dropped.iter_mut().find(|d| d.metric == metric) {
+                    Some(d) => d.samples += 1,
+                    None => dropped.push(Dropped {
+                        metric: metric.to_string(),
+                        samples: 1,
+                        first_time: *total == 1,
+                    }),
                 }
-                *d += 1;
                 return false;
             }
             *self.per_metric.entry(metric.to_string()).or_insert(0) += 1;
@@ -97,7 +113,7 @@ impl CardinalityGuard {
             );
             true
         });
-        newly_limited
+        dropped
     }
 
     /// Expires idle series; returns a stale marker for each, stamped just after its last sample.
@@ -161,11 +177,25 @@ mod tests {
             .map(|i| s("a", i, 10))
             .chain((0..2).map(|i| s("b", i, 10)))
             .collect();
-        assert_eq!(g.admit(&mut batch), vec!["a".to_string()]);
+        assert_eq!(
+            g.admit(&mut batch),
+            vec![Dropped {
+                metric: "a".into(),
+                samples: 2,
+                first_time: true
+            }]
+        );
         assert_eq!(batch.len(), 5);
         // Known series still pass; a's new ones are still dropped, but reported only the first time.
         let mut again: Vec<Sample> = (0..5).map(|i| s("a", i, 20)).collect();
-        assert!(g.admit(&mut again).is_empty());
+        assert_eq!(
+            g.admit(&mut again),
+            vec![Dropped {
+                metric: "a".into(),
+                samples: 2,
+                first_time: false
+            }]
+        );
         assert_eq!(again.len(), 3);
         assert_eq!(g.dropped()["a"], 4);
         assert_eq!(g.active(), 5);

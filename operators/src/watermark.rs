@@ -3,7 +3,9 @@
 //! Each partition's watermark is the largest event time it has shown minus the allowed
 //! lateness; the operator watermark is the minimum over partitions that are not idle. A
 //! partition that has shown nothing for `idle_timeout` of processing time stops holding the
-//! watermark back (the processing-time fallback for idle inputs).
+//! watermark back. When every partition is idle, event time advances with the wall clock from
+//! the newest record seen (the processing-time fallback for idle inputs), so the last windows
+//! close even when the input stops.
 //!
 //! Timestamps far in the future (beyond `max_future_skew` of the processing time the caller
 //! passes in) and zero timestamps do not move the watermark: one record stamped in the year 2300
@@ -94,14 +96,24 @@ impl<K: Ord + Clone> WatermarkTracker<K> {
             .min();
         let candidate = match active {
             Some(min) => min.saturating_sub(self.config.allowed_lateness),
-            // All idle: advance to the largest event time any partition showed.
-            None => self
-                .partitions
-                .values()
-                .map(|m| m.max_event_time)
-                .max()
-                .unwrap_or(0)
-                .saturating_sub(self.config.allowed_lateness),
+            // Every partition idle: event time goes on with the wall clock from the newest record,
+            // so the last windows close even when nothing more arrives.
+            None => {
+                let newest = self.partitions.values().map(|m| m.max_event_time).max().unwrap_or(0);
+                let last_seen = self
+                    .partitions
+                    .values()
+                    .map(|m| m.last_seen_processing)
+                    .max()
+                    .unwrap_or(now);
+                if newest == 0 {
+                    0
+                } else {
+                    newest
+                        .saturating_add(now.saturating_sub(last_seen))
+                        .saturating_sub(self.config.allowed_lateness)
+                }
+            }
         };
         self.current = self.current.max(candidate);
         self.current
@@ -149,6 +161,15 @@ mod tests {
         // It speaks again with an old time: the watermark holds, it does not go back.
         t.observe(&1, 60 * S, 116 * S);
         assert_eq!(t.watermark(116 * S), 128 * S);
+    }
+
+    #[test]
+    fn when_every_partition_is_idle_event_time_follows_the_wall_clock() {
+        let mut t = tracker();
+        t.observe(&0, 100 * S, 1000 * S);
+        assert_eq!(t.watermark(1005 * S), 98 * S);
+        // 20 s of wall clock without input, past the 10 s idle timeout.
+        assert_eq!(t.watermark(1020 * S), 118 * S);
     }
 
     #[test]

@@ -12,8 +12,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dwcp_operators::aggregate::AggregationConfig;
+use dwcp_operators::cardinality::CardinalityConfig;
+use dwcp_operators::prom::PromConfig;
 use dwcp_schemas::{Encoding, Signal};
 use dwcp_sinks::file::FileSinkConfig;
+use dwcp_sinks::prometheus::remote_write::RemoteWriteConfig;
 use serde::{Deserialize, Serialize};
 
 /// Errors of loading a configuration: each names the file and, where it applies, the field.
@@ -229,6 +233,12 @@ pub struct OperatorsConfig {
     pub dark_after_ms: u64,
     /// Regions tracked at most; further ones are counted as `other`.
     pub max_regions: usize,
+    /// OTLP to Prometheus conversion.
+    pub prometheus: PromConfig,
+    /// Active series bounds.
+    pub cardinality: CardinalityConfig,
+    /// Cross-region aggregation windows and rules.
+    pub aggregation: AggregationConfig,
 }
 
 impl Default for OperatorsConfig {
@@ -240,6 +250,9 @@ impl Default for OperatorsConfig {
             activity_window_ms: 5_000,
             dark_after_ms: 15_000,
             max_regions: 256,
+            prometheus: PromConfig::default(),
+            cardinality: CardinalityConfig::default(),
+            aggregation: AggregationConfig::default(),
         }
     }
 }
@@ -250,6 +263,8 @@ impl Default for OperatorsConfig {
 pub struct SinksConfig {
     /// JSON lines of every decoded record.
     pub file: Option<FileSinkConfig>,
+    /// Prometheus remote-write endpoints (Prometheus, VictoriaMetrics, Mimir, ...).
+    pub prometheus_remote_write: Vec<RemoteWriteConfig>,
 }
 
 /// A topic after validation: its regex compiled and region shared.
@@ -435,6 +450,57 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
     }
     if config.operators.activity_window_ms == 0 {
         return Err(invalid("operators.activity_window_ms", "must be at least 1".into()));
+    }
+    let agg = &config.operators.aggregation;
+    if agg.window_ms == 0 {
+        return Err(invalid("operators.aggregation.window_ms", "must be at least 1".into()));
+    }
+    for (i, r) in agg.rules.iter().enumerate() {
+        if r.metric.is_empty() {
+            return Err(invalid(
+                &format!("operators.aggregation.rules[{i}].metric"),
+                "must not be empty".into(),
+            ));
+        }
+    }
+    for (name, bounds) in [
+        (
+            "operators.prometheus.exp_histogram_bounds",
+            &config.operators.prometheus.exp_histogram_bounds,
+        ),
+        ("operators.aggregation.exp_histogram_bounds", &agg.exp_histogram_bounds),
+    ] {
+        if bounds.is_empty() || bounds.windows(2).any(|w| w[0] >= w[1]) || bounds.iter().any(|b| !b.is_finite()) {
+            return Err(invalid(
+                name,
+                "must be finite, strictly increasing, and not empty".into(),
+            ));
+        }
+    }
+    let c = &config.operators.cardinality;
+    if c.max_series_per_metric == 0 || c.max_series_total == 0 {
+        return Err(invalid(
+            "operators.cardinality",
+            "max_series_per_metric and max_series_total must be at least 1".into(),
+        ));
+    }
+    for (i, rw) in config.sinks.prometheus_remote_write.iter().enumerate() {
+        let field = |f: &str| format!("sinks.prometheus_remote_write[{i}].{f}");
+        if !(rw.url.starts_with("http://") || rw.url.starts_with("https://")) {
+            return Err(invalid(&field("url"), format!("`{}` is not an http(s) URL", rw.url)));
+        }
+        if rw.shards == 0 || rw.max_samples_per_send == 0 || rw.queue_capacity == 0 {
+            return Err(invalid(
+                &field("shards"),
+                "shards, max_samples_per_send and queue_capacity must be at least 1".into(),
+            ));
+        }
+        if rw.min_backoff_ms > rw.max_backoff_ms {
+            return Err(invalid(
+                &field("min_backoff_ms"),
+                "must not exceed max_backoff_ms".into(),
+            ));
+        }
     }
     if config.http.listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(invalid(

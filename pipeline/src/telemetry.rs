@@ -59,6 +59,20 @@ pub struct Telemetry {
     pub watermark_ignored: Counter<u64, AtomicU64>,
     /// The current event-time watermark, in seconds since the epoch.
     pub watermark_seconds: Gauge,
+    /// Remote-write samples by endpoint and result (`sent`, `dropped`).
+    pub remote_write_samples: Family<Labels, Counter>,
+    /// Remote-write requests (each attempt), by endpoint.
+    pub remote_write_requests: Family<Labels, Counter>,
+    /// Remote-write retries, by endpoint.
+    pub remote_write_retries: Family<Labels, Counter>,
+    /// Prometheus samples produced, by origin (`converted`, `aggregated`, `stale`).
+    pub samples_out: Family<Labels, Counter>,
+    /// Samples of new series dropped by the cardinality guard, by metric.
+    pub series_dropped: Family<Labels, Counter>,
+    /// Active series under the cardinality guard.
+    pub active_series: Gauge,
+    /// Metric points dropped by the conversion, by reason.
+    pub points_dropped: Family<Labels, Counter>,
 }
 
 impl Telemetry {
@@ -150,6 +164,41 @@ impl Telemetry {
                 Counter::default()
             ),
             watermark_seconds: reg!("watermark_seconds", "Current event-time watermark", Gauge::default()),
+            remote_write_samples: reg!(
+                "remote_write_samples",
+                "Remote-write samples by endpoint and result",
+                Family::default()
+            ),
+            remote_write_requests: reg!(
+                "remote_write_requests",
+                "Remote-write requests (each attempt)",
+                Family::default()
+            ),
+            remote_write_retries: reg!(
+                "remote_write_retries",
+                "Remote-write requests retried",
+                Family::default()
+            ),
+            samples_out: reg!(
+                "prometheus_samples",
+                "Prometheus samples produced, by origin",
+                Family::default()
+            ),
+            series_dropped: reg!(
+                "series_dropped",
+                "Samples of new series dropped by the cardinality guard, by metric",
+                Family::default()
+            ),
+            active_series: reg!(
+                "active_series",
+                "Active series under the cardinality guard",
+                Gauge::default()
+            ),
+            points_dropped: reg!(
+                "points_dropped",
+                "Metric points dropped by the conversion, by reason",
+                Family::default()
+            ),
             registry: Registry::default(),
         };
         Arc::new(Telemetry { registry, ..t })

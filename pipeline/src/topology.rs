@@ -14,10 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dwcp_operators::activity::{ActivityConfig, ActivityOperator, ActivityReport};
+use dwcp_operators::aggregate::AggregateOperator;
+use dwcp_operators::cardinality::CardinalityGuard;
+use dwcp_operators::prom::PromConverter;
 use dwcp_operators::watermark::{WatermarkConfig, WatermarkTracker};
 use dwcp_operators::{EventTime, Operator};
 use dwcp_schemas::Records;
 use dwcp_sinks::file::FileSinkStats;
+use dwcp_sinks::prometheus::remote_write::{RemoteWriteSink, RemoteWriteStats};
 use dwcp_sinks::Batch;
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -114,8 +118,38 @@ pub async fn run(
         file_tx = Some(tx);
     }
 
+    let mut remote_write = Vec::new();
+    for rw in &config.config.sinks.prometheus_remote_write {
+        let name = rw.display_name();
+        let ep = labels([("endpoint", &name)]);
+        let sent = labels([("endpoint", &name), ("result", "sent")]);
+        let dropped = labels([("endpoint", &name), ("result", "dropped")]);
+        // One statement per counter: a family's guard lives to the end of its statement, and a
+        // second get_or_create on the same family inside it would wait for itself.
+        let samples_sent = telemetry.remote_write_samples.get_or_create(&sent).clone();
+        let samples_dropped = telemetry.remote_write_samples.get_or_create(&dropped).clone();
+        let retries = telemetry.remote_write_retries.get_or_create(&ep).clone();
+        let requests = telemetry.remote_write_requests.get_or_create(&ep).clone();
+        let queue_depth = telemetry
+            .sink_queue_depth
+            .get_or_create(&labels([("sink", &format!("remote_write:{name}"))]))
+            .clone();
+        let stats = RemoteWriteStats {
+            samples_sent,
+            samples_dropped,
+            retries,
+            requests,
+            queue_depth,
+        };
+        let sink = RemoteWriteSink::start(rw.clone(), stats)
+            .map_err(|e| anyhow::anyhow!("{}: sinks.prometheus_remote_write ({name}): {e}", config.file.display()))?;
+        tracing::info!(endpoint = %name, url = %rw.url, shards = rw.shards, "remote-write endpoint started");
+        remote_write.push(sink);
+    }
+
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(config.config.source.queue_capacity);
-    let router = tokio::spawn(route(config.clone(), batch_rx, file_tx, reports, telemetry.clone()));
+    let router = Router::new(&config, file_tx, remote_write, reports, telemetry.clone());
+    let router = tokio::spawn(router.run(batch_rx));
 
     let src = source.clone();
     let source_task = tokio::spawn(async move { src.run(batch_tx, shutdown).await });
@@ -128,76 +162,232 @@ pub async fn run(
     Ok(())
 }
 
-async fn route(
-    config: ValidatedConfig,
-    mut input: mpsc::Receiver<SourceBatch>,
+/// The operators and the fan-out to sinks, driven by batches and a 500 ms tick.
+struct Router {
+    watermarks: WatermarkTracker<(Arc<str>, i32)>,
+    activity: ActivityOperator,
+    converter: PromConverter,
+    guard: CardinalityGuard,
+    aggregate: AggregateOperator,
     file_tx: Option<mpsc::Sender<Batch>>,
+    remote_write: Vec<RemoteWriteSink>,
     reports: broadcast::Sender<ActivityReport>,
     telemetry: Arc<Telemetry>,
-) {
-    let oc = &config.config.operators;
-    let mut watermarks: WatermarkTracker<(Arc<str>, i32)> = WatermarkTracker::new(WatermarkConfig {
-        allowed_lateness: oc.allowed_lateness_ms * MS,
-        idle_timeout: oc.idle_timeout_ms * MS,
-        max_future_skew: oc.max_future_skew_ms * MS,
-    });
-    let mut activity = ActivityOperator::new(ActivityConfig {
-        window: oc.activity_window_ms * MS,
-        dark_after: oc.dark_after_ms * MS,
-        max_regions: oc.max_regions,
-    });
-    let mut out = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ignored_seen = 0;
-    let mut late_seen = 0;
-    loop {
-        tokio::select! {
-            b = input.recv() => {
-                let Some(b) = b else { break };
-                let now = now_nanos();
-                watermarks.observe(&(b.topic.clone(), b.partition), max_event_time(&b.records), now);
-                activity.process(&b.records, &mut out);
-                if let Some(tx) = &file_tx {
-                    telemetry.sink_queue_depth.get_or_create(&labels([("sink", "file")]))
-                        .set(i64::try_from(tx.max_capacity() - tx.capacity()).unwrap_or(0));
-                    // Awaiting here is the backpressure: a slow sink slows the source.
-                    if tx.send(Batch { records: b.records.clone(), ack: b.ack.clone() }).await.is_err() {
-                        tracing::error!("file sink is gone; its records are not written");
-                    }
+    /// Counters already reported, to add only the difference.
+    reported: Reported,
+    /// Metric names seen in `series_dropped` labels; bounded so input cannot grow /metrics.
+    dropped_metric_labels: std::collections::HashSet<String>,
+}
+
+#[derive(Default)]
+struct Reported {
+    ignored: u64,
+    activity_late: u64,
+    aggregate_late: u64,
+    prom: dwcp_operators::prom::PromStats,
+}
+
+/// Distinct metric names labelled in `dwcp_series_dropped_total`; further ones count as `other`.
+const MAX_DROPPED_METRIC_LABELS: usize = 1000;
+
+impl Router {
+    fn new(
+        config: &ValidatedConfig,
+        file_tx: Option<mpsc::Sender<Batch>>,
+        remote_write: Vec<RemoteWriteSink>,
+        reports: broadcast::Sender<ActivityReport>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        let oc = &config.config.operators;
+        Router {
+            watermarks: WatermarkTracker::new(WatermarkConfig {
+                allowed_lateness: oc.allowed_lateness_ms * MS,
+                idle_timeout: oc.idle_timeout_ms * MS,
+                max_future_skew: oc.max_future_skew_ms * MS,
+            }),
+            activity: ActivityOperator::new(ActivityConfig {
+                window: oc.activity_window_ms * MS,
+                dark_after: oc.dark_after_ms * MS,
+                max_regions: oc.max_regions,
+            }),
+            converter: PromConverter::new(oc.prometheus.clone()),
+            guard: CardinalityGuard::new(oc.cardinality),
+            aggregate: AggregateOperator::new(oc.aggregation.clone()),
+            file_tx,
+            remote_write,
+            reports,
+            telemetry,
+            reported: Reported::default(),
+            dropped_metric_labels: std::collections::HashSet::new(),
+        }
+    }
+
+    async fn run(mut self, mut input: mpsc::Receiver<SourceBatch>) {
+        let mut out = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                b = input.recv() => {
+                    let Some(b) = b else { break };
+                    self.batch(b, &mut out).await;
+                }
+                _ = tick.tick() => {
+                    let wm = self.watermarks.watermark(now_nanos());
+                    self.telemetry.watermark_seconds.set(i64::try_from(wm / 1_000_000_000).unwrap_or(0));
+                    self.activity.on_watermark(wm, &mut out);
+                    let mut samples = Vec::new();
+                    self.aggregate.on_watermark(wm, &mut samples);
+                    self.publish(samples, "aggregated", None).await;
+                    let stale = self.guard.expire();
+                    self.publish_admitted(stale, "stale", None).await;
                 }
             }
-            _ = tick.tick() => {
-                let now = now_nanos();
-                let wm = watermarks.watermark(now);
-                telemetry.watermark_seconds.set(i64::try_from(wm / 1_000_000_000).unwrap_or(0));
-                activity.on_watermark(wm, &mut out);
+            self.report(&mut out);
+        }
+        // Input closed: flush every window, then drain the sinks.
+        self.activity.on_close(&mut out);
+        let mut samples = Vec::new();
+        self.aggregate.on_watermark(EventTime::MAX, &mut samples);
+        self.publish(samples, "aggregated", None).await;
+        self.report(&mut out);
+        drop(self.file_tx.take());
+        for sink in std::mem::take(&mut self.remote_write) {
+            sink.close().await;
+        }
+    }
+
+    async fn batch(&mut self, b: SourceBatch, out: &mut Vec<ActivityReport>) {
+        let now = now_nanos();
+        self.watermarks
+            .observe(&(b.topic.clone(), b.partition), max_event_time(&b.records), now);
+        self.activity.process(&b.records, out);
+        if let Records::Metrics(points) = &*b.records {
+            if !self.remote_write.is_empty() {
+                let mut samples = Vec::new();
+                self.converter.convert(points, &mut samples);
+                self.publish(samples, "converted", Some(&b.ack)).await;
+            }
+            self.aggregate.process(points);
+        }
+        if let Some(tx) = &self.file_tx {
+            self.telemetry
+                .sink_queue_depth
+                .get_or_create(&labels([("sink", "file")]))
+                .set(i64::try_from(tx.max_capacity() - tx.capacity()).unwrap_or(0));
+            // Awaiting here is the backpressure: a slow sink slows the source.
+            if tx
+                .send(Batch {
+                    records: b.records.clone(),
+                    ack: b.ack.clone(),
+                })
+                .await
+                .is_err()
+            {
+                tracing::error!("file sink is gone; its records are not written");
             }
         }
-        let ignored = watermarks.ignored();
-        telemetry.watermark_ignored.inc_by(ignored - ignored_seen);
-        ignored_seen = ignored;
-        let late = activity.late();
-        telemetry
-            .late_records
+    }
+
+    /// Applies the cardinality guard, then hands the samples to every remote-write endpoint.
+    async fn publish(
+        &mut self,
+        mut samples: Vec<dwcp_operators::prom::Sample>,
+        origin: &str,
+        ack: Option<&dwcp_sinks::ack::Ack>,
+    ) {
+        if samples.is_empty() {
+            return;
+        }
+        for d in self.guard.admit(&mut samples) {
+            if d.first_time {
+                tracing::warn!(metric = %d.metric, "series limit reached: new series of this metric are dropped (logged once per metric)");
+            }
+            let known = self.dropped_metric_labels.contains(&d.metric);
+            if !known && self.dropped_metric_labels.len() < MAX_DROPPED_METRIC_LABELS {
+                self.dropped_metric_labels.insert(d.metric.clone());
+            }
+            let label = if self.dropped_metric_labels.contains(&d.metric) {
+                d.metric.as_str()
+            } else {
+                "other"
+            };
+            self.telemetry
+                .series_dropped
+                .get_or_create(&labels([("metric", label)]))
+                .inc_by(d.samples);
+        }
+        self.telemetry
+            .active_series
+            .set(i64::try_from(self.guard.active()).unwrap_or(i64::MAX));
+        self.publish_admitted(samples, origin, ack).await;
+    }
+
+    async fn publish_admitted(
+        &mut self,
+        samples: Vec<dwcp_operators::prom::Sample>,
+        origin: &str,
+        ack: Option<&dwcp_sinks::ack::Ack>,
+    ) {
+        if samples.is_empty() {
+            return;
+        }
+        self.telemetry
+            .samples_out
+            .get_or_create(&labels([("origin", origin)]))
+            .inc_by(samples.len() as u64);
+        let n = self.remote_write.len();
+        let mut samples = Some(samples);
+        for (i, sink) in self.remote_write.iter().enumerate() {
+            // The last endpoint takes the samples, the others a copy.
+            let s = if i + 1 == n {
+                samples.take().unwrap_or_default()
+            } else {
+                samples.clone().unwrap_or_default()
+            };
+            sink.send(s, ack).await;
+        }
+    }
+
+    fn report(&mut self, out: &mut Vec<ActivityReport>) {
+        let t = &self.telemetry;
+        let ignored = self.watermarks.ignored();
+        t.watermark_ignored.inc_by(ignored - self.reported.ignored);
+        self.reported.ignored = ignored;
+        let late = self.activity.late();
+        t.late_records
             .get_or_create(&labels([("operator", "activity")]))
-            .inc_by(late - late_seen);
-        late_seen = late;
-        telemetry
-            .operator_state
+            .inc_by(late - self.reported.activity_late);
+        self.reported.activity_late = late;
+        let late = self.aggregate.late();
+        t.late_records
+            .get_or_create(&labels([("operator", "aggregate")]))
+            .inc_by(late - self.reported.aggregate_late);
+        self.reported.aggregate_late = late;
+        let ps = self.converter.stats();
+        t.points_dropped
+            .get_or_create(&labels([("reason", "delta_out_of_order")]))
+            .inc_by(ps.delta_out_of_order - self.reported.prom.delta_out_of_order);
+        t.points_dropped
+            .get_or_create(&labels([("reason", "invalid")]))
+            .inc_by(ps.invalid_points - self.reported.prom.invalid_points);
+        self.reported.prom = ps;
+        t.operator_state
             .get_or_create(&labels([("operator", "activity")]))
-            .set(i64::try_from(activity.open_windows()).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.activity.open_windows()).unwrap_or(i64::MAX));
+        t.operator_state
+            .get_or_create(&labels([("operator", "aggregate")]))
+            .set(i64::try_from(self.aggregate.series()).unwrap_or(i64::MAX));
+        t.operator_state
+            .get_or_create(&labels([("operator", "prometheus_delta")]))
+            .set(i64::try_from(self.converter.delta_series()).unwrap_or(i64::MAX));
         for r in out.drain(..) {
             for reg in &r.regions {
                 if reg.status == dwcp_operators::activity::RegionStatus::Dark {
                     tracing::warn!(region = %reg.region, window_end_ms = r.window_end / MS, "region is dark: no records");
                 }
             }
-            let _ = reports.send(r);
+            let _ = self.reports.send(r);
         }
-    }
-    activity.on_close(&mut out);
-    for r in out.drain(..) {
-        let _ = reports.send(r);
     }
 }

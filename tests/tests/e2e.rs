@@ -309,3 +309,253 @@ async fn region_falls_back_from_resource_to_topic_to_header_to_unknown() {
     assert_eq!(by_seq[&3], "unknown");
     assert_eq!(by_seq[&4], "from-topic");
 }
+
+/// Prometheus' histogram_quantile, written again here from its definition, independently of
+/// the operator: rank q·total found in the cumulative buckets, interpolated linearly inside.
+fn reference_quantile(q: f64, bounds: &[f64], values: &[f64]) -> f64 {
+    let mut cum: Vec<f64> = bounds
+        .iter()
+        .map(|b| values.iter().filter(|v| *v <= b).count() as f64)
+        .collect();
+    cum.push(values.len() as f64);
+    let rank = q * values.len() as f64;
+    let i = cum.iter().position(|c| *c >= rank).expect("a bucket");
+    if i == bounds.len() {
+        return bounds[bounds.len() - 1];
+    }
+    let (lo, below) = if i == 0 {
+        (0.0, 0.0)
+    } else {
+        (bounds[i - 1], cum[i - 1])
+    };
+    lo + (bounds[i] - lo) * (rank - below) / (cum[i] - below)
+}
+
+/// The newest `timeUnixNano` in an OTLP/JSON fixture, read straight from the JSON.
+fn fixture_time_secs(file: &str) -> f64 {
+    let text = std::fs::read_to_string(fixtures_dir().join(format!("{file}.json"))).expect("fixture");
+    let mut newest = 0u64;
+    for part in text.split("\"timeUnixNano\"").skip(1) {
+        let digits: String = part
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(char::is_ascii_digit)
+            .collect();
+        newest = newest.max(digits.parse().unwrap_or(0));
+    }
+    newest as f64 / 1e9
+}
+
+/// The cumulative metric fixtures of three regions through the whole path (Kafka, decode,
+/// conversion, aggregation, remote-write) into a real Prometheus and a real VictoriaMetrics,
+/// queried back over their HTTP APIs: every series and value as the manifest implies, and the
+/// global p95 across regions equal to the one computed here and to Prometheus' own
+/// histogram_quantile over the same buckets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_fixtures_reach_prometheus_and_victoriametrics_with_exact_values() {
+    let Some(brokers) = kafka() else { return };
+    let Ok(vm) = std::env::var("DWCP_TEST_VICTORIAMETRICS") else {
+        eprintln!("skipped: DWCP_TEST_VICTORIAMETRICS not set");
+        return;
+    };
+    let m = manifest();
+    let id = unique("prom");
+    let topic = format!("{id}.otlp_metrics");
+    create_topics(&brokers, &[&topic, &format!("{id}.dlq")], 3).await;
+    let files: Vec<&serde_json::Value> = m["metrics"]["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter(|f| f["temporality"] == "cumulative")
+        .collect();
+    let p = producer(&brokers);
+    let mut t = 0.0f64;
+    for f in &files {
+        let name = f["file"].as_str().expect("file");
+        t = t.max(fixture_time_secs(name));
+        let pb = std::fs::read(fixtures_dir().join(format!("{name}.pb"))).expect("pb");
+        produce(&p, &topic, Some(name.as_bytes()), &pb, None, None).await;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  topics:\n    - {{name: \"{topic}\", signal: metrics}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 500\n  allowed_lateness_ms: 0\n  aggregation:\n    window_ms: 2000\n    rules:\n\
+         \x20     - {{metric: dwcp.latency}}\n      - {{metric: dwcp.requests}}\n      - {{metric: dwcp.cpu.usage, record: \"dwcp:cpu\"}}\n\
+         sinks:\n  prometheus_remote_write:\n    - {{url: \"{}\", batch_wait_ms: 100}}\n    - {{url: \"{vm}/api/v1/write\", batch_wait_ms: 100}}\n",
+        prom.write_url()
+    );
+    let mut w = Worker::start(work.path(), "worker", &yaml);
+    let at = t + 5.0;
+
+    for base in [prom.url(), vm.clone()] {
+        let got = dwcp_tests::wait_query(&base, "dwcp:latency:p95:2s", at, 4, Duration::from_secs(60)).await;
+        assert_eq!(
+            got.len(),
+            4,
+            "{base}: three regions and global; worker log:\n{}",
+            w.log_text()
+        );
+        for f in &files {
+            let region = f["region"].as_str().expect("region");
+            let sel = |metric: &str| {
+                format!("{metric}{{region=\"{region}\",job=\"dwcp/dwcp-gateway\",operation=\"migration\"}}")
+            };
+            let one = |rows: Vec<(BTreeMap<String, String>, f64)>, what: &str| -> (BTreeMap<String, String>, f64) {
+                assert_eq!(rows.len(), 1, "{base} {region} {what}: {rows:?}");
+                rows.into_iter().next().expect("a row")
+            };
+            let (labels, v) = one(
+                dwcp_tests::instant_query(&base, &sel("dwcp_requests_total"), at).await,
+                "requests",
+            );
+            assert_eq!(v, f["dwcp.requests"].as_f64().expect("requests"));
+            assert_eq!(labels["instance"], format!("dwcp-gateway-{region}-0"));
+            assert_eq!(labels["otel_scope_name"], "dwcp.fixture");
+            assert_eq!(labels["otel_scope_version"], "1.0");
+            let (_, v) = one(
+                dwcp_tests::instant_query(&base, &sel("dwcp_errors_total"), at).await,
+                "errors",
+            );
+            assert_eq!(v, f["dwcp.errors"].as_f64().expect("errors"));
+            let (_, v) = one(
+                dwcp_tests::instant_query(&base, &format!("dwcp_active_connections{{region=\"{region}\"}}"), at).await,
+                "connections",
+            );
+            assert_eq!(v, f["dwcp.active_connections"].as_f64().expect("connections"));
+            let (_, v) = one(
+                dwcp_tests::instant_query(&base, &format!("dwcp_cpu_usage_percent{{region=\"{region}\"}}"), at).await,
+                "cpu",
+            );
+            assert_eq!(v, f["dwcp.cpu.usage"].as_f64().expect("cpu"));
+
+            let values: Vec<f64> = f["dwcp.latency.values"]
+                .as_array()
+                .expect("v")
+                .iter()
+                .map(|v| v.as_f64().expect("f"))
+                .collect();
+            let bounds: Vec<f64> = f["dwcp.latency.bounds"]
+                .as_array()
+                .expect("b")
+                .iter()
+                .map(|v| v.as_f64().expect("f"))
+                .collect();
+            let buckets = dwcp_tests::instant_query(&base, &sel("dwcp_latency_milliseconds_bucket"), at).await;
+            assert_eq!(buckets.len(), bounds.len() + 1, "{base} {region}");
+            for (labels, v) in &buckets {
+                let le = &labels["le"];
+                let want = if le == "+Inf" {
+                    values.len()
+                } else {
+                    let b: f64 = le.parse().expect("le");
+                    values.iter().filter(|x| **x <= b).count()
+                };
+                assert_eq!(*v, want as f64, "{base} {region} le={le}");
+            }
+            let (_, v) = one(
+                dwcp_tests::instant_query(&base, &sel("dwcp_latency_milliseconds_count"), at).await,
+                "count",
+            );
+            assert_eq!(v, values.len() as f64);
+            let (_, v) = one(
+                dwcp_tests::instant_query(&base, &sel("dwcp_latency_milliseconds_sum"), at).await,
+                "sum",
+            );
+            assert_eq!(v, values.iter().sum::<f64>());
+            let mig = f["dwcp.migration.duration.values"].as_array().expect("mig");
+            let (_, v) = one(
+                dwcp_tests::instant_query(
+                    &base,
+                    &format!("dwcp_migration_duration_seconds_count{{region=\"{region}\"}}"),
+                    at,
+                )
+                .await,
+                "migration count",
+            );
+            assert_eq!(v, mig.len() as f64);
+            let (labels, _) = one(
+                dwcp_tests::instant_query(&base, &format!("target_info{{region=\"{region}\"}}"), at).await,
+                "target_info",
+            );
+            assert_eq!(labels["cloud_provider"], "aws");
+            assert_eq!(labels["deployment_environment"], "fixture");
+            assert_eq!(labels["job"], "dwcp/dwcp-gateway");
+        }
+
+        // The global p95 across regions, computed here from the manifest's raw values.
+        let all: Vec<f64> = files
+            .iter()
+            .flat_map(|f| {
+                f["dwcp.latency.values"]
+                    .as_array()
+                    .expect("v")
+                    .iter()
+                    .map(|v| v.as_f64().expect("f"))
+            })
+            .collect();
+        let bounds: Vec<f64> = files[0]["dwcp.latency.bounds"]
+            .as_array()
+            .expect("b")
+            .iter()
+            .map(|v| v.as_f64().expect("f"))
+            .collect();
+        let want = reference_quantile(0.95, &bounds, &all);
+        let got = dwcp_tests::instant_query(&base, "dwcp:latency:p95:2s{region=\"global\"}", at).await;
+        assert_eq!(got.len(), 1);
+        assert!(
+            (got[0].1 - want).abs() < 1e-9,
+            "{base}: global p95 {} vs {want}",
+            got[0].1
+        );
+        for f in &files {
+            let region = f["region"].as_str().expect("region");
+            let values: Vec<f64> = f["dwcp.latency.values"]
+                .as_array()
+                .expect("v")
+                .iter()
+                .map(|v| v.as_f64().expect("f"))
+                .collect();
+            let got =
+                dwcp_tests::instant_query(&base, &format!("dwcp:latency:p95:2s{{region=\"{region}\"}}"), at).await;
+            assert!(
+                (got[0].1 - reference_quantile(0.95, &bounds, &values)).abs() < 1e-9,
+                "{base} {region}"
+            );
+        }
+        // Requests: 5 per region from their start times, over a 2 s window.
+        let got = dwcp_tests::instant_query(&base, "dwcp:requests:rate:2s{region=\"global\"}", at).await;
+        let total: f64 = files
+            .iter()
+            .map(|f| f["dwcp.requests"].as_f64().expect("requests"))
+            .sum();
+        assert_eq!(got[0].1, total / 2.0);
+        let got = dwcp_tests::instant_query(&base, "dwcp:cpu:max:2s{region=\"global\"}", at).await;
+        let max = files
+            .iter()
+            .map(|f| f["dwcp.cpu.usage"].as_f64().expect("cpu"))
+            .fold(f64::MIN, f64::max);
+        assert_eq!(got[0].1, max);
+    }
+    // And Prometheus' own histogram_quantile over the raw buckets agrees with the operator.
+    let own = dwcp_tests::instant_query(
+        &prom.url(),
+        "histogram_quantile(0.95, sum by (le) (dwcp_latency_milliseconds_bucket))",
+        at,
+    )
+    .await;
+    let ours = dwcp_tests::instant_query(&prom.url(), "dwcp:latency:p95:2s{region=\"global\"}", at).await;
+    assert!(
+        (own[0].1 - ours[0].1).abs() < 1e-9,
+        "prometheus {} vs ours {}",
+        own[0].1,
+        ours[0].1
+    );
+    let text = w.metrics().await;
+    assert_eq!(
+        metric_sum(&text, "dwcp_remote_write_samples_total", &[("result", "dropped")]),
+        0.0
+    );
+    assert!(w.stop());
+}
