@@ -34,6 +34,37 @@ fn resource() -> pr::Resource {
     }
 }
 
+/// Like [`metrics_message`], with point timestamps at `time_ns` and the `peer` attribute offset
+/// by `peer_offset`, so successive messages can carry new series or new samples of old ones.
+pub fn metrics_message_at(metrics: usize, points: usize, time_ns: u64, peer_offset: usize) -> Vec<u8> {
+    let (bytes, _) = metrics_message(metrics, points);
+    let mut msg = <pm::MetricsData as prost::Message>::decode(bytes.as_slice()).unwrap_or_default();
+    for rm in &mut msg.resource_metrics {
+        for sm in &mut rm.scope_metrics {
+            for m in &mut sm.metrics {
+                let set = |attrs: &mut Vec<pc::KeyValue>, t: &mut u64| {
+                    *t = time_ns;
+                    for kv in attrs.iter_mut() {
+                        if kv.key == "peer" {
+                            if let Some(pc::AnyValue { value: Some(pc::any_value::Value::StringValue(s)) }) = &mut kv.value {
+                                let n: usize = s.trim_start_matches("peer-").parse().unwrap_or(0);
+                                *s = format!("peer-{}", n + peer_offset);
+                            }
+                        }
+                    }
+                };
+                match &mut m.data {
+                    Some(pm::metric::Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| set(&mut p.attributes, &mut p.time_unix_nano)),
+                    Some(pm::metric::Data::Sum(g)) => g.data_points.iter_mut().for_each(|p| set(&mut p.attributes, &mut p.time_unix_nano)),
+                    Some(pm::metric::Data::Histogram(g)) => g.data_points.iter_mut().for_each(|p| set(&mut p.attributes, &mut p.time_unix_nano)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    prost::Message::encode_to_vec(&msg)
+}
+
 /// One MetricsData with `metrics` metrics of `points` points each, a third each gauges,
 /// cumulative sums and 9-bucket histograms. Returns the bytes and the number of data points.
 pub fn metrics_message(metrics: usize, points: usize) -> (Vec<u8>, usize) {

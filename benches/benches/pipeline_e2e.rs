@@ -1,0 +1,128 @@
+//! End-to-end throughput of the metrics path with a real broker and a real receiver: OTLP
+//! messages pre-produced to Tansu, one `dwcp-monitor` worker (the release binary) consuming them
+//! through decode, conversion, the cardinality guard and aggregation into remote-write to
+//! VictoriaMetrics. Reports data points/s and samples/s from the worker's own counters.
+//!
+//! eval "$(deploy/local/stack.sh env)"; cargo build --release -p dwcp-monitor
+//! cargo bench -p dwcp-benches --bench pipeline_e2e
+//!
+//! Environment: DWCP_BENCH_MESSAGES (default 400), 1,200 points each; DWCP_BENCH_SERIES_SPREAD
+//! (default 50): how many distinct `peer` offsets cycle, so distinct series ≈ spread × 1,200.
+
+use std::time::{Duration, Instant};
+
+use dwcp_benches::metrics_message_at;
+use dwcp_tests::{create_topics, metric_sum, unique, Worker};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` probes benches: nothing to run here.
+    }
+    let (Ok(brokers), Ok(vm)) = (std::env::var("DWCP_TEST_KAFKA"), std::env::var("DWCP_TEST_VICTORIAMETRICS")) else {
+        eprintln!("skipped: DWCP_TEST_KAFKA and DWCP_TEST_VICTORIAMETRICS not set (deploy/local/stack.sh up)");
+        return;
+    };
+    let messages = env_usize("DWCP_BENCH_MESSAGES", 400);
+    let spread = env_usize("DWCP_BENCH_SERIES_SPREAD", 50);
+    let id = unique("bench");
+    let topic = format!("{id}.metrics");
+    create_topics(&brokers, &[&topic, &format!("{id}.dlq")], 6).await;
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .set("message.max.bytes", "16777216")
+        .create()
+        .expect("producer");
+    let t0 = Instant::now();
+    let base = 1_795_000_000_000_000_000u64;
+    let mut total_points = 0usize;
+    let mut bytes = 0usize;
+    let mut pending = Vec::new();
+    for i in 0..messages {
+        // Each message: 1,200 points, one second after the previous one of its series.
+        let payload = metrics_message_at(60, 20, base + (i / spread) as u64 * 1_000_000_000, (i % spread) * 20);
+        bytes += payload.len();
+        total_points += 1200;
+        let topic = topic.clone();
+        let p = producer.clone();
+        pending.push(tokio::spawn(async move {
+            p.send(FutureRecord::<(), Vec<u8>>::to(&topic).payload(&payload).partition((i % 6) as i32), Duration::from_secs(30))
+                .await
+                .map(|_| ())
+                .map_err(|(e, _)| e)
+        }));
+    }
+    for p in pending {
+        p.await.expect("join").expect("delivered");
+    }
+    let _ = producer.flush(Duration::from_secs(30));
+    eprintln!(
+        "produced {messages} messages, {total_points} points, {:.1} MiB in {:.1} s",
+        bytes as f64 / 1048576.0,
+        t0.elapsed().as_secs_f64()
+    );
+
+    let work = tempfile_dir();
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  queue_capacity: 256\n  topics:\n    - {{name: \"{topic}\", signal: metrics}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\nlog:\n  level: warn\n\
+         operators:\n  aggregation:\n    rules:\n      - {{metric: dwcp.metric.2}}\n      - {{metric: dwcp.metric.1}}\n      - {{metric: dwcp.metric.0}}\n\
+         sinks:\n  prometheus_remote_write:\n    - {{url: \"{vm}/api/v1/write\", shards: 4, max_samples_per_send: 10000}}\n"
+    );
+    std::env::set_var("DWCP_BIN", release_binary());
+    let mut w = Worker::start(&work, "bench", &yaml);
+    let start = Instant::now();
+    w.wait_for("dwcp_source_records_total", &[], total_points as f64, Duration::from_secs(600)).await;
+    let consumed = start.elapsed();
+    let text = w.metrics().await;
+    let converted = metric_sum(&text, "dwcp_prometheus_samples_total", &[("origin", "converted")]);
+    // Everything converted is admitted or dropped by the guard; wait until the endpoint took it.
+    let admitted = converted - metric_sum(&text, "dwcp_series_dropped_total", &[]);
+    w.wait_for("dwcp_remote_write_samples_total", &[("result", "sent")], admitted, Duration::from_secs(600)).await;
+    let done = start.elapsed();
+    let text = w.metrics().await;
+    let rss = rss_kib(&w);
+    assert!(w.stop());
+    println!(
+        "pipeline_e2e: {total_points} points in {:.2} s consumed ({:.0} points/s), {:.2} s until remote-write accepted all \
+         ({:.0} points/s, {:.0} samples/s); active series {}; worker RSS {} MiB",
+        consumed.as_secs_f64(),
+        total_points as f64 / consumed.as_secs_f64(),
+        done.as_secs_f64(),
+        total_points as f64 / done.as_secs_f64(),
+        metric_sum(&text, "dwcp_remote_write_samples_total", &[("result", "sent")]) / done.as_secs_f64(),
+        metric_sum(&text, "dwcp_active_series", &[]),
+        rss / 1024,
+    );
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(unique("dwcp-bench"));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn release_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    let bin = exe.parent().and_then(std::path::Path::parent).expect("target dir").join("dwcp-monitor");
+    assert!(bin.exists(), "{} missing: cargo build --release -p dwcp-monitor", bin.display());
+    bin
+}
+
+fn rss_kib(_w: &Worker) -> u64 {
+    // The worker is the newest dwcp-monitor process; read its VmRSS.
+    let out = std::process::Command::new("sh").arg("-c").arg("grep VmRSS /proc/$(pgrep -n dwcp-monitor)/status").output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
