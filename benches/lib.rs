@@ -46,7 +46,10 @@ pub fn metrics_message_at(metrics: usize, points: usize, time_ns: u64, peer_offs
                     *t = time_ns;
                     for kv in attrs.iter_mut() {
                         if kv.key == "peer" {
-                            if let Some(pc::AnyValue { value: Some(pc::any_value::Value::StringValue(s)) }) = &mut kv.value {
+                            if let Some(pc::AnyValue {
+                                value: Some(pc::any_value::Value::StringValue(s)),
+                            }) = &mut kv.value
+                            {
                                 let n: usize = s.trim_start_matches("peer-").parse().unwrap_or(0);
                                 *s = format!("peer-{}", n + peer_offset);
                             }
@@ -54,9 +57,18 @@ pub fn metrics_message_at(metrics: usize, points: usize, time_ns: u64, peer_offs
                     }
                 };
                 match &mut m.data {
-                    Some(pm::metric::Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| set(&mut p.attributes, &mut p.time_unix_nano)),
-                    Some(pm::metric::Data::Sum(g)) => g.data_points.iter_mut().for_each(|p| set(&mut p.attributes, &mut p.time_unix_nano)),
-                    Some(pm::metric::Data::Histogram(g)) => g.data_points.iter_mut().for_each(|p| set(&mut p.attributes, &mut p.time_unix_nano)),
+                    Some(pm::metric::Data::Gauge(g)) => g
+                        .data_points
+                        .iter_mut()
+                        .for_each(|p| set(&mut p.attributes, &mut p.time_unix_nano)),
+                    Some(pm::metric::Data::Sum(g)) => g
+                        .data_points
+                        .iter_mut()
+                        .for_each(|p| set(&mut p.attributes, &mut p.time_unix_nano)),
+                    Some(pm::metric::Data::Histogram(g)) => g
+                        .data_points
+                        .iter_mut()
+                        .for_each(|p| set(&mut p.attributes, &mut p.time_unix_nano)),
                     _ => {}
                 }
             }

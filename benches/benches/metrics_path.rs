@@ -14,7 +14,9 @@ use std::hint::black_box;
 
 fn points() -> (Vec<u8>, Vec<dwcp_schemas::model::MetricPoint>) {
     let (bytes, _) = metrics_message(60, 20);
-    let Records::Metrics(p) = decode(Signal::Metrics, Encoding::OtlpProto, &bytes, &RegionContext::default()).expect("decodes").records
+    let Records::Metrics(p) = decode(Signal::Metrics, Encoding::OtlpProto, &bytes, &RegionContext::default())
+        .expect("decodes")
+        .records
     else {
         unreachable!("metrics")
     };
@@ -23,7 +25,13 @@ fn points() -> (Vec<u8>, Vec<dwcp_schemas::model::MetricPoint>) {
 
 fn rules() -> AggregationConfig {
     AggregationConfig {
-        rules: (0..60).map(|m| AggregationRule { metric: format!("dwcp.metric.{m}"), record: None, aggregations: None }).collect(),
+        rules: (0..60)
+            .map(|m| AggregationRule {
+                metric: format!("dwcp.metric.{m}"),
+                record: None,
+                aggregations: None,
+            })
+            .collect(),
         ..Default::default()
     }
 }
@@ -72,7 +80,9 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    g.bench_function("encode_remote_write", |b| b.iter(|| dwcp_sinks::prometheus::remote_write::encode(black_box(&samples)).map(|v| v.len())));
+    g.bench_function("encode_remote_write", |b| {
+        b.iter(|| dwcp_sinks::prometheus::remote_write::encode(black_box(&samples)).map(|v| v.len()))
+    });
 
     g.bench_function("all_stages", |b| {
         let mut conv = PromConverter::new(PromConfig::default());
@@ -82,7 +92,14 @@ fn bench(c: &mut Criterion) {
         let mut out = Vec::new();
         b.iter(|| {
             t += 1_000_000_000;
-            let Ok(d) = decode(Signal::Metrics, Encoding::OtlpProto, black_box(&bytes), &RegionContext::default()) else { return 0 };
+            let Ok(d) = decode(
+                Signal::Metrics,
+                Encoding::OtlpProto,
+                black_box(&bytes),
+                &RegionContext::default(),
+            ) else {
+                return 0;
+            };
             let Records::Metrics(mut p) = d.records else { return 0 };
             for x in &mut p {
                 x.time_unix_nano = 1_795_000_000_000_000_000 + t;
@@ -93,7 +110,9 @@ fn bench(c: &mut Criterion) {
             agg.process(&p);
             out.clear();
             agg.on_watermark(1_795_000_000_000_000_000 + t, &mut out);
-            dwcp_sinks::prometheus::remote_write::encode(&s).map(|v| v.len()).unwrap_or(0)
+            dwcp_sinks::prometheus::remote_write::encode(&s)
+                .map(|v| v.len())
+                .unwrap_or(0)
         })
     });
     g.finish();

@@ -25,7 +25,10 @@ async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` probes benches: nothing to run here.
     }
-    let (Ok(brokers), Ok(vm)) = (std::env::var("DWCP_TEST_KAFKA"), std::env::var("DWCP_TEST_VICTORIAMETRICS")) else {
+    let (Ok(brokers), Ok(vm)) = (
+        std::env::var("DWCP_TEST_KAFKA"),
+        std::env::var("DWCP_TEST_VICTORIAMETRICS"),
+    ) else {
         eprintln!("skipped: DWCP_TEST_KAFKA and DWCP_TEST_VICTORIAMETRICS not set (deploy/local/stack.sh up)");
         return;
     };
@@ -55,10 +58,15 @@ async fn main() {
         let topic = topic.clone();
         let p = producer.clone();
         pending.push(tokio::spawn(async move {
-            p.send(FutureRecord::<(), Vec<u8>>::to(&topic).payload(&payload).partition((i % 6) as i32), Duration::from_secs(30))
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| e)
+            p.send(
+                FutureRecord::<(), Vec<u8>>::to(&topic)
+                    .payload(&payload)
+                    .partition((i % 6) as i32),
+                Duration::from_secs(30),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
         }));
     }
     for p in pending {
@@ -81,13 +89,25 @@ async fn main() {
     std::env::set_var("DWCP_BIN", release_binary());
     let mut w = Worker::start(&work, "bench", &yaml);
     let start = Instant::now();
-    w.wait_for("dwcp_source_records_total", &[], total_points as f64, Duration::from_secs(600)).await;
+    w.wait_for(
+        "dwcp_source_records_total",
+        &[],
+        total_points as f64,
+        Duration::from_secs(600),
+    )
+    .await;
     let consumed = start.elapsed();
     let text = w.metrics().await;
     let converted = metric_sum(&text, "dwcp_prometheus_samples_total", &[("origin", "converted")]);
     // Everything converted is admitted or dropped by the guard; wait until the endpoint took it.
     let admitted = converted - metric_sum(&text, "dwcp_series_dropped_total", &[]);
-    w.wait_for("dwcp_remote_write_samples_total", &[("result", "sent")], admitted, Duration::from_secs(600)).await;
+    w.wait_for(
+        "dwcp_remote_write_samples_total",
+        &[("result", "sent")],
+        admitted,
+        Duration::from_secs(600),
+    )
+    .await;
     let done = start.elapsed();
     let text = w.metrics().await;
     let rss = rss_kib(&w);
@@ -113,14 +133,25 @@ fn tempfile_dir() -> std::path::PathBuf {
 
 fn release_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("exe");
-    let bin = exe.parent().and_then(std::path::Path::parent).expect("target dir").join("dwcp-monitor");
-    assert!(bin.exists(), "{} missing: cargo build --release -p dwcp-monitor", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target dir")
+        .join("dwcp-monitor");
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build --release -p dwcp-monitor",
+        bin.display()
+    );
     bin
 }
 
 fn rss_kib(_w: &Worker) -> u64 {
     // The worker is the newest dwcp-monitor process; read its VmRSS.
-    let out = std::process::Command::new("sh").arg("-c").arg("grep VmRSS /proc/$(pgrep -n dwcp-monitor)/status").output();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("grep VmRSS /proc/$(pgrep -n dwcp-monitor)/status")
+        .output();
     out.ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))

@@ -711,11 +711,13 @@ impl AggregateOperator {
                 (_, Kind::Counter) => None,
             };
             let Some(v) = v else { continue };
-            let mut l = Vec::with_capacity(labels.len() + 2);
-            l.push(("__name__".to_string(), format!("{record}:{}:{window_label}", a.name())));
-            l.extend(labels.iter().cloned());
-            l.push(("region".to_string(), region.to_string()));
-            l.sort();
+            let name = format!("{record}:{}:{window_label}", a.name());
+            let l = crate::prom::labels_of(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .chain([("__name__", name.as_str()), ("region", region)]),
+            );
             out.push(Sample {
                 labels: l,
                 value: v,

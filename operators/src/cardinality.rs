@@ -52,7 +52,8 @@ pub struct Dropped {
 
 #[derive(Debug)]
 struct Active {
-    labels: Vec<(String, String)>,
+    /// Shared with the samples: a refcount per label, not a copy.
+    labels: Vec<crate::prom::Label>,
     metric: String,
     last_ms: i64,
 }
@@ -160,7 +161,7 @@ mod tests {
 
     fn s(metric: &str, id: usize, ts: i64) -> Sample {
         Sample {
-            labels: vec![("__name__".into(), metric.into()), ("id".into(), id.to_string())],
+            labels: vec![("__name__".into(), metric.into()), ("id".into(), id.to_string().into())],
             value: 1.0,
             timestamp_ms: ts,
         }

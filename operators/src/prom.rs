@@ -17,8 +17,9 @@
 //! - Delta temporality is turned into cumulative per series (the Collector drops delta points).
 //! - A point flagged "no recorded value" becomes a Prometheus stale marker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use dwcp_schemas::model::{AnyValue, MetricPoint, PointValue, Temporality};
 use serde::{Deserialize, Serialize};
@@ -31,11 +32,24 @@ pub fn stale_nan() -> f64 {
     f64::from_bits(STALE_NAN_BITS)
 }
 
+/// A label: name and value, shared (interned) so a label set costs a refcount per label to copy.
+pub type Label = (Arc<str>, Arc<str>);
+
+/// Builds a label set from string pairs, sorted by name (tests and small callers).
+pub fn labels_of<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> Vec<Label> {
+    let mut v: Vec<Label> = pairs
+        .into_iter()
+        .map(|(k, v)| (Arc::from(k.as_ref()), Arc::from(v.as_ref())))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
 /// One sample of one series. `labels` include `__name__` and are sorted by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
-    /// Sorted labels, `__name__` first among them by sort order.
-    pub labels: Vec<(String, String)>,
+    /// Sorted labels, `__name__` among them.
+    pub labels: Vec<Label>,
     /// The value (a stale marker is [`stale_nan`]).
     pub value: f64,
     /// Milliseconds since the epoch.
@@ -47,13 +61,13 @@ impl Sample {
     pub fn name(&self) -> &str {
         self.labels
             .iter()
-            .find(|(k, _)| k == "__name__")
-            .map_or("", |(_, v)| v.as_str())
+            .find(|(k, _)| &**k == "__name__")
+            .map_or("", |(_, v)| &**v)
     }
 
     /// A label's value.
     pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.labels.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v)
     }
 
     /// A stable 64-bit hash of the label set (the series identity).
@@ -64,15 +78,47 @@ impl Sample {
 
 /// A stable hash of a sorted label set: the same in every process and run, so it can pick a
 /// shard or a partition.
-pub fn series_hash(labels: &[(String, String)]) -> u64 {
+pub fn series_hash<K: AsRef<str>, V: AsRef<str>>(labels: &[(K, V)]) -> u64 {
     // SipHash-1-3 with fixed zero keys: deterministic across processes.
     #[allow(deprecated)]
     let mut h = std::hash::SipHasher::new();
     for (k, v) in labels {
-        k.hash(&mut h);
-        v.hash(&mut h);
+        k.as_ref().hash(&mut h);
+        v.as_ref().hash(&mut h);
     }
     h.finish()
+}
+
+/// Interned strings: label names and values repeat across samples, so each distinct string is
+/// allocated once and shared. Bounded: past `max` entries the table starts over (strings in
+/// use stay alive through their `Arc`s).
+#[derive(Debug, Default)]
+pub struct Interner {
+    set: HashSet<Arc<str>>,
+    max: usize,
+}
+
+impl Interner {
+    /// An interner holding at most `max` strings.
+    pub fn new(max: usize) -> Self {
+        Interner {
+            set: HashSet::new(),
+            max,
+        }
+    }
+
+    /// The shared copy of `s`.
+    pub fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.set.get(s) {
+            return a.clone();
+        }
+        if self.set.len() >= self.max {
+            self.set.clear();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.set.insert(a.clone());
+        a
+    }
 }
 
 /// The classic bucket bounds exponential histograms are converted to by default: the
@@ -209,7 +255,7 @@ fn unit_suffix(unit: &str) -> String {
 }
 
 /// What a metric becomes in Prometheus, for naming.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PromKind {
     /// A gauge (gauges, non-monotonic sums).
     Gauge,
@@ -304,36 +350,66 @@ pub struct PromStats {
     pub delta_series_expired: u64,
 }
 
-/// The converter: stateless naming plus the running totals that turn delta into cumulative.
-#[derive(Debug, Default)]
+/// The converter: naming (cached), interned labels, and the running totals that turn delta
+/// into cumulative.
+#[derive(Debug)]
 pub struct PromConverter {
     config: PromConfig,
     deltas: HashMap<u64, DeltaState>,
     stats: PromStats,
     max_ms: i64,
+    strings: Interner,
+    /// Sanitized label names by raw attribute key.
+    label_names: HashMap<Arc<str>, Arc<str>>,
+    /// Metric names (base, `_bucket`, `_sum`, `_count`) by hash of (name, unit, kind).
+    metric_names: HashMap<u64, MetricNames>,
+    /// `le` and `quantile` values by the bits of the float.
+    floats: HashMap<u64, Arc<str>>,
+    k_name: Arc<str>,
+    k_le: Arc<str>,
+    k_quantile: Arc<str>,
 }
 
-fn push(
-    out: &mut Vec<Sample>,
-    base: &[(String, String)],
-    name: String,
-    extra: Option<(&str, String)>,
-    value: f64,
-    ts: i64,
-) {
-    let mut labels = Vec::with_capacity(base.len() + 2);
-    labels.push(("__name__".to_string(), name));
-    labels.extend(base.iter().cloned());
-    if let Some((k, v)) = extra {
-        labels.push((k.to_string(), v));
+#[derive(Debug, Clone)]
+struct MetricNames {
+    name: Box<str>,
+    unit: Box<str>,
+    kind: PromKind,
+    base: Arc<str>,
+    bucket: Arc<str>,
+    sum: Arc<str>,
+    count: Arc<str>,
+}
+
+/// Bound of the converter's string tables; past it they start over.
+const MAX_INTERNED: usize = 1 << 20;
+
+impl Default for PromConverter {
+    fn default() -> Self {
+        PromConverter::new(PromConfig::default())
     }
-    labels.sort_by(|a, b| a.0.cmp(&b.0));
-    labels.dedup_by(|a, b| a.0 == b.0);
-    out.push(Sample {
+}
+
+/// Inserts `label` into the sorted `labels`, replacing one of the same name.
+fn insert_sorted(labels: &mut Vec<Label>, label: Label) {
+    match labels.binary_search_by(|(k, _)| (**k).cmp(&*label.0)) {
+        Ok(i) => labels[i] = label,
+        Err(i) => labels.insert(i, label),
+    }
+}
+
+fn sample(base: &[Label], name: Label, extra: Option<Label>, value: f64, ts: i64) -> Sample {
+    let mut labels = Vec::with_capacity(base.len() + 2);
+    labels.extend_from_slice(base);
+    insert_sorted(&mut labels, name);
+    if let Some(e) = extra {
+        insert_sorted(&mut labels, e);
+    }
+    Sample {
         labels,
         value,
         timestamp_ms: ts,
-    });
+    }
 }
 
 impl PromConverter {
@@ -341,7 +417,16 @@ impl PromConverter {
     pub fn new(config: PromConfig) -> Self {
         PromConverter {
             config,
-            ..Default::default()
+            deltas: HashMap::new(),
+            stats: PromStats::default(),
+            max_ms: 0,
+            strings: Interner::new(MAX_INTERNED),
+            label_names: HashMap::new(),
+            metric_names: HashMap::new(),
+            floats: HashMap::new(),
+            k_name: Arc::from("__name__"),
+            k_le: Arc::from("le"),
+            k_quantile: Arc::from("quantile"),
         }
     }
 
@@ -355,57 +440,135 @@ impl PromConverter {
         self.deltas.len()
     }
 
-    /// The labels shared by every series of a point: job, instance, scope, region, attributes.
-    fn base_labels(p: &MetricPoint) -> Vec<(String, String)> {
-        let mut labels: Vec<(String, String)> = Vec::with_capacity(p.attributes.len() + 5);
-        for kv in &p.attributes.0 {
-            let v = kv.value.to_text();
-            let k = label_name(&kv.key);
-            // Attributes whose names collide after sanitizing are joined with `;`, as the spec says.
-            if let Some(existing) = labels.iter_mut().find(|(ek, _)| *ek == k) {
-                existing.1.push(';');
-                existing.1.push_str(&v);
-            } else if !k.is_empty() && !v.is_empty() {
-                labels.push((k, v));
+    fn label_name(&mut self, key: &str) -> Arc<str> {
+        if let Some(n) = self.label_names.get(key) {
+            return n.clone();
+        }
+        if self.label_names.len() >= MAX_INTERNED {
+            self.label_names.clear();
+        }
+        let n: Arc<str> = Arc::from(label_name(key));
+        self.label_names.insert(Arc::from(key), n.clone());
+        n
+    }
+
+    fn names(&mut self, name: &str, unit: &str, kind: PromKind) -> MetricNames {
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new();
+        (name, unit, kind as u8).hash(&mut h);
+        let key = h.finish();
+        if let Some(n) = self.metric_names.get(&key) {
+            if &*n.name == name && &*n.unit == unit && n.kind == kind {
+                return n.clone();
             }
         }
+        if self.metric_names.len() >= MAX_INTERNED {
+            self.metric_names.clear();
+        }
+        let base = metric_name(name, unit, kind);
+        let n = MetricNames {
+            name: name.into(),
+            unit: unit.into(),
+            kind,
+            bucket: Arc::from(format!("{base}_bucket")),
+            sum: Arc::from(format!("{base}_sum")),
+            count: Arc::from(format!("{base}_count")),
+            base: Arc::from(base),
+        };
+        self.metric_names.insert(key, n.clone());
+        n
+    }
+
+    fn float(&mut self, v: f64) -> Arc<str> {
+        if let Some(s) = self.floats.get(&v.to_bits()) {
+            return s.clone();
+        }
+        if self.floats.len() >= MAX_INTERNED {
+            self.floats.clear();
+        }
+        let s: Arc<str> = Arc::from(format_float(v));
+        self.floats.insert(v.to_bits(), s.clone());
+        s
+    }
+
+    /// Interned attributes as labels (sanitized names; values colliding after sanitizing joined
+    /// with `;`, as the specification says).
+    fn attribute_labels(&mut self, attrs: &dwcp_schemas::model::Attributes, out: &mut Vec<Label>) {
+        for kv in &attrs.0 {
+            let k = self.label_name(&kv.key);
+            let v = match &kv.value {
+                AnyValue::String(s) => self.strings.get(s),
+                AnyValue::Empty => continue,
+                other => self.strings.get(&other.to_text()),
+            };
+            if k.is_empty() || v.is_empty() {
+                continue;
+            }
+            if let Some(existing) = out.iter_mut().find(|(ek, _)| *ek == k) {
+                existing.1 = Arc::from(format!("{};{}", existing.1, v));
+            } else {
+                out.push((k, v));
+            }
+        }
+    }
+
+    /// The labels every series of one origin shares: job, instance, scope, region.
+    fn origin_labels(&mut self, p: &MetricPoint) -> Vec<Label> {
         let res = &p.origin.resource.attributes;
+        let mut labels = Vec::with_capacity(5);
         if let Some(job) = job(res) {
-            labels.retain(|(k, _)| k != "job");
-            labels.push(("job".into(), job));
+            labels.push((self.strings.get("job"), self.strings.get(&job)));
         }
         if let Some(inst) = res.get_str("service.instance.id") {
-            labels.retain(|(k, _)| k != "instance");
-            labels.push(("instance".into(), inst.to_string()));
+            labels.push((self.strings.get("instance"), self.strings.get(inst)));
         }
         let scope = &p.origin.scope;
         if !scope.name.is_empty() {
-            labels.push(("otel_scope_name".into(), scope.name.clone()));
+            labels.push((self.strings.get("otel_scope_name"), self.strings.get(&scope.name)));
         }
         if !scope.version.is_empty() {
-            labels.push(("otel_scope_version".into(), scope.version.clone()));
+            labels.push((self.strings.get("otel_scope_version"), self.strings.get(&scope.version)));
         }
-        labels.retain(|(k, _)| k != "region");
-        labels.push(("region".into(), p.origin.region.to_string()));
+        labels.push((self.strings.get("region"), self.strings.get(&p.origin.region)));
         labels
     }
 
     /// Converts points, appending samples to `out`. One `target_info` per distinct resource in
     /// the call.
     pub fn convert(&mut self, points: &[MetricPoint], out: &mut Vec<Sample>) {
-        let mut resources_done: Vec<*const dwcp_schemas::model::Resource> = Vec::new();
+        type OriginKey = (
+            *const dwcp_schemas::model::Resource,
+            *const dwcp_schemas::model::Scope,
+            *const u8,
+        );
+        let mut origins: Vec<(OriginKey, Vec<Label>)> = Vec::new();
         for p in points {
             #[allow(clippy::cast_possible_wrap)]
             let ts = (p.time_unix_nano / 1_000_000) as i64;
             self.max_ms = self.max_ms.max(ts);
-            if self.config.target_info {
-                let ptr = std::sync::Arc::as_ptr(&p.origin.resource);
-                if !resources_done.contains(&ptr) {
-                    resources_done.push(ptr);
-                    target_info(p, ts, out);
+            let key: OriginKey = (
+                Arc::as_ptr(&p.origin.resource),
+                Arc::as_ptr(&p.origin.scope),
+                p.origin.region.as_ptr(),
+            );
+            let origin = match origins.iter().find(|(k, _)| *k == key) {
+                Some((_, l)) => l.clone(),
+                None => {
+                    let l = self.origin_labels(p);
+                    if self.config.target_info && !origins.iter().any(|(k, _)| k.0 == key.0 && k.2 == key.2) {
+                        self.target_info(p, ts, out);
+                    }
+                    origins.push((key, l.clone()));
+                    l
                 }
-            }
-            self.convert_point(p, ts, out);
+            };
+            // Attributes first, then the origin's labels, which win over attributes of the same name.
+            let mut base = Vec::with_capacity(p.attributes.len() + origin.len() + 2);
+            self.attribute_labels(&p.attributes, &mut base);
+            base.retain(|(k, _)| !origin.iter().any(|(ok, _)| ok == k));
+            base.extend(origin);
+            base.sort_by(|a, b| a.0.cmp(&b.0));
+            self.convert_point(p, &base, ts, out);
         }
         self.expire();
     }
@@ -421,15 +584,27 @@ impl PromConverter {
         self.stats.delta_series_expired += (before - self.deltas.len()) as u64;
     }
 
-    fn convert_point(&mut self, p: &MetricPoint, ts: i64, out: &mut Vec<Sample>) {
-        let base = Self::base_labels(p);
+    fn delta_key(base: &[Label], name: &str) -> u64 {
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new();
+        name.hash(&mut h);
+        for (k, v) in base {
+            k.hash(&mut h);
+            v.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn convert_point(&mut self, p: &MetricPoint, base: &[Label], ts: i64, out: &mut Vec<Sample>) {
         let no_value = p.flags & 1 == 1;
         let name = &p.metric.name;
         let unit = &p.metric.unit;
+        let k_name = self.k_name.clone();
         match &p.value {
             PointValue::Gauge { value } => {
                 let v = if no_value { stale_nan() } else { value.as_f64() };
-                push(out, &base, metric_name(name, unit, PromKind::Gauge), None, v, ts);
+                let n = self.names(name, unit, PromKind::Gauge);
+                out.push(sample(base, (k_name, n.base), None, v, ts));
             }
             PointValue::Sum {
                 value,
@@ -437,13 +612,11 @@ impl PromConverter {
                 monotonic,
             } => {
                 let kind = if *monotonic { PromKind::Counter } else { PromKind::Gauge };
-                let n = metric_name(name, unit, kind);
+                let n = self.names(name, unit, kind);
                 let v = if no_value {
                     stale_nan()
                 } else if *temporality == Temporality::Delta {
-                    let mut key = base.clone();
-                    key.push(("__name__".into(), n.clone()));
-                    let h = series_hash(&key);
+                    let h = Self::delta_key(base, &n.base);
                     match self.deltas.entry(h).or_insert(DeltaState::Sum {
                         total: 0.0,
                         last_ms: i64::MIN,
@@ -465,7 +638,7 @@ impl PromConverter {
                 } else {
                     value.as_f64()
                 };
-                push(out, &base, n, None, v, ts);
+                out.push(sample(base, (k_name, n.base), None, v, ts));
             }
             PointValue::Histogram {
                 count,
@@ -479,15 +652,15 @@ impl PromConverter {
                     self.stats.invalid_points += 1;
                     return;
                 }
-                let counts = if bucket_counts.is_empty() {
-                    vec![*count]
+                let counts: &[u64] = if bucket_counts.is_empty() {
+                    std::slice::from_ref(count)
                 } else {
-                    bucket_counts.clone()
+                    bucket_counts
                 };
                 self.histogram(
                     p,
-                    &base,
-                    bounds.clone(),
+                    base,
+                    bounds,
                     counts,
                     *count,
                     sum.unwrap_or(f64::NAN),
@@ -511,9 +684,9 @@ impl PromConverter {
                 let counts = exp_to_classic(*scale, *zero_count, positive, negative, &bounds);
                 self.histogram(
                     p,
-                    &base,
-                    bounds,
-                    counts,
+                    base,
+                    &bounds,
+                    &counts,
                     *count,
                     sum.unwrap_or(f64::NAN),
                     *temporality,
@@ -523,29 +696,34 @@ impl PromConverter {
                 );
             }
             PointValue::Summary { count, sum, quantiles } => {
-                let n = metric_name(name, unit, PromKind::Histogram);
+                let n = self.names(name, unit, PromKind::Histogram);
                 for (q, v) in quantiles {
                     let v = if no_value { stale_nan() } else { *v };
-                    push(out, &base, n.clone(), Some(("quantile", format_float(*q))), v, ts);
+                    let qs = self.float(*q);
+                    out.push(sample(
+                        base,
+                        (k_name.clone(), n.base.clone()),
+                        Some((self.k_quantile.clone(), qs)),
+                        v,
+                        ts,
+                    ));
                 }
                 #[allow(clippy::cast_precision_loss)]
                 let c = *count as f64;
-                push(
-                    out,
-                    &base,
-                    format!("{n}_sum"),
+                out.push(sample(
+                    base,
+                    (k_name.clone(), n.sum),
                     None,
                     if no_value { stale_nan() } else { *sum },
                     ts,
-                );
-                push(
-                    out,
-                    &base,
-                    format!("{n}_count"),
+                ));
+                out.push(sample(
+                    base,
+                    (k_name, n.count),
                     None,
                     if no_value { stale_nan() } else { c },
                     ts,
-                );
+                ));
             }
         }
     }
@@ -554,9 +732,9 @@ impl PromConverter {
     fn histogram(
         &mut self,
         p: &MetricPoint,
-        base: &[(String, String)],
-        bounds: Vec<f64>,
-        counts: Vec<u64>,
+        base: &[Label],
+        bounds: &[f64],
+        counts: &[u64],
         count: u64,
         sum: f64,
         temporality: Temporality,
@@ -564,13 +742,12 @@ impl PromConverter {
         ts: i64,
         out: &mut Vec<Sample>,
     ) {
-        let n = metric_name(&p.metric.name, &p.metric.unit, PromKind::Histogram);
+        let n = self.names(&p.metric.name, &p.metric.unit, PromKind::Histogram);
+        let accumulated;
         let (bounds, counts, count, sum) = if temporality == Temporality::Delta && !no_value {
-            let mut key = base.to_vec();
-            key.push(("__name__".into(), n.clone()));
-            let h = series_hash(&key);
+            let h = Self::delta_key(base, &n.base);
             let st = self.deltas.entry(h).or_insert_with(|| DeltaState::Histogram {
-                bounds: bounds.clone(),
+                bounds: bounds.to_vec(),
                 counts: vec![0; counts.len()],
                 count: 0,
                 sum: 0.0,
@@ -588,14 +765,14 @@ impl PromConverter {
                         self.stats.delta_out_of_order += 1;
                         return;
                     }
-                    if *sb != bounds || sc.len() != counts.len() {
+                    if sb.as_slice() != bounds || sc.len() != counts.len() {
                         // The bounds changed: a new series history, as a counter reset.
-                        *sb = bounds.clone();
+                        *sb = bounds.to_vec();
                         *sc = vec![0; counts.len()];
                         *scount = 0;
                         *ssum = 0.0;
                     }
-                    for (a, b) in sc.iter_mut().zip(&counts) {
+                    for (a, b) in sc.iter_mut().zip(counts) {
                         *a += b;
                     }
                     *scount += count;
@@ -603,7 +780,8 @@ impl PromConverter {
                         *ssum += sum;
                     }
                     *last_ms = ts;
-                    (sb.clone(), sc.clone(), *scount, *ssum)
+                    accumulated = (sb.clone(), sc.clone());
+                    (accumulated.0.as_slice(), accumulated.1.as_slice(), *scount, *ssum)
                 }
                 DeltaState::Sum { .. } => {
                     self.stats.invalid_points += 1;
@@ -613,39 +791,80 @@ impl PromConverter {
         } else {
             (bounds, counts, count, sum)
         };
-        let bucket = format!("{n}_bucket");
+        let k_name = self.k_name.clone();
+        let k_le = self.k_le.clone();
         let mut cum = 0u64;
         for (i, c) in counts.iter().enumerate() {
             cum += c;
-            let le = bounds.get(i).copied().unwrap_or(f64::INFINITY);
+            let le = self.float(bounds.get(i).copied().unwrap_or(f64::INFINITY));
             #[allow(clippy::cast_precision_loss)]
             let v = if no_value { stale_nan() } else { cum as f64 };
-            push(out, base, bucket.clone(), Some(("le", format_float(le))), v, ts);
+            out.push(sample(
+                base,
+                (k_name.clone(), n.bucket.clone()),
+                Some((k_le.clone(), le)),
+                v,
+                ts,
+            ));
         }
         if bounds.len() >= counts.len() {
             // No +Inf bucket in the data (only bounds): add it from the count.
             #[allow(clippy::cast_precision_loss)]
             let v = if no_value { stale_nan() } else { count as f64 };
-            push(out, base, bucket, Some(("le", "+Inf".into())), v, ts);
+            let inf = self.float(f64::INFINITY);
+            out.push(sample(
+                base,
+                (k_name.clone(), n.bucket.clone()),
+                Some((k_le, inf)),
+                v,
+                ts,
+            ));
         }
         #[allow(clippy::cast_precision_loss)]
         let c = count as f64;
-        push(
-            out,
+        out.push(sample(
             base,
-            format!("{n}_sum"),
+            (k_name.clone(), n.sum),
             None,
             if no_value { stale_nan() } else { sum },
             ts,
-        );
-        push(
-            out,
+        ));
+        out.push(sample(
             base,
-            format!("{n}_count"),
+            (k_name, n.count),
             None,
             if no_value { stale_nan() } else { c },
             ts,
-        );
+        ));
+    }
+
+    fn target_info(&mut self, p: &MetricPoint, ts: i64, out: &mut Vec<Sample>) {
+        let res = &p.origin.resource.attributes;
+        let mut labels: Vec<Label> = Vec::new();
+        for kv in &res.0 {
+            if matches!(
+                kv.key.as_str(),
+                "service.name" | "service.namespace" | "service.instance.id"
+            ) {
+                continue;
+            }
+            let v = match &kv.value {
+                AnyValue::Empty => continue,
+                AnyValue::String(s) => self.strings.get(s),
+                other => self.strings.get(&other.to_text()),
+            };
+            let k = self.label_name(&kv.key);
+            if !labels.iter().any(|(ek, _)| *ek == k) && !v.is_empty() {
+                labels.push((k, v));
+            }
+        }
+        let mut origin = self.origin_labels(p);
+        origin.retain(|(k, _)| !k.starts_with("otel_scope_"));
+        labels.retain(|(k, _)| !origin.iter().any(|(ok, _)| ok == k));
+        labels.extend(origin);
+        labels.sort_by(|a, b| a.0.cmp(&b.0));
+        let name = (self.k_name.clone(), self.strings.get("target_info"));
+        out.push(sample(&labels, name, None, 1.0, ts));
     }
 }
 
@@ -655,38 +874,6 @@ fn job(res: &dwcp_schemas::model::Attributes) -> Option<String> {
         Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
         _ => name.to_string(),
     })
-}
-
-fn target_info(p: &MetricPoint, ts: i64, out: &mut Vec<Sample>) {
-    let res = &p.origin.resource.attributes;
-    let mut labels: Vec<(String, String)> = Vec::new();
-    for kv in &res.0 {
-        if matches!(
-            kv.key.as_str(),
-            "service.name" | "service.namespace" | "service.instance.id"
-        ) {
-            continue;
-        }
-        let v = match &kv.value {
-            AnyValue::Empty => continue,
-            other => other.to_text(),
-        };
-        let k = label_name(&kv.key);
-        if !labels.iter().any(|(ek, _)| *ek == k) && !v.is_empty() {
-            labels.push((k, v));
-        }
-    }
-    if let Some(j) = job(res) {
-        labels.retain(|(k, _)| k != "job");
-        labels.push(("job".into(), j));
-    }
-    if let Some(i) = res.get_str("service.instance.id") {
-        labels.retain(|(k, _)| k != "instance");
-        labels.push(("instance".into(), i.to_string()));
-    }
-    labels.retain(|(k, _)| k != "region");
-    labels.push(("region".into(), p.origin.region.to_string()));
-    push(out, &labels, "target_info".into(), None, 1.0, ts);
 }
 
 /// Converts an exponential histogram to classic bucket counts for `bounds` (+Inf last).

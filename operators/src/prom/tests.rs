@@ -134,8 +134,13 @@ fn counter_gets_job_instance_scope_region_and_target_info() {
     c.convert(&[p], &mut out);
     let s = find(&out, "dwcp_requests_total", None);
     assert_eq!(s.len(), 1);
+    let got: Vec<(String, String)> = s[0]
+        .labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     assert_eq!(
-        s[0].labels,
+        got,
         vec![
             ("__name__".to_string(), "dwcp_requests_total".to_string()),
             ("instance".into(), "gw-0".into()),

@@ -2,8 +2,7 @@
 
 use std::collections::HashMap;
 
-use dwcp_operators::prom::Sample;
-use prost::Message as _;
+use dwcp_operators::prom::{Label, Sample};
 
 /// The protobuf messages of `prompb` that remote-write 1.0 uses.
 pub mod proto {
@@ -49,39 +48,116 @@ pub mod proto {
     }
 }
 
-/// Builds the `WriteRequest` for `samples`: one series per label set, labels sorted with empty
-/// names and values removed, samples of each series in timestamp order (stable for equal
-/// timestamps, so the later-arrived sample of a duplicate is last).
-pub fn write_request<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> proto::WriteRequest {
-    let mut index: HashMap<&[(String, String)], usize> = HashMap::new();
-    let mut series: Vec<proto::TimeSeries> = Vec::new();
+/// Groups samples by series in order of first appearance, each series' samples sorted by
+/// timestamp (stable, so the later-arrived of two equal timestamps stays last).
+fn group<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<(&'a [Label], Vec<(i64, f64)>)> {
+    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut groups: Vec<(&'a [Label], Vec<(i64, f64)>)> = Vec::new();
     for s in samples {
-        let i = *index.entry(s.labels.as_slice()).or_insert_with(|| {
-            let mut labels: Vec<proto::Label> = s
-                .labels
+        let h = s.series_hash();
+        let slot = index.entry(h).or_default();
+        let i = match slot.iter().copied().find(|i| groups[*i].0 == s.labels.as_slice()) {
+            Some(i) => i,
+            None => {
+                groups.push((s.labels.as_slice(), Vec::new()));
+                slot.push(groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        groups[i].1.push((s.timestamp_ms, s.value));
+    }
+    for g in &mut groups {
+        g.1.sort_by_key(|(t, _)| *t);
+    }
+    groups
+}
+
+/// Builds the `WriteRequest` for `samples` as prost messages (the reference for [`encode`]):
+/// one series per label set, labels sorted with empty names and values removed, samples of
+/// each series in timestamp order.
+pub fn write_request<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> proto::WriteRequest {
+    let timeseries = group(samples)
+        .into_iter()
+        .map(|(labels, samples)| {
+            let mut labels: Vec<proto::Label> = labels
                 .iter()
                 .filter(|(k, v)| !k.is_empty() && !v.is_empty())
                 .map(|(k, v)| proto::Label {
-                    name: k.clone(),
-                    value: v.clone(),
+                    name: k.to_string(),
+                    value: v.to_string(),
                 })
                 .collect();
             labels.sort_by(|a, b| a.name.cmp(&b.name));
-            series.push(proto::TimeSeries {
+            proto::TimeSeries {
                 labels,
-                samples: Vec::new(),
-            });
-            series.len() - 1
-        });
-        series[i].samples.push(proto::Sample {
-            value: s.value,
-            timestamp: s.timestamp_ms,
-        });
+                samples: samples
+                    .into_iter()
+                    .map(|(timestamp, value)| proto::Sample { value, timestamp })
+                    .collect(),
+            }
+        })
+        .collect();
+    proto::WriteRequest { timeseries }
+}
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        #[allow(clippy::cast_possible_truncation)]
+        out.push((v as u8) | 0x80);
+        v >>= 7;
     }
-    for ts in &mut series {
-        ts.samples.sort_by_key(|s| s.timestamp);
+    #[allow(clippy::cast_possible_truncation)]
+    out.push(v as u8);
+}
+
+fn varint_len(v: u64) -> usize {
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+fn bytes_field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// The uncompressed protobuf of the `WriteRequest`, written straight from the samples' labels
+/// without building intermediate messages (the same bytes prost gives for [`write_request`]).
+pub fn encode_uncompressed<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<u8> {
+    let groups = group(samples);
+    let mut out = Vec::with_capacity(groups.len() * 128);
+    let mut sorted: Vec<&Label> = Vec::new();
+    for (labels, samples) in &groups {
+        sorted.clear();
+        sorted.extend(labels.iter().filter(|(k, v)| !k.is_empty() && !v.is_empty()));
+        if !sorted.is_sorted_by(|a, b| a.0 <= b.0) {
+            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let label_len = |(k, v): &&Label| bytes_field_len(k.len()) + bytes_field_len(v.len());
+        #[allow(clippy::cast_sign_loss)]
+        let sample_len = |(t, _): &(i64, f64)| 9 + 1 + varint_len(*t as u64);
+        let ts_len: usize = sorted.iter().map(|l| bytes_field_len(label_len(l))).sum::<usize>()
+            + samples.iter().map(|s| bytes_field_len(sample_len(s))).sum::<usize>();
+        out.push(0x0a); // WriteRequest.timeseries = 1, length-delimited
+        varint(ts_len as u64, &mut out);
+        for l in &sorted {
+            out.push(0x0a); // TimeSeries.labels = 1
+            varint(label_len(l) as u64, &mut out);
+            out.push(0x0a); // Label.name = 1
+            varint(l.0.len() as u64, &mut out);
+            out.extend_from_slice(l.0.as_bytes());
+            out.push(0x12); // Label.value = 2
+            varint(l.1.len() as u64, &mut out);
+            out.extend_from_slice(l.1.as_bytes());
+        }
+        for s in samples {
+            out.push(0x12); // TimeSeries.samples = 2
+            varint(sample_len(s) as u64, &mut out);
+            out.push(0x09); // Sample.value = 1, 64-bit
+            out.extend_from_slice(&s.1.to_le_bytes());
+            out.push(0x10); // Sample.timestamp = 2, varint
+            #[allow(clippy::cast_sign_loss)]
+            varint(s.0 as u64, &mut out);
+        }
     }
-    proto::WriteRequest { timeseries: series }
+    out
 }
 
 /// The compressed request body for `samples`.
@@ -89,6 +165,49 @@ pub fn write_request<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> proto
 /// # Errors
 /// Only if snappy fails, which it does not for in-memory input of this size.
 pub fn encode<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Result<Vec<u8>, snap::Error> {
-    let raw = write_request(samples).encode_to_vec();
-    snap::raw::Encoder::new().compress_vec(&raw)
+    snap::raw::Encoder::new().compress_vec(&encode_uncompressed(samples))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dwcp_operators::prom::labels_of;
+    use prost::Message as _;
+
+    #[test]
+    fn hand_written_protobuf_decodes_to_the_reference_message() {
+        let samples = vec![
+            Sample {
+                labels: labels_of([("__name__", "b"), ("region", "eu"), ("empty", "")]),
+                value: 2.5,
+                timestamp_ms: 3000,
+            },
+            Sample {
+                labels: labels_of([("__name__", "b"), ("region", "eu"), ("empty", "")]),
+                value: 0.0,
+                timestamp_ms: 1000,
+            },
+            Sample {
+                labels: labels_of([("__name__", "a"), ("x", "y".repeat(300).as_str())]),
+                value: f64::NAN,
+                timestamp_ms: -5,
+            },
+            Sample {
+                labels: labels_of([("__name__", "c")]),
+                value: -1e300,
+                timestamp_ms: i64::MAX,
+            },
+        ];
+        let bytes = encode_uncompressed(&samples);
+        let decoded = proto::WriteRequest::decode(bytes.as_slice()).expect("valid protobuf");
+        let reference = write_request(&samples);
+        assert_eq!(decoded.timeseries.len(), 3);
+        for (d, r) in decoded.timeseries.iter().zip(&reference.timeseries) {
+            assert_eq!(d.labels, r.labels);
+            let dv: Vec<(i64, u64)> = d.samples.iter().map(|s| (s.timestamp, s.value.to_bits())).collect();
+            let rv: Vec<(i64, u64)> = r.samples.iter().map(|s| (s.timestamp, s.value.to_bits())).collect();
+            assert_eq!(dv, rv);
+        }
+        assert_eq!(decoded.timeseries[0].samples[0].timestamp, 1000, "sorted by time");
+    }
 }

@@ -29,7 +29,7 @@ mod service;
 mod sink;
 
 pub use config::{Auth, RemoteWriteConfig, TlsConfig};
-pub use encoder::{encode, proto};
+pub use encoder::{encode, encode_uncompressed, proto, write_request};
 pub use service::{RemoteWriteService, SendError};
 pub use sink::{RemoteWriteSink, RemoteWriteStats, SampleBatch};
 
