@@ -39,7 +39,7 @@ use dwcp_schemas::model::{MetricPoint, PointValue, Temporality};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::prom::{exp_to_classic, label_name, series_hash, Sample, DEFAULT_EXP_BOUNDS};
+use crate::prom::{exp_to_classic, label_name, Sample, DEFAULT_EXP_BOUNDS};
 use crate::EventTime;
 
 /// The aggregations a rule can ask for.
@@ -358,7 +358,7 @@ pub struct AggregateOperator {
     by_metric: HashMap<String, Vec<usize>>,
     /// window start → group → region → stats
     windows: BTreeMap<EventTime, HashMap<GroupKey, (Kind, BTreeMap<Arc<str>, Stats>)>>,
-    last: HashMap<u64, Last>,
+    last: crate::prom::FastMap<u64, Last>,
     closed_until: EventTime,
     late: u64,
 }
@@ -386,7 +386,7 @@ impl AggregateOperator {
             config,
             by_metric,
             windows: BTreeMap::new(),
-            last: HashMap::new(),
+            last: crate::prom::FastMap::default(),
             closed_until: 0,
             late: 0,
         }
@@ -448,14 +448,22 @@ impl AggregateOperator {
                 .unwrap_or("");
             for rule in rules {
                 // The full series identity, for differencing cumulative points.
-                let mut sid = key_labels.clone();
-                sid.push(("__rule".into(), rule.to_string()));
-                sid.push(("__region".into(), p.origin.region.to_string()));
-                sid.push(("__instance".into(), instance.to_string()));
-                for kv in &p.attributes.0 {
-                    sid.push((kv.key.clone(), kv.value.to_text()));
+                let mut h = crate::prom::StableHasher::default();
+                for (k, v) in &key_labels {
+                    h.write_str(k);
+                    h.write_str(v);
                 }
-                let sid = series_hash(&sid);
+                h.write_str(&rule.to_string());
+                h.write_str(&p.origin.region);
+                h.write_str(instance);
+                for kv in &p.attributes.0 {
+                    h.write_str(&kv.key);
+                    match &kv.value {
+                        dwcp_schemas::model::AnyValue::String(v) => h.write_str(v),
+                        other => h.write_str(&other.to_text()),
+                    }
+                }
+                let sid = h.finish_mixed();
                 let Some((kind, update)) = self.update_for(p, sid) else {
                     continue;
                 };
@@ -718,11 +726,7 @@ impl AggregateOperator {
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .chain([("__name__", name.as_str()), ("region", region)]),
             );
-            out.push(Sample {
-                labels: l,
-                value: v,
-                timestamp_ms: ts,
-            });
+            out.push(Sample::new(l, v, ts));
         }
     }
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::prom::{stale_nan, Sample};
+use crate::prom::{stale_nan, FastMap, Sample};
 
 /// Configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ struct Active {
 #[derive(Debug, Default)]
 pub struct CardinalityGuard {
     config: CardinalityConfig,
-    series: HashMap<u64, Active>,
+    series: FastMap<u64, Active>,
     per_metric: HashMap<String, usize>,
     dropped: HashMap<String, u64>,
     now_ms: i64,
@@ -133,11 +133,7 @@ impl CardinalityGuard {
                     per_metric.remove(&a.metric);
                 }
             }
-            stale.push(Sample {
-                labels: std::mem::take(&mut a.labels),
-                value: stale_nan(),
-                timestamp_ms: a.last_ms + 1,
-            });
+            stale.push(Sample::new(std::mem::take(&mut a.labels), stale_nan(), a.last_ms + 1));
             false
         });
         stale
@@ -160,11 +156,11 @@ mod tests {
     use crate::prom::STALE_NAN_BITS;
 
     fn s(metric: &str, id: usize, ts: i64) -> Sample {
-        Sample {
-            labels: vec![("__name__".into(), metric.into()), ("id".into(), id.to_string().into())],
-            value: 1.0,
-            timestamp_ms: ts,
-        }
+        Sample::new(
+            vec![("__name__".into(), metric.into()), ("id".into(), id.to_string().into())],
+            1.0,
+            ts,
+        )
     }
 
     #[test]

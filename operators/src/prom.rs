@@ -54,9 +54,23 @@ pub struct Sample {
     pub value: f64,
     /// Milliseconds since the epoch.
     pub timestamp_ms: i64,
+    /// [`series_hash`] of the labels, computed once at construction (0: not computed).
+    #[serde(skip)]
+    hash: u64,
 }
 
 impl Sample {
+    /// A sample; `labels` must be sorted by name.
+    pub fn new(labels: Vec<Label>, value: f64, timestamp_ms: i64) -> Self {
+        let hash = series_hash(&labels);
+        Sample {
+            labels,
+            value,
+            timestamp_ms,
+            hash,
+        }
+    }
+
     /// The `__name__` label.
     pub fn name(&self) -> &str {
         self.labels
@@ -72,29 +86,109 @@ impl Sample {
 
     /// A stable 64-bit hash of the label set (the series identity).
     pub fn series_hash(&self) -> u64 {
-        series_hash(&self.labels)
+        if self.hash != 0 {
+            self.hash
+        } else {
+            series_hash(&self.labels)
+        }
     }
 }
 
 /// A stable hash of a sorted label set: the same in every process and run, so it can pick a
 /// shard or a partition.
 pub fn series_hash<K: AsRef<str>, V: AsRef<str>>(labels: &[(K, V)]) -> u64 {
-    // SipHash-1-3 with fixed zero keys: deterministic across processes.
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
+    let mut h = StableHasher::default();
     for (k, v) in labels {
-        k.as_ref().hash(&mut h);
-        v.as_ref().hash(&mut h);
+        h.write_str(k.as_ref());
+        h.write_str(v.as_ref());
     }
-    h.finish()
+    h.finish_mixed()
 }
+
+/// A fast, deterministic hasher (the multiply-rotate scheme of rustc's `FxHasher`, eight bytes
+/// at a time), with a final avalanche so the low bits are usable for `% shards`. The same in
+/// every process and run, unlike `std`'s randomly keyed hashers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StableHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl StableHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+
+    /// Hashes a string with its length, so ("ab","c") and ("a","bc") differ.
+    #[inline]
+    pub fn write_str(&mut self, s: &str) {
+        self.add(s.len() as u64);
+        let bytes = s.as_bytes();
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+
+    /// The hash, mixed (splitmix64's finalizer).
+    #[inline]
+    pub fn finish_mixed(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) | 1
+    }
+}
+
+impl Hasher for StableHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.add(v);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.finish_mixed()
+    }
+}
+
+/// A `HashMap` with [`StableHasher`]: fast for the hot paths' string and hash keys. Its keys
+/// come from input, and a fixed hash can be attacked with colliding keys; the maps that use it
+/// are bounded, so the worst case is slower lookups, never unbounded memory.
+pub type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<StableHasher>>;
+/// A `HashSet` with [`StableHasher`].
+pub type FastSet<K> = HashSet<K, std::hash::BuildHasherDefault<StableHasher>>;
 
 /// Interned strings: label names and values repeat across samples, so each distinct string is
 /// allocated once and shared. Bounded: past `max` entries the table starts over (strings in
 /// use stay alive through their `Arc`s).
 #[derive(Debug, Default)]
 pub struct Interner {
-    set: HashSet<Arc<str>>,
+    set: FastSet<Arc<str>>,
     max: usize,
 }
 
@@ -102,7 +196,7 @@ impl Interner {
     /// An interner holding at most `max` strings.
     pub fn new(max: usize) -> Self {
         Interner {
-            set: HashSet::new(),
+            set: FastSet::default(),
             max,
         }
     }
@@ -355,16 +449,16 @@ pub struct PromStats {
 #[derive(Debug)]
 pub struct PromConverter {
     config: PromConfig,
-    deltas: HashMap<u64, DeltaState>,
+    deltas: FastMap<u64, DeltaState>,
     stats: PromStats,
     max_ms: i64,
     strings: Interner,
     /// Sanitized label names by raw attribute key.
-    label_names: HashMap<Arc<str>, Arc<str>>,
+    label_names: FastMap<Arc<str>, Arc<str>>,
     /// Metric names (base, `_bucket`, `_sum`, `_count`) by hash of (name, unit, kind).
-    metric_names: HashMap<u64, MetricNames>,
+    metric_names: FastMap<u64, MetricNames>,
     /// `le` and `quantile` values by the bits of the float.
-    floats: HashMap<u64, Arc<str>>,
+    floats: FastMap<u64, Arc<str>>,
     k_name: Arc<str>,
     k_le: Arc<str>,
     k_quantile: Arc<str>,
@@ -405,11 +499,7 @@ fn sample(base: &[Label], name: Label, extra: Option<Label>, value: f64, ts: i64
     if let Some(e) = extra {
         insert_sorted(&mut labels, e);
     }
-    Sample {
-        labels,
-        value,
-        timestamp_ms: ts,
-    }
+    Sample::new(labels, value, ts)
 }
 
 impl PromConverter {
@@ -417,13 +507,13 @@ impl PromConverter {
     pub fn new(config: PromConfig) -> Self {
         PromConverter {
             config,
-            deltas: HashMap::new(),
+            deltas: FastMap::default(),
             stats: PromStats::default(),
             max_ms: 0,
             strings: Interner::new(MAX_INTERNED),
-            label_names: HashMap::new(),
-            metric_names: HashMap::new(),
-            floats: HashMap::new(),
+            label_names: FastMap::default(),
+            metric_names: FastMap::default(),
+            floats: FastMap::default(),
             k_name: Arc::from("__name__"),
             k_le: Arc::from("le"),
             k_quantile: Arc::from("quantile"),
@@ -585,14 +675,13 @@ impl PromConverter {
     }
 
     fn delta_key(base: &[Label], name: &str) -> u64 {
-        #[allow(deprecated)]
-        let mut h = std::hash::SipHasher::new();
-        name.hash(&mut h);
+        let mut h = StableHasher::default();
+        h.write_str(name);
         for (k, v) in base {
-            k.hash(&mut h);
-            v.hash(&mut h);
+            h.write_str(k);
+            h.write_str(v);
         }
-        h.finish()
+        h.finish_mixed()
     }
 
     fn convert_point(&mut self, p: &MetricPoint, base: &[Label], ts: i64, out: &mut Vec<Sample>) {

@@ -177,26 +177,22 @@ mod tests {
     #[test]
     fn hand_written_protobuf_decodes_to_the_reference_message() {
         let samples = vec![
-            Sample {
-                labels: labels_of([("__name__", "b"), ("region", "eu"), ("empty", "")]),
-                value: 2.5,
-                timestamp_ms: 3000,
-            },
-            Sample {
-                labels: labels_of([("__name__", "b"), ("region", "eu"), ("empty", "")]),
-                value: 0.0,
-                timestamp_ms: 1000,
-            },
-            Sample {
-                labels: labels_of([("__name__", "a"), ("x", "y".repeat(300).as_str())]),
-                value: f64::NAN,
-                timestamp_ms: -5,
-            },
-            Sample {
-                labels: labels_of([("__name__", "c")]),
-                value: -1e300,
-                timestamp_ms: i64::MAX,
-            },
+            Sample::new(
+                labels_of([("__name__", "b"), ("region", "eu"), ("empty", "")]),
+                2.5,
+                3000,
+            ),
+            Sample::new(
+                labels_of([("__name__", "b"), ("region", "eu"), ("empty", "")]),
+                0.0,
+                1000,
+            ),
+            Sample::new(
+                labels_of([("__name__", "a"), ("x", "y".repeat(300).as_str())]),
+                f64::NAN,
+                -5,
+            ),
+            Sample::new(labels_of([("__name__", "c")]), -1e300, i64::MAX),
         ];
         let bytes = encode_uncompressed(&samples);
         let decoded = proto::WriteRequest::decode(bytes.as_slice()).expect("valid protobuf");

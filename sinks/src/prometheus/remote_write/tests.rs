@@ -73,11 +73,11 @@ impl AckReceiver for Acks {
 }
 
 fn sample(name: &str, region: &str, v: f64, ts: i64) -> Sample {
-    Sample {
-        labels: vec![("__name__".into(), name.into()), ("region".into(), region.into())],
-        value: v,
-        timestamp_ms: ts,
-    }
+    Sample::new(
+        vec![("__name__".into(), name.into()), ("region".into(), region.into())],
+        v,
+        ts,
+    )
 }
 
 fn config(url: &str) -> RemoteWriteConfig {
