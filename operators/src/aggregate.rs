@@ -351,24 +351,27 @@ enum Last {
 /// A group: rule index and key labels (sorted).
 type GroupKey = (usize, Vec<(String, String)>);
 
+/// A group's kind and its statistics per region.
+type GroupState = (Kind, BTreeMap<Arc<str>, Stats>);
+
 /// The operator.
 #[derive(Debug)]
 pub struct AggregateOperator {
     config: AggregationConfig,
     by_metric: HashMap<String, Vec<usize>>,
     /// window start → group → region → stats
-    windows: BTreeMap<EventTime, HashMap<GroupKey, (Kind, BTreeMap<Arc<str>, Stats>)>>,
+    windows: BTreeMap<EventTime, HashMap<GroupKey, GroupState>>,
     last: crate::prom::FastMap<u64, Last>,
     closed_until: EventTime,
     late: u64,
 }
 
 fn window_label(ms: u64) -> String {
-    if ms % 3_600_000 == 0 {
+    if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

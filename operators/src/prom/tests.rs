@@ -340,3 +340,19 @@ fn summary_becomes_quantile_series() {
     );
     assert_eq!(find(&out, "rpc_duration_milliseconds_count", None)[0].value, 10.0);
 }
+
+/// Regression: an Fx-style multiply-rotate hash collided on about 1.3 % of a million label sets
+/// that differ in one value, which made the cardinality guard merge distinct series.
+#[test]
+fn series_hash_does_not_collide_on_near_identical_label_sets() {
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..200_000 {
+        let labels = labels_of([
+            ("__name__", "dwcp_tunnel_bytes".to_string()),
+            ("peer", format!("peer-{}", i % 1000)),
+            ("tunnel", format!("tunnel-{i}")),
+            ("region", "us-east-1".to_string()),
+        ]);
+        assert!(seen.insert(series_hash(&labels)), "collision at {i}");
+    }
+}

@@ -50,9 +50,12 @@ pub mod proto {
 
 /// Groups samples by series in order of first appearance, each series' samples sorted by
 /// timestamp (stable, so the later-arrived of two equal timestamps stays last).
-fn group<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<(&'a [Label], Vec<(i64, f64)>)> {
+/// A series' labels and its `(timestamp, value)` samples.
+type Series<'a> = (&'a [Label], Vec<(i64, f64)>);
+
+fn group<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<Series<'a>> {
     let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
-    let mut groups: Vec<(&'a [Label], Vec<(i64, f64)>)> = Vec::new();
+    let mut groups: Vec<Series<'a>> = Vec::new();
     for s in samples {
         let h = s.series_hash();
         let slot = index.entry(h).or_default();
@@ -111,7 +114,7 @@ fn varint(mut v: u64, out: &mut Vec<u8>) {
 }
 
 fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn bytes_field_len(len: usize) -> usize {

@@ -255,3 +255,46 @@ async fn one_series_always_lands_on_one_shard() {
     }
     assert_eq!(last.len(), 8);
 }
+
+#[tokio::test]
+async fn basic_and_bearer_auth_headers_are_sent() {
+    let (r, url) = receiver(vec![]).await;
+    for auth in [
+        Auth::Basic {
+            username: "user".into(),
+            password: "pa:ss".into(),
+        },
+        Auth::Bearer { token: "t0k3n".into() },
+    ] {
+        let sink = RemoteWriteSink::start(
+            RemoteWriteConfig {
+                shards: 1,
+                auth: Some(auth),
+                ..config(&url)
+            },
+            RemoteWriteStats::default(),
+        )
+        .expect("start");
+        sink.send(vec![sample("up", "a", 1.0, 1000)], None).await;
+        sink.close().await;
+    }
+    let seen = r.seen.lock().expect("lock");
+    // base64("user:pa:ss") = dXNlcjpwYTpzcw==
+    assert_eq!(seen[0].1["authorization"], "Basic dXNlcjpwYTpzcw==");
+    assert_eq!(seen[1].1["authorization"], "Bearer t0k3n");
+}
+
+#[test]
+fn a_missing_ca_file_is_a_startup_error_naming_it() {
+    let cfg = RemoteWriteConfig {
+        tls: Some(TlsConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+        }),
+        ..RemoteWriteConfig::new("https://example.invalid/api/v1/write")
+    };
+    let err = RemoteWriteService::new(&cfg).expect_err("no CA file");
+    assert!(
+        err.to_string().starts_with("tls.ca_file /nonexistent/ca.pem: "),
+        "{err}"
+    );
+}
