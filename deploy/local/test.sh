@@ -25,8 +25,12 @@ set +e
 cargo test --workspace "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
-# One closing line over every test binary (cargo prints one per binary, doc tests last).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+# One closing line over every test binary (cargo prints one per binary, doc tests last),
+# printed after the stack is down so it is the last line of the run.
+summary="$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log")"
 rm -f "$log"
+trap - EXIT
+cleanup
+echo "$summary"
 exit "$rc"
