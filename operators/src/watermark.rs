@@ -80,6 +80,28 @@ impl<K: Ord + Clone> WatermarkTracker<K> {
         }
     }
 
+    /// Records the event times of a batch seen on `partition` at processing time `now`: the
+    /// newest valid one counts, every invalid one (zero, too far ahead) is counted as ignored.
+    pub fn observe_all(&mut self, partition: &K, times: impl IntoIterator<Item = EventTime>, now: EventTime) {
+        let limit = now.saturating_add(self.config.max_future_skew);
+        let mut newest = None;
+        for t in times {
+            if t == 0 || t > limit {
+                self.ignored += 1;
+            } else if newest.is_none_or(|n| t > n) {
+                newest = Some(t);
+            }
+        }
+        let mark = self.partitions.entry(partition.clone()).or_insert(PartitionMark {
+            max_event_time: 0,
+            last_seen_processing: now,
+        });
+        mark.last_seen_processing = now;
+        if let Some(t) = newest {
+            mark.max_event_time = mark.max_event_time.max(t);
+        }
+    }
+
     /// Forgets a partition (revoked from this worker).
     pub fn remove(&mut self, partition: &K) {
         self.partitions.remove(partition);
@@ -180,5 +202,11 @@ mod tests {
         t.observe(&0, 0, 100 * S);
         assert_eq!(t.watermark(100 * S), 98 * S);
         assert_eq!(t.ignored(), 2);
+        // A batch: its valid times count even when an invalid one is the largest.
+        t.observe_all(&1, [0, 101 * S, 10_413_792_000 * S, 99 * S], 100 * S);
+        assert_eq!(t.ignored(), 4);
+        assert_eq!(t.watermark(100 * S), 98 * S);
+        t.observe_all(&0, [110 * S], 101 * S);
+        assert_eq!(t.watermark(101 * S), 99 * S, "partition 1's newest valid time is 101 s");
     }
 }

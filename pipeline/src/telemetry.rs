@@ -23,6 +23,8 @@ pub struct Telemetry {
     pub bytes_in: Family<Labels, Counter>,
     /// Records decoded, by topic and signal.
     pub records_in: Family<Labels, Counter>,
+    /// Records handed to every operator and sink, by topic and signal.
+    pub records_out: Family<Labels, Counter>,
     /// Records with no region from any source, tagged `unknown`, by signal.
     pub records_unknown_region: Family<Labels, Counter>,
     /// Messages that failed to decode, by topic and reason kind.
@@ -96,6 +98,11 @@ impl Telemetry {
             records_in: reg!(
                 "source_records",
                 "Records decoded, by topic and signal",
+                Family::default()
+            ),
+            records_out: reg!(
+                "records_out",
+                "Records handed to every operator and sink, by topic and signal",
                 Family::default()
             ),
             records_unknown_region: reg!(

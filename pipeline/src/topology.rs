@@ -49,13 +49,13 @@ pub fn now_nanos() -> EventTime {
 }
 
 /// The largest event time in a batch.
-fn max_event_time(records: &Records) -> EventTime {
+/// The event times of a batch's records.
+fn event_times(records: &Records) -> Box<dyn Iterator<Item = EventTime> + '_> {
     match records {
-        Records::Metrics(v) => v.iter().map(|r| r.time_unix_nano).max(),
-        Records::Traces(v) => v.iter().map(|r| r.end_time_unix_nano).max(),
-        Records::Logs(v) => v.iter().map(dwcp_schemas::model::LogRecord::timestamp).max(),
+        Records::Metrics(v) => Box::new(v.iter().map(|r| r.time_unix_nano)),
+        Records::Traces(v) => Box::new(v.iter().map(|r| r.end_time_unix_nano)),
+        Records::Logs(v) => Box::new(v.iter().map(dwcp_schemas::model::LogRecord::timestamp)),
     }
-    .unwrap_or(0)
 }
 
 /// Runs the worker until `shutdown` turns true. `on_start` receives the handles once the HTTP
@@ -260,7 +260,7 @@ impl Router {
     async fn batch(&mut self, b: SourceBatch, out: &mut Vec<ActivityReport>) {
         let now = now_nanos();
         self.watermarks
-            .observe(&(b.topic.clone(), b.partition), max_event_time(&b.records), now);
+            .observe_all(&(b.topic.clone(), b.partition), event_times(&b.records), now);
         self.activity.process(&b.records, out);
         if let Records::Metrics(points) = &*b.records {
             if !self.remote_write.is_empty() {
@@ -287,6 +287,11 @@ impl Router {
                 tracing::error!("file sink is gone; its records are not written");
             }
         }
+        let out = labels([("topic", &b.topic), ("signal", b.records.signal().as_str())]);
+        self.telemetry
+            .records_out
+            .get_or_create(&out)
+            .inc_by(b.records.len() as u64);
     }
 
     /// Applies the cardinality guard, then hands the samples to every remote-write endpoint.

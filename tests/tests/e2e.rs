@@ -636,3 +636,91 @@ async fn prometheus_outage_of_30s_loses_nothing_and_reorders_nothing() {
     assert_eq!(r[0].1, (0..total).sum::<u64>() as f64);
     assert!(w.stop());
 }
+
+/// Hostile input through a real broker: the worker dead-letters what cannot be decoded (with
+/// the reason), takes what is valid however odd (NaN and ±Inf, timestamps of 0 and of the year
+/// 2300, 10,000 resource attributes, a 10 MB message), and keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_dead_lettered_or_accepted_and_the_worker_survives() {
+    let Some(brokers) = kafka() else { return };
+    let id = unique("hostile");
+    let (proto, json, dlq) = (format!("{id}.proto"), format!("{id}.json"), format!("{id}.dlq"));
+    create_topics(&brokers, &[&proto, &json, &dlq], 1).await;
+    let p = producer(&brokers);
+    let good = std::fs::read(fixtures_dir().join("metrics-cumulative-us-west-1.pb")).expect("pb");
+    // Undecodable: empty, garbage (wire type 7 does not exist), truncated, invalid UTF-8.
+    produce(&p, &proto, None, b"", None, None).await;
+    produce(&p, &proto, None, &[0x0f, 0xff, 0xff, 0xff, 0x07], None, None).await;
+    produce(&p, &proto, None, &good[..good.len() - 7], None, None).await;
+    produce(&p, &json, None, b"{\"resourceMetrics\":[{\"resource\":{\"attributes\":[{\"key\":\"a\",\"value\":{\"stringValue\":\"\xff\xfe\"}}]}}]}", None, None).await;
+    // Valid, however odd.
+    let gauge = |points: &str, attrs: &str| {
+        format!(
+            r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{attrs}]}},"scopeMetrics":[{{"metrics":[{{"name":"odd","gauge":{{"dataPoints":[{points}]}}}}]}}]}}]}}"#
+        )
+    };
+    let odd = gauge(
+        r#"{"timeUnixNano":"0","asDouble":"NaN"},{"timeUnixNano":"10413792000000000000","asDouble":"Infinity"},{"timeUnixNano":"1795000000000000000","asDouble":"-Infinity"}"#,
+        r#"{"key":"cloud.region","value":{"stringValue":"eu-west-1"}}"#,
+    );
+    produce(&p, &json, None, odd.as_bytes(), None, None).await;
+    let many: Vec<String> = (0..10_000)
+        .map(|i| format!(r#"{{"key":"k{i}","value":{{"intValue":"{i}"}}}}"#))
+        .collect();
+    let wide = gauge(r#"{"timeUnixNano":"1795000000000000000","asInt":"1"}"#, &many.join(","));
+    produce(&p, &json, None, wide.as_bytes(), None, None).await;
+    let point = r#"{"timeUnixNano":"1795000000000000000","asDouble":1.5,"attributes":[{"key":"pad","value":{"stringValue":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}]}"#;
+    let n_big = 10 * 1024 * 1024 / point.len() + 1;
+    let big = gauge(
+        &vec![point; n_big].join(","),
+        r#"{"key":"cloud.region","value":{"stringValue":"us-east-1"}}"#,
+    );
+    assert!(big.len() > 10 * 1024 * 1024);
+    produce(&p, &json, None, big.as_bytes(), None, None).await;
+
+    let work = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  topics:\n    - {{name: \"{proto}\", signal: metrics}}\n\
+         \x20   - {{name: \"{json}\", signal: metrics, encoding: otlp_json}}\ndead_letter:\n  topic: \"{dlq}\"\n"
+    );
+    let mut w = Worker::start(work.path(), "worker", &yaml);
+    let want_records = 3.0 + 1.0 + n_big as f64;
+    w.wait_for("dwcp_source_records_total", &[], want_records, Duration::from_secs(90))
+        .await;
+    w.wait_for("dwcp_dead_letter_messages_total", &[], 4.0, Duration::from_secs(30))
+        .await;
+    let text = w.metrics().await;
+    assert_eq!(metric_sum(&text, "dwcp_source_records_total", &[]), want_records);
+    assert_eq!(metric_sum(&text, "dwcp_decode_errors_total", &[("kind", "empty")]), 1.0);
+    assert_eq!(
+        metric_sum(&text, "dwcp_decode_errors_total", &[("kind", "protobuf")]),
+        2.0
+    );
+    assert_eq!(metric_sum(&text, "dwcp_decode_errors_total", &[("kind", "json")]), 1.0);
+    // The 10,000-attribute resource has no cloud.region and no fallback: tagged unknown, counted.
+    assert_eq!(metric_sum(&text, "dwcp_records_unknown_region_total", &[]), 1.0);
+    // The zero and year-2300 timestamps did not move the watermark.
+    assert_eq!(
+        metric_sum(&text, "dwcp_watermark_ignored_timestamps_total", &[]),
+        0.0 + 2.0
+    );
+    let dead = consume_all(&brokers, &dlq, 4, Duration::from_secs(30));
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|m| {
+            m.headers()
+                .and_then(|h| h.iter().find(|h| h.key == "dwcp.error").and_then(|h| h.value))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(reasons[0], "empty message");
+    assert!(reasons[1].starts_with("invalid otlp_proto:"), "{reasons:?}");
+    assert!(reasons[2].starts_with("invalid otlp_proto:"), "{reasons:?}");
+    assert!(reasons[3].starts_with("invalid otlp_json:"), "{reasons:?}");
+    let health = reqwest::get(format!("http://127.0.0.1:{}/healthz", w.port))
+        .await
+        .expect("healthz");
+    assert!(health.status().is_success());
+    assert!(w.stop(), "clean exit; log:\n{}", w.log_text());
+}
