@@ -14,6 +14,7 @@ pub mod activity;
 pub mod aggregate;
 pub mod cardinality;
 pub mod prom;
+pub mod traces;
 pub mod watermark;
 
 /// Event time in nanoseconds since the Unix epoch, as OTLP carries it.
