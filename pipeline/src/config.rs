@@ -15,6 +15,8 @@ use std::sync::Arc;
 use dwcp_operators::aggregate::AggregationConfig;
 use dwcp_operators::cardinality::CardinalityConfig;
 use dwcp_operators::prom::PromConfig;
+use dwcp_operators::spanmetrics::SpanMetricsConfig;
+use dwcp_operators::traces::{Policy, TraceConfig};
 use dwcp_schemas::{Encoding, Signal};
 use dwcp_sinks::file::FileSinkConfig;
 use dwcp_sinks::prometheus::remote_write::RemoteWriteConfig;
@@ -239,6 +241,10 @@ pub struct OperatorsConfig {
     pub cardinality: CardinalityConfig,
     /// Cross-region aggregation windows and rules.
     pub aggregation: AggregationConfig,
+    /// Trace stitching and tail sampling.
+    pub traces: TraceConfig,
+    /// RED metrics from spans, before sampling.
+    pub span_metrics: SpanMetricsConfig,
 }
 
 impl Default for OperatorsConfig {
@@ -253,6 +259,8 @@ impl Default for OperatorsConfig {
             prometheus: PromConfig::default(),
             cardinality: CardinalityConfig::default(),
             aggregation: AggregationConfig::default(),
+            traces: TraceConfig::default(),
+            span_metrics: SpanMetricsConfig::default(),
         }
     }
 }
@@ -476,6 +484,45 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
                 "must be finite, strictly increasing, and not empty".into(),
             ));
         }
+    }
+    let tc = &config.operators.traces;
+    if tc.max_traces == 0 || tc.max_spans_per_trace == 0 {
+        return Err(invalid(
+            "operators.traces",
+            "max_traces and max_spans_per_trace must be at least 1".into(),
+        ));
+    }
+    fn check_policy(p: &Policy, field: &str) -> Result<(), String> {
+        match p {
+            Policy::StringAttribute {
+                values,
+                enabled_regex_matching: true,
+                ..
+            } => {
+                for v in values {
+                    regex::Regex::new(v).map_err(|e| format!("{field}: invalid regex `{v}`: {e}"))?;
+                }
+                Ok(())
+            }
+            Policy::Probabilistic {
+                sampling_percentage, ..
+            } if !(0.0..=100.0).contains(sampling_percentage) => {
+                Err(format!("{field}: sampling_percentage must be within 0 and 100"))
+            }
+            Policy::And { and_sub_policy: s } | Policy::Drop { drop_sub_policy: s } => s
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, p)| check_policy(p, &format!("{field}.sub_policy[{i}]"))),
+            _ => Ok(()),
+        }
+    }
+    for (i, p) in tc.policies.iter().enumerate() {
+        check_policy(p, &format!("operators.traces.policies[{i}]")).map_err(|m| {
+            let (field, message) = m
+                .split_once(": ")
+                .map_or((m.clone(), String::new()), |(f, r)| (f.to_string(), r.to_string()));
+            invalid(&field, message)
+        })?;
     }
     let c = &config.operators.cardinality;
     if c.max_series_per_metric == 0 || c.max_series_total == 0 {

@@ -75,6 +75,18 @@ pub struct Telemetry {
     pub active_series: Gauge,
     /// Metric points dropped by the conversion, by reason.
     pub points_dropped: Family<Labels, Counter>,
+    /// Traces decided, by decision (`sampled`, `not_sampled`).
+    pub traces_decided: Family<Labels, Counter>,
+    /// Traces decided before `decision_wait` because a bound was hit.
+    pub traces_evicted_early: Counter<u64, AtomicU64>,
+    /// Spans that arrived after their trace was decided (they follow its decision).
+    pub late_spans: Counter<u64, AtomicU64>,
+    /// Traces buffered.
+    pub traces_in_flight: Gauge,
+    /// Estimated bytes of buffered spans.
+    pub trace_bytes_in_flight: Gauge,
+    /// Spans not counted in span metrics because the key bound was reached.
+    pub span_metrics_dropped: Counter<u64, AtomicU64>,
 }
 
 impl Telemetry {
@@ -205,6 +217,32 @@ impl Telemetry {
                 "points_dropped",
                 "Metric points dropped by the conversion, by reason",
                 Family::default()
+            ),
+            traces_decided: reg!(
+                "traces_decided",
+                "Traces decided by tail sampling, by decision",
+                Family::default()
+            ),
+            traces_evicted_early: reg!(
+                "traces_evicted_early",
+                "Traces decided before decision_wait because a memory bound was hit",
+                Counter::default()
+            ),
+            late_spans: reg!(
+                "late_spans",
+                "Spans that arrived after their trace was decided",
+                Counter::default()
+            ),
+            traces_in_flight: reg!("traces_in_flight", "Traces buffered for stitching", Gauge::default()),
+            trace_bytes_in_flight: reg!(
+                "trace_bytes_in_flight",
+                "Estimated bytes of buffered spans",
+                Gauge::default()
+            ),
+            span_metrics_dropped: reg!(
+                "span_metrics_dropped_spans",
+                "Spans not counted in span metrics because the key bound was reached",
+                Counter::default()
             ),
             registry: Registry::default(),
         };

@@ -724,3 +724,100 @@ async fn hostile_input_is_dead_lettered_or_accepted_and_the_worker_survives() {
     assert!(health.status().is_success());
     assert!(w.stop(), "clean exit; log:\n{}", w.log_text());
 }
+
+/// The trace fixtures of three regions: stitched into the manifest's three traces (counted in
+/// /metrics), and span metrics before sampling into a real Prometheus, even with a policy that
+/// keeps only errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_stitched_and_red_metrics_reach_prometheus_whatever_sampling_keeps() {
+    let Some(brokers) = kafka() else { return };
+    let m = manifest();
+    let id = unique("spans");
+    let topic = format!("{id}.spans");
+    create_topics(&brokers, &[&topic, &format!("{id}.dlq")], 3).await;
+    let p = producer(&brokers);
+    let mut t = 0.0f64;
+    // Out of order: the last region first.
+    for f in m["traces"]["files"].as_array().expect("files").iter().rev() {
+        let name = f["file"].as_str().expect("file");
+        let pb = std::fs::read(fixtures_dir().join(format!("{name}.pb"))).expect("pb");
+        let text = std::fs::read_to_string(fixtures_dir().join(format!("{name}.json"))).expect("json");
+        for part in text.split("\"endTimeUnixNano\"").skip(1) {
+            let digits: String = part
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(char::is_ascii_digit)
+                .collect();
+            t = t.max(digits.parse::<f64>().unwrap_or(0.0) / 1e9);
+        }
+        produce(&p, &topic, None, &pb, None, None).await;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  topics:\n    - {{name: \"{topic}\", signal: traces}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 500\n  allowed_lateness_ms: 0\n  traces:\n    decision_wait_ms: 1000\n    policies:\n      - {{type: status_code, status_codes: [ERROR]}}\n\
+         \x20 span_metrics:\n    flush_interval_ms: 1000\n  prometheus:\n    target_info: false\n\
+         sinks:\n  prometheus_remote_write:\n    - {{url: \"{}\", batch_wait_ms: 100}}\n",
+        prom.write_url()
+    );
+    let mut w = Worker::start(work.path(), "worker", &yaml);
+    w.wait_for("dwcp_traces_decided_total", &[], 3.0, Duration::from_secs(60))
+        .await;
+    let text = w.metrics().await;
+    assert_eq!(
+        metric_sum(&text, "dwcp_traces_decided_total", &[("decision", "sampled")]),
+        1.0,
+        "only the error trace"
+    );
+    assert_eq!(
+        metric_sum(&text, "dwcp_traces_decided_total", &[("decision", "not_sampled")]),
+        2.0
+    );
+    assert_eq!(metric_sum(&text, "dwcp_traces_evicted_early_total", &[]), 0.0);
+
+    let at = t + 3.0;
+    let total: u64 = m["traces"]["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["spans"].as_u64().expect("spans"))
+        .sum();
+    let got = dwcp_tests::wait_query(
+        &prom.url(),
+        "traces_span_metrics_calls_total",
+        at,
+        7,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        got.iter().map(|r| r.1).sum::<f64>(),
+        total as f64,
+        "every span counted, sampled or not: {got:?}"
+    );
+    let err = dwcp_tests::instant_query(
+        &prom.url(),
+        "traces_span_metrics_calls_total{span_name=\"consensus-round\",status_code=\"STATUS_CODE_ERROR\",region=\"us-east-1\",job=\"dwcp/dwcp-migrator\"}",
+        at,
+    )
+    .await;
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert_eq!(err[0].1, 1.0);
+    let slow = dwcp_tests::instant_query(
+        &prom.url(),
+        "traces_span_metrics_duration_milliseconds_bucket{span_name=\"bulk-transfer\",le=\"100\"}",
+        at,
+    )
+    .await;
+    assert_eq!(slow[0].1, 0.0, "the slow transfer took 120 ms or more");
+    let count = dwcp_tests::instant_query(
+        &prom.url(),
+        "traces_span_metrics_duration_milliseconds_count{span_name=\"bulk-transfer\"}",
+        at,
+    )
+    .await;
+    assert_eq!(count[0].1, 1.0);
+    assert!(w.stop());
+}
