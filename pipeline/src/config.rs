@@ -18,6 +18,7 @@ use dwcp_operators::prom::PromConfig;
 use dwcp_operators::spanmetrics::SpanMetricsConfig;
 use dwcp_operators::traces::{Policy, TraceConfig};
 use dwcp_schemas::{Encoding, Signal};
+use dwcp_sinks::elasticsearch::EsConfig;
 use dwcp_sinks::file::FileSinkConfig;
 use dwcp_sinks::prometheus::remote_write::RemoteWriteConfig;
 use serde::{Deserialize, Serialize};
@@ -273,6 +274,8 @@ pub struct SinksConfig {
     pub file: Option<FileSinkConfig>,
     /// Prometheus remote-write endpoints (Prometheus, VictoriaMetrics, Mimir, ...).
     pub prometheus_remote_write: Vec<RemoteWriteConfig>,
+    /// Elasticsearch / OpenSearch for logs and sampled traces.
+    pub elasticsearch: Option<EsConfig>,
 }
 
 /// A topic after validation: its regex compiled and region shared.
@@ -546,6 +549,20 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
             return Err(invalid(
                 &field("min_backoff_ms"),
                 "must not exceed max_backoff_ms".into(),
+            ));
+        }
+    }
+    if let Some(es) = &config.sinks.elasticsearch {
+        if !(es.url.starts_with("http://") || es.url.starts_with("https://")) {
+            return Err(invalid(
+                "sinks.elasticsearch.url",
+                format!("`{}` is not an http(s) URL", es.url),
+            ));
+        }
+        if es.max_docs == 0 || es.queue_capacity == 0 {
+            return Err(invalid(
+                "sinks.elasticsearch.max_docs",
+                "max_docs and queue_capacity must be at least 1".into(),
             ));
         }
     }

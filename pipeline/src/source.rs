@@ -423,23 +423,49 @@ impl KafkaSource {
             }
         }
         let payload = m.payload().unwrap_or_default();
+        if self
+            .produce_dead_letter(producer, m.key(), payload, headers, topic)
+            .await
+        {
+            tracing::warn!(topic, partition, offset, reason, dead_letter_topic = %dlq, "message sent to dead-letter topic");
+        } else {
+            tracing::error!(
+                topic,
+                partition,
+                offset,
+                reason,
+                "undecodable message could not be dead-lettered and is lost"
+            );
+        }
+    }
+
+    /// Produces to the dead-letter topic with 5 attempts; counts the outcome under `source`
+    /// (the topic the data came from, or the sink that refused it).
+    async fn produce_dead_letter(
+        &self,
+        producer: &FutureProducer,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: OwnedHeaders,
+        source: &str,
+    ) -> bool {
+        let dlq = &self.config.config.dead_letter.topic;
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=5 {
             let mut record = FutureRecord::to(dlq).payload(payload).headers(headers.clone());
-            if let Some(k) = m.key() {
+            if let Some(k) = key {
                 record = record.key(k);
             }
             match producer.send(record, Duration::from_secs(10)).await {
                 Ok(_) => {
                     self.telemetry
                         .dead_lettered
-                        .get_or_create(&labels([("topic", topic)]))
+                        .get_or_create(&labels([("topic", source)]))
                         .inc();
-                    tracing::warn!(topic, partition, offset, reason, dead_letter_topic = %dlq, "message sent to dead-letter topic");
-                    return;
+                    return true;
                 }
                 Err((e, _)) => {
-                    tracing::warn!(topic, partition, offset, attempt, error = %e, "dead-letter produce failed, retrying");
+                    tracing::warn!(source, attempt, error = %e, "dead-letter produce failed, retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
@@ -447,15 +473,47 @@ impl KafkaSource {
         }
         self.telemetry
             .dead_letter_failures
-            .get_or_create(&labels([("topic", topic)]))
+            .get_or_create(&labels([("topic", source)]))
             .inc();
-        tracing::error!(
-            topic,
-            partition,
-            offset,
-            reason,
-            "undecodable message could not be dead-lettered and is lost"
-        );
+        false
+    }
+
+    /// Dead-letters a document a sink refused for good: the document as payload, its id as
+    /// key, headers `dwcp.error` (the store's reason), `dwcp.sink` and `dwcp.index`.
+    pub async fn dead_letter_document(&self, sink: &str, index: &str, id: &str, payload: &[u8], reason: &str) {
+        let Some(producer) = &self.dead_letter else {
+            tracing::warn!(
+                sink,
+                index,
+                id,
+                reason,
+                "rejected document dropped (dead-letter topic disabled)"
+            );
+            self.telemetry
+                .dead_letter_failures
+                .get_or_create(&labels([("topic", sink)]))
+                .inc();
+            return;
+        };
+        let mut headers = OwnedHeaders::new();
+        for (key, value) in [("dwcp.error", reason), ("dwcp.sink", sink), ("dwcp.index", index)] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        if !self
+            .produce_dead_letter(producer, Some(id.as_bytes()), payload, headers, sink)
+            .await
+        {
+            tracing::error!(
+                sink,
+                index,
+                id,
+                reason,
+                "rejected document could not be dead-lettered and is lost"
+            );
+        }
     }
 
     /// Commits every partition's acknowledged prefix.

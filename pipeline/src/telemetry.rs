@@ -87,6 +87,12 @@ pub struct Telemetry {
     pub trace_bytes_in_flight: Gauge,
     /// Spans not counted in span metrics because the key bound was reached.
     pub span_metrics_dropped: Counter<u64, AtomicU64>,
+    /// Elasticsearch documents by result (`stored`, `rejected`).
+    pub es_docs: Family<Labels, Counter>,
+    /// Elasticsearch bulk requests (each attempt).
+    pub es_requests: Counter<u64, AtomicU64>,
+    /// Elasticsearch requests or items retried.
+    pub es_retries: Counter<u64, AtomicU64>,
 }
 
 impl Telemetry {
@@ -242,6 +248,21 @@ impl Telemetry {
             span_metrics_dropped: reg!(
                 "span_metrics_dropped_spans",
                 "Spans not counted in span metrics because the key bound was reached",
+                Counter::default()
+            ),
+            es_docs: reg!(
+                "elasticsearch_documents",
+                "Elasticsearch documents by result",
+                Family::default()
+            ),
+            es_requests: reg!(
+                "elasticsearch_requests",
+                "Elasticsearch bulk requests (each attempt)",
+                Counter::default()
+            ),
+            es_retries: reg!(
+                "elasticsearch_retries",
+                "Elasticsearch requests or items retried",
                 Counter::default()
             ),
             registry: Registry::default(),

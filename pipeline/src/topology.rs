@@ -18,10 +18,11 @@ use dwcp_operators::aggregate::AggregateOperator;
 use dwcp_operators::cardinality::CardinalityGuard;
 use dwcp_operators::prom::PromConverter;
 use dwcp_operators::spanmetrics::SpanMetrics;
-use dwcp_operators::traces::{TraceOperator, TraceOutput, TraceStats};
+use dwcp_operators::traces::{Decision, TraceOperator, TraceOutput, TraceStats};
 use dwcp_operators::watermark::{WatermarkConfig, WatermarkTracker};
 use dwcp_operators::{EventTime, Operator};
 use dwcp_schemas::Records;
+use dwcp_sinks::elasticsearch::{jaeger_span, log_document, EsSink, EsStats, Rejected};
 use dwcp_sinks::file::FileSinkStats;
 use dwcp_sinks::prometheus::remote_write::{RemoteWriteSink, RemoteWriteStats};
 use dwcp_sinks::Batch;
@@ -149,8 +150,43 @@ pub async fn run(
         remote_write.push(sink);
     }
 
+    let mut es = None;
+    let mut rejected_task = None;
+    if let Some(ec) = config.config.sinks.elasticsearch.clone() {
+        let stored = telemetry.es_docs.get_or_create(&labels([("result", "stored")])).clone();
+        let rejected = telemetry
+            .es_docs
+            .get_or_create(&labels([("result", "rejected")]))
+            .clone();
+        let queue_depth = telemetry
+            .sink_queue_depth
+            .get_or_create(&labels([("sink", "elasticsearch")]))
+            .clone();
+        let stats = EsStats {
+            docs_sent: stored,
+            docs_rejected: rejected,
+            retries: telemetry.es_retries.clone(),
+            requests: telemetry.es_requests.clone(),
+            queue_depth,
+        };
+        let (rtx, mut rrx) = mpsc::channel::<Rejected>(256);
+        let url = ec.url.clone();
+        es = Some(
+            EsSink::start(ec, stats, rtx)
+                .map_err(|e| anyhow::anyhow!("{}: sinks.elasticsearch: {e}", config.file.display()))?,
+        );
+        tracing::info!(%url, "elasticsearch sink started");
+        let src = source.clone();
+        rejected_task = Some(tokio::spawn(async move {
+            while let Some(r) = rrx.recv().await {
+                src.dead_letter_document("elasticsearch", &r.doc.index, &r.doc.id, &r.doc.source, &r.reason)
+                    .await;
+            }
+        }));
+    }
+
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(config.config.source.queue_capacity);
-    let router = Router::new(&config, file_tx, remote_write, reports, telemetry.clone());
+    let router = Router::new(&config, file_tx, remote_write, es, reports, telemetry.clone());
     let router = tokio::spawn(router.run(batch_rx));
 
     let src = source.clone();
@@ -158,6 +194,9 @@ pub async fn run(
     source_task.await?;
     router.await?;
     for t in sink_tasks {
+        t.await?;
+    }
+    if let Some(t) = rejected_task {
         t.await?;
     }
     source.final_commit();
@@ -176,6 +215,9 @@ struct Router {
     trace_out: Vec<TraceOutput>,
     file_tx: Option<mpsc::Sender<Batch>>,
     remote_write: Vec<RemoteWriteSink>,
+    es: Option<EsSink>,
+    logs_prefix: String,
+    spans_prefix: String,
     reports: broadcast::Sender<ActivityReport>,
     telemetry: Arc<Telemetry>,
     /// Counters already reported, to add only the difference.
@@ -202,9 +244,13 @@ impl Router {
         config: &ValidatedConfig,
         file_tx: Option<mpsc::Sender<Batch>>,
         remote_write: Vec<RemoteWriteSink>,
+        es: Option<EsSink>,
         reports: broadcast::Sender<ActivityReport>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
+        let es_config = config.config.sinks.elasticsearch.as_ref();
+        let logs_prefix = es_config.map_or_else(String::new, |c| c.logs_index_prefix.clone());
+        let spans_prefix = es_config.map_or_else(String::new, |c| c.spans_index_prefix.clone());
         let oc = &config.config.operators;
         Router {
             watermarks: WatermarkTracker::new(WatermarkConfig {
@@ -225,6 +271,9 @@ impl Router {
             trace_out: Vec::new(),
             file_tx,
             remote_write,
+            es,
+            logs_prefix,
+            spans_prefix,
             reports,
             telemetry,
             reported: Reported::default(),
@@ -250,6 +299,7 @@ impl Router {
                     self.aggregate.on_watermark(wm, &mut samples);
                     self.publish(samples, "aggregated", None).await;
                     self.traces.on_watermark(wm, &mut self.trace_out);
+                    self.ship_traces().await;
                     let mut points = Vec::new();
                     self.span_metrics.on_watermark(wm, &mut points);
                     if !points.is_empty() && !self.remote_write.is_empty() {
@@ -269,10 +319,36 @@ impl Router {
         self.aggregate.on_watermark(EventTime::MAX, &mut samples);
         self.publish(samples, "aggregated", None).await;
         self.report(&mut out);
+        self.traces.on_watermark(EventTime::MAX / 2, &mut self.trace_out);
+        self.ship_traces().await;
         drop(self.file_tx.take());
         for sink in std::mem::take(&mut self.remote_write) {
             sink.close().await;
         }
+        if let Some(es) = self.es.take() {
+            es.close().await;
+        }
+    }
+
+    /// Sends the spans of sampled traces (and late spans of sampled traces) to Elasticsearch in
+    /// Jaeger's format; not-sampled ones are dropped here, by decision.
+    async fn ship_traces(&mut self) {
+        let outputs = std::mem::take(&mut self.trace_out);
+        let Some(es) = &self.es else { return };
+        let mut docs = Vec::new();
+        for o in &outputs {
+            match o {
+                TraceOutput::Trace(t) if t.decision == Decision::Sampled => {
+                    docs.extend(t.spans.iter().map(|s| jaeger_span(s, &self.spans_prefix)));
+                }
+                TraceOutput::LateSpan {
+                    span,
+                    decision: Decision::Sampled,
+                } => docs.push(jaeger_span(span, &self.spans_prefix)),
+                _ => {}
+            }
+        }
+        es.send(docs, None).await;
     }
 
     async fn batch(&mut self, b: SourceBatch, out: &mut Vec<ActivityReport>) {
@@ -292,6 +368,11 @@ impl Router {
             self.span_metrics.process(spans);
             let wm = self.watermarks.watermark(now);
             self.traces.process(spans, wm, &mut self.trace_out);
+            self.ship_traces().await;
+        }
+        if let (Records::Logs(logs), Some(es)) = (&*b.records, &self.es) {
+            let docs = logs.iter().map(|l| log_document(l, &self.logs_prefix)).collect();
+            es.send(docs, Some(&b.ack)).await;
         }
         if let Some(tx) = &self.file_tx {
             self.telemetry
@@ -420,9 +501,7 @@ impl Router {
         let d = self.span_metrics.dropped();
         t.span_metrics_dropped.inc_by(d - self.reported.span_metrics_dropped);
         self.reported.span_metrics_dropped = d;
-        // Stitched traces have no destination yet (the Elasticsearch sink is issue 4's next
-        // step): they are counted above and released here.
-        self.trace_out.clear();
+
         t.operator_state
             .get_or_create(&labels([("operator", "activity")]))
             .set(i64::try_from(self.activity.open_windows()).unwrap_or(i64::MAX));

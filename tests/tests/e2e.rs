@@ -821,3 +821,158 @@ async fn spans_are_stitched_and_red_metrics_reach_prometheus_whatever_sampling_k
     assert_eq!(count[0].1, 1.0);
     assert!(w.stop());
 }
+
+async fn os_search(base: &str, index: &str, query: serde_json::Value) -> Vec<serde_json::Value> {
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/{index}/_search"))
+        .json(&serde_json::json!({"query": query, "size": 100}))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    r["hits"]["hits"].as_array().cloned().unwrap_or_default()
+}
+
+/// Logs and sampled traces of the fixtures into an OpenSearch-API store (osmem-server): found
+/// again with bool, term and range queries, spans in Jaeger's format; a log whose body conflicts
+/// with the mapping goes to the dead-letter topic with the store's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_traces_reach_the_store_and_mapping_conflicts_are_dead_lettered() {
+    let Some(brokers) = kafka() else { return };
+    let Ok(os) = std::env::var("DWCP_TEST_OPENSEARCH") else {
+        eprintln!("skipped: DWCP_TEST_OPENSEARCH not set");
+        return;
+    };
+    let m = manifest();
+    let id = unique("es");
+    let (logs, spans, dlq) = (format!("{id}.logs"), format!("{id}.spans"), format!("{id}.dlq"));
+    create_topics(&brokers, &[&logs, &spans, &dlq], 1).await;
+    let p = producer(&brokers);
+    for f in m["logs"]["files"].as_array().expect("files") {
+        let name = f["file"].as_str().expect("file");
+        produce(
+            &p,
+            &logs,
+            None,
+            &std::fs::read(fixtures_dir().join(format!("{name}.json"))).expect("json"),
+            None,
+            None,
+        )
+        .await;
+    }
+    for f in m["traces"]["files"].as_array().expect("files") {
+        let name = f["file"].as_str().expect("file");
+        produce(
+            &p,
+            &spans,
+            None,
+            &std::fs::read(fixtures_dir().join(format!("{name}.pb"))).expect("pb"),
+            None,
+            None,
+        )
+        .await;
+    }
+    // A body that is an object, against the text mapping of `body`: a mapping conflict.
+    let conflict =
+        br#"{"resourceLogs":[{"resource":{"attributes":[{"key":"cloud.region","value":{"stringValue":"eu-west-1"}}]},
+        "scopeLogs":[{"logRecords":[{"timeUnixNano":"1795481820000000000","severityNumber":9,
+        "body":{"kvlistValue":{"values":[{"key":"a","value":{"intValue":"1"}}]}}}]}]}]}"#;
+    produce(&p, &logs, None, conflict, None, None).await;
+
+    let prefix = id.replace('.', "-").to_lowercase();
+    let work = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  topics:\n    - {{name: \"{logs}\", signal: logs, encoding: otlp_json}}\n\
+         \x20   - {{name: \"{spans}\", signal: traces}}\ndead_letter:\n  topic: \"{dlq}\"\n\
+         operators:\n  idle_timeout_ms: 500\n  allowed_lateness_ms: 0\n  traces:\n    decision_wait_ms: 1000\n\
+         sinks:\n  elasticsearch:\n    url: \"{os}\"\n    batch_wait_ms: 200\n    logs_index_prefix: \"{prefix}-logs\"\n    spans_index_prefix: \"{prefix}-span\"\n"
+    );
+    let mut w = Worker::start(work.path(), "worker", &yaml);
+    let log_total: u64 = m["logs"]["files"]
+        .as_array()
+        .expect("f")
+        .iter()
+        .map(|f| f["records"].as_u64().expect("n"))
+        .sum();
+    let span_total: u64 = m["traces"]["files"]
+        .as_array()
+        .expect("f")
+        .iter()
+        .map(|f| f["spans"].as_u64().expect("n"))
+        .sum();
+    w.wait_for(
+        "dwcp_elasticsearch_documents_total",
+        &[("result", "stored")],
+        (log_total + span_total) as f64,
+        Duration::from_secs(60),
+    )
+    .await;
+    w.wait_for(
+        "dwcp_dead_letter_messages_total",
+        &[("topic", "elasticsearch")],
+        1.0,
+        Duration::from_secs(30),
+    )
+    .await;
+
+    let li = format!("{prefix}-logs-*");
+    let all = os_search(&os, &li, serde_json::json!({"match_all": {}})).await;
+    assert_eq!(all.len() as u64, log_total);
+    // bool + term + range: the ERROR records of us-east-1 in the fixture's day.
+    let q = serde_json::json!({"bool": {"filter": [
+        {"term": {"region": "us-east-1"}},
+        {"range": {"severity_number": {"gte": 17}}},
+        {"range": {"@timestamp": {"gte": "2026-11-24T00:00:00Z", "lt": "2026-11-25T00:00:00Z"}}}
+    ]}});
+    let errors = os_search(&os, &li, q).await;
+    assert_eq!(errors.len(), 1);
+    let tid = m["logs"]["files"]
+        .as_array()
+        .expect("f")
+        .iter()
+        .find(|f| f["region"] == "us-east-1")
+        .expect("east")["trace_id_of_first_two"]
+        .clone();
+    assert_eq!(errors[0]["_source"]["trace_id"], tid);
+    // The logs of one trace.
+    let of_trace = os_search(&os, &li, serde_json::json!({"term": {"trace_id": tid}})).await;
+    assert_eq!(of_trace.len(), 2);
+
+    let si = format!("{prefix}-span-*");
+    for t in m["traces"]["traces"].as_array().expect("traces") {
+        let hits = os_search(&os, &si, serde_json::json!({"term": {"traceID": t["trace_id"]}})).await;
+        assert_eq!(
+            hits.len() as u64,
+            t["spans"].as_u64().expect("n"),
+            "trace {}",
+            t["trace_id"]
+        );
+        let names: BTreeSet<&str> = hits
+            .iter()
+            .map(|h| h["_source"]["operationName"].as_str().expect("op"))
+            .collect();
+        let want: BTreeSet<&str> = t["span_names"]
+            .as_array()
+            .expect("names")
+            .iter()
+            .map(|v| v.as_str().expect("s"))
+            .collect();
+        assert_eq!(names, want);
+    }
+    let slow = os_search(&os, &si, serde_json::json!({"range": {"duration": {"gte": 120_000}}})).await;
+    assert!(slow.iter().any(|h| h["_source"]["operationName"] == "bulk-transfer"));
+
+    let dead = consume_all(&brokers, &dlq, 1, Duration::from_secs(30));
+    assert_eq!(dead.len(), 1);
+    let reason = dead[0]
+        .headers()
+        .and_then(|h| h.iter().find(|h| h.key == "dwcp.error").and_then(|h| h.value))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    assert!(reason.starts_with("400 mapper_parsing_exception"), "{reason}");
+    let doc: serde_json::Value = serde_json::from_slice(dead[0].payload().expect("payload")).expect("the document");
+    assert_eq!(doc["body"]["a"], 1);
+    assert!(w.stop());
+}
