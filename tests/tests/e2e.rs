@@ -976,3 +976,100 @@ async fn logs_and_traces_reach_the_store_and_mapping_conflicts_are_dead_lettered
     assert_eq!(doc["body"]["a"], 1);
     assert!(w.stop());
 }
+
+/// The store frozen (SIGSTOP) for 10 s mid-stream and resumed: requests time out and are
+/// retried, the queue holds, and afterwards every log record is stored exactly once (the
+/// deterministic ids make a retried batch overwrite, not duplicate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_loses_nothing_and_duplicates_nothing() {
+    let Some(brokers) = kafka() else { return };
+    let Ok(bin) = std::env::var("DWCP_TEST_OSMEM_BIN") else {
+        eprintln!("skipped: DWCP_TEST_OSMEM_BIN not set");
+        return;
+    };
+    let port = dwcp_tests::free_port();
+    let mut store = std::process::Command::new(&bin)
+        .args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch", "-no-ja"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("osmem-server");
+    let os = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while reqwest::get(&os).await.is_err() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = unique("esout");
+    let topic = format!("{id}.logs");
+    create_topics(&brokers, &[&topic, &format!("{id}.dlq")], 3).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  topics:\n    - {{name: \"{topic}\", signal: logs, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         sinks:\n  elasticsearch:\n    url: \"{os}\"\n    batch_wait_ms: 100\n    timeout_ms: 1500\n    max_backoff_ms: 1000\n    queue_capacity: 4\n"
+    );
+    let mut w = Worker::start(work.path(), "worker", &yaml);
+    let p = producer(&brokers);
+    let total = 300u64;
+    let pid = store.id().to_string();
+    let producing = tokio::spawn({
+        let topic = topic.clone();
+        async move {
+            for i in 0..total {
+                let msg = format!(
+                    r#"{{"resourceLogs":[{{"resource":{{"attributes":[{{"key":"cloud.region","value":{{"stringValue":"us-east-1"}}}}]}},
+                    "scopeLogs":[{{"logRecords":[{{"timeUnixNano":"{}","severityNumber":9,"body":{{"stringValue":"record {i}"}}}}]}}]}}]}}"#,
+                    1_795_481_820_000_000_000u64 + i * 1_000_000
+                );
+                produce(&p, &topic, None, msg.as_bytes(), None, Some((i % 3) as i32)).await;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .expect("kill -CONT");
+    producing.await.expect("producer");
+    w.wait_for(
+        "dwcp_elasticsearch_documents_total",
+        &[("result", "stored")],
+        total as f64,
+        Duration::from_secs(90),
+    )
+    .await;
+    let text = w.metrics().await;
+    assert!(
+        metric_sum(&text, "dwcp_elasticsearch_retries_total", &[]) > 0.0,
+        "the outage was seen"
+    );
+    assert_eq!(
+        metric_sum(&text, "dwcp_elasticsearch_documents_total", &[("result", "rejected")]),
+        0.0
+    );
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("{os}/dwcp-logs-*/_search"))
+        .json(&serde_json::json!({"query": {"match_all": {}}, "size": 1000}))
+        .send()
+        .await
+        .expect("search")
+        .json()
+        .await
+        .expect("json");
+    let hits = r["hits"]["hits"].as_array().cloned().unwrap_or_default();
+    let bodies: BTreeSet<String> = hits
+        .iter()
+        .map(|h| h["_source"]["body"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(hits.len() as u64, total, "no duplicates");
+    assert_eq!(bodies.len() as u64, total, "nothing lost");
+    assert!(w.stop());
+    let _ = store.kill();
+    let _ = store.wait();
+}
