@@ -964,6 +964,108 @@ async fn logs_and_traces_reach_the_store_and_mapping_conflicts_are_dead_lettered
     let slow = os_search(&os, &si, serde_json::json!({"range": {"duration": {"gte": 120_000}}})).await;
     assert!(slow.iter().any(|h| h["_source"]["operationName"] == "bulk-transfer"));
 
+    // The queries the monitoring API exposes.
+    let q = dwcp_sinks::elasticsearch::EsQuery::new(&os, &format!("{prefix}-logs"), &format!("{prefix}-span"));
+    let ids = |name: &str| -> String {
+        m["traces"]["traces"]
+            .as_array()
+            .expect("t")
+            .iter()
+            .find(|t| t["name"] == name)
+            .expect("trace")["trace_id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    };
+    let (migration, error, slow) = (
+        ids("cross-region-migration"),
+        ids("consensus-error"),
+        ids("slow-transfer"),
+    );
+    let spans_of = q.trace(&migration).await.expect("trace");
+    assert_eq!(spans_of.len(), 5);
+    assert!(spans_of
+        .windows(2)
+        .all(|w| w[0]["startTime"].as_u64() <= w[1]["startTime"].as_u64()));
+    use dwcp_sinks::elasticsearch::{LogQuery, TraceQuery};
+    let set = |v: Vec<String>| v.into_iter().collect::<BTreeSet<String>>();
+    let eu = set(q
+        .traces(&TraceQuery {
+            region: Some("eu-west-1".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("q"));
+    assert_eq!(eu, [migration.clone(), slow.clone()].into_iter().collect());
+    let errs = q
+        .traces(&TraceQuery {
+            error: Some(true),
+            ..Default::default()
+        })
+        .await
+        .expect("q");
+    assert_eq!(errs, vec![error.clone()]);
+    let long = set(q
+        .traces(&TraceQuery {
+            min_duration_ms: Some(120),
+            ..Default::default()
+        })
+        .await
+        .expect("q"));
+    assert!(long.contains(&slow) && !long.contains(&error), "{long:?}");
+    let day = TraceQuery {
+        start_ms: Some(1_795_478_400_000),
+        end_ms: Some(1_795_564_800_000),
+        ..Default::default()
+    };
+    assert_eq!(q.traces(&day).await.expect("q").len(), 3);
+    let past = TraceQuery {
+        start_ms: Some(0),
+        end_ms: Some(1_000_000),
+        ..Default::default()
+    };
+    assert!(q.traces(&past).await.expect("q").is_empty());
+    let errors_all = q
+        .logs(&LogQuery {
+            min_severity: Some(17),
+            ..Default::default()
+        })
+        .await
+        .expect("q");
+    assert_eq!(errors_all.len(), 3, "one ERROR record per region");
+    let east = q
+        .logs(&LogQuery {
+            min_severity: Some(17),
+            region: Some("us-east-1".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("q");
+    assert_eq!(east.len(), 1);
+    let one = q
+        .logs(&LogQuery {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .expect("q");
+    assert_eq!(one.len(), 1);
+    let found = q
+        .logs(&LogQuery {
+            search: Some("failed".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("q");
+    assert!(
+        !found.is_empty()
+            && found
+                .iter()
+                .all(|d| d["body"].as_str().unwrap_or_default().to_lowercase().contains("failed"))
+    );
+    let tid_s = tid.as_str().expect("tid").to_string();
+    assert_eq!(q.logs_of_trace(&tid_s).await.expect("q").len(), 2);
+
     let dead = consume_all(&brokers, &dlq, 1, Duration::from_secs(30));
     assert_eq!(dead.len(), 1);
     let reason = dead[0]

@@ -203,6 +203,10 @@ pub fn jaeger_span(s: &Span, prefix: &str) -> Document {
             "serviceName": s.origin.resource.service_name().unwrap_or("unknown_service"),
             "tags": process_tags,
         },
+        // dwcp extensions, ignored by Jaeger's reader: plain fields for region and error
+        // queries without nested queries over the tags.
+        "region": &*s.origin.region,
+        "error": s.status_code == StatusCode::Error,
     });
     let bytes = serde_json::to_vec(&source).unwrap_or_default();
     let id = id_of(&[&s.trace_id.0, &s.span_id.0, &s.start_time_unix_nano.to_le_bytes()]);
@@ -249,6 +253,8 @@ pub fn templates(logs_prefix: &str, spans_prefix: &str) -> Vec<(String, Value)> 
                     "startTimeMillis": {"type": "date", "format": "epoch_millis"},
                     "duration": {"type": "long"},
                     "flags": {"type": "integer"},
+                    "region": {"type": "keyword"},
+                    "error": {"type": "boolean"},
                     "references": {"type": "nested", "dynamic": false, "properties": {
                         "refType": {"type": "keyword"}, "traceID": {"type": "keyword"}, "spanID": {"type": "keyword"}}},
                     "tags": kv_nested,

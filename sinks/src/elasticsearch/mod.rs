@@ -14,14 +14,19 @@
 //! - A bounded queue: when the store is down, batches wait, the queue fills, and the pipeline
 //!   stops reading Kafka; acks are released only when every document of a message is accepted
 //!   or dead-lettered. Basic auth, API key, TLS with a custom CA.
+//! - Queries for the monitoring API ([`EsQuery`]): a trace by id, traces by region, service,
+//!   minimum duration, error and time range, logs by level, region, time, search term and limit,
+//!   the logs of one trace.
 
 mod config;
 mod encoder;
+mod query;
 mod service;
 mod sink;
 
 pub use config::{EsAuth, EsConfig};
 pub use encoder::{index_for, jaeger_span, log_document, Document};
+pub use query::{logs_body, traces_body, EsQuery, LogQuery, TraceQuery};
 pub use service::{BulkOutcome, EsService, ItemResult};
 pub use sink::{EsSink, EsStats, Rejected};
 

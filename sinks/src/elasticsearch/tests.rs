@@ -202,3 +202,53 @@ async fn failed_items_are_retried_rejected_ones_dead_lettered_then_acked() {
     assert_eq!(r.reason, "400 mapper_parsing_exception: scripted");
     assert_eq!(*acks.0.lock().expect("lock"), vec![5]);
 }
+
+#[tokio::test]
+async fn auth_headers_and_gzip_bodies_are_sent() {
+    let seen: Arc<Mutex<Vec<(String, String, usize)>>> = Arc::default();
+    let s2 = seen.clone();
+    let app = Router::new().route(
+        "/_bulk",
+        post(move |headers: axum::http::HeaderMap, body: Bytes| {
+            let s2 = s2.clone();
+            async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let enc = headers.get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let mut raw = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut raw);
+                let docs = String::from_utf8_lossy(&raw).lines().count() / 2;
+                s2.lock().expect("lock").push((auth, enc, docs));
+                axum::Json(serde_json::json!({"errors": false, "items": (0..docs).map(|_| serde_json::json!({"index": {"status": 201}})).collect::<Vec<_>>()}))
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(l, app).await.expect("serve") });
+    let doc = log_document(&log("m", 1_795_481_820_000_000_000), "dwcp-logs");
+    for auth in [
+        EsAuth::Basic {
+            username: "elastic".into(),
+            password: "changeme".into(),
+        },
+        EsAuth::ApiKey { key: "aWQ6a2V5".into() },
+    ] {
+        let (rtx, _rrx) = tokio::sync::mpsc::channel(1);
+        let cfg = EsConfig {
+            batch_wait_ms: 10,
+            put_templates: false,
+            auth: Some(auth),
+            ..EsConfig::new(&url)
+        };
+        let sink = EsSink::start(cfg, EsStats::default(), rtx).expect("start");
+        sink.send(vec![doc.clone()], None).await;
+        sink.close().await;
+    }
+    let seen = seen.lock().expect("lock").clone();
+    // base64("elastic:changeme") = ZWxhc3RpYzpjaGFuZ2VtZQ==
+    assert_eq!(
+        seen[0],
+        ("Basic ZWxhc3RpYzpjaGFuZ2VtZQ==".to_string(), "gzip".to_string(), 1)
+    );
+    assert_eq!(seen[1], ("ApiKey aWQ6a2V5".to_string(), "gzip".to_string(), 1));
+}
