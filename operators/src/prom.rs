@@ -128,19 +128,7 @@ impl StableHasher {
     #[inline]
     pub fn write_str(&mut self, s: &str) {
         self.add(s.len() as u64);
-        let bytes = s.as_bytes();
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
-        }
+        Hasher::write(self, s.as_bytes());
     }
 
     /// The hash, mixed (splitmix64's finalizer).
