@@ -7,12 +7,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use super::config::EsConfig;
 use super::encoder::{templates, Document};
 use super::service::{EsService, ItemResult};
 use crate::ack::Ack;
+use crate::batch::{self, Flush, Limits, Queued};
 use crate::prometheus::remote_write::SendError;
 
 /// A document the store refused for good, with its error: for the dead-letter topic.
@@ -39,14 +39,9 @@ pub struct EsStats {
     pub queue_depth: Gauge,
 }
 
-struct Batch {
-    docs: Vec<Document>,
-    ack: Option<Ack>,
-}
-
 /// The running sink.
 pub struct EsSink {
-    tx: mpsc::Sender<Batch>,
+    tx: mpsc::Sender<Queued<Document>>,
     task: JoinHandle<()>,
     stats: EsStats,
 }
@@ -82,8 +77,8 @@ impl EsSink {
         self.stats.queue_depth.inc();
         if self
             .tx
-            .send(Batch {
-                docs,
+            .send(Queued {
+                items: docs,
                 ack: ack.cloned(),
             })
             .await
@@ -101,6 +96,16 @@ impl EsSink {
     }
 }
 
+impl Flush<Document> for Worker {
+    fn size(d: &Document) -> usize {
+        d.source.len() + 96
+    }
+
+    async fn flush(&mut self, docs: Vec<Document>, acks: Vec<Ack>) {
+        self.send_all(docs, acks).await;
+    }
+}
+
 struct Worker {
     config: EsConfig,
     service: EsService,
@@ -110,41 +115,14 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(mut self, mut rx: mpsc::Receiver<Batch>) {
-        let wait = Duration::from_millis(self.config.batch_wait_ms);
-        let mut docs: Vec<Document> = Vec::new();
-        let mut acks: Vec<Ack> = Vec::new();
-        let mut bytes = 0usize;
-        let mut deadline: Option<Instant> = None;
-        let mut open = true;
-        while open || !docs.is_empty() {
-            let full = docs.len() >= self.config.max_docs || bytes >= self.config.max_bytes;
-            if full || (!open && !docs.is_empty()) {
-                self.flush(&mut docs, &mut acks).await;
-                bytes = 0;
-                deadline = None;
-                continue;
-            }
-            tokio::select! {
-                b = rx.recv(), if open => match b {
-                    Some(b) => {
-                        self.stats.queue_depth.dec();
-                        if docs.is_empty() {
-                            deadline = Some(Instant::now() + wait);
-                        }
-                        bytes += b.docs.iter().map(|d| d.source.len() + 96).sum::<usize>();
-                        docs.extend(b.docs);
-                        acks.extend(b.ack);
-                    }
-                    None => open = false,
-                },
-                () = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + wait)), if deadline.is_some() => {
-                    self.flush(&mut docs, &mut acks).await;
-                    bytes = 0;
-                    deadline = None;
-                }
-            }
-        }
+    async fn run(mut self, rx: mpsc::Receiver<Queued<Document>>) {
+        let limits = Limits {
+            max_items: self.config.max_docs,
+            max_bytes: self.config.max_bytes,
+            wait: Duration::from_millis(self.config.batch_wait_ms),
+        };
+        let depth = self.stats.queue_depth.clone();
+        batch::run(&mut self, rx, limits, &depth).await;
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -179,10 +157,9 @@ impl Worker {
 
     /// Sends everything pending in bulk requests of at most `max_docs`, retrying items and
     /// requests until each document is stored or rejected; then releases the acks.
-    async fn flush(&mut self, docs: &mut Vec<Document>, acks: &mut Vec<Ack>) {
+    async fn send_all(&mut self, all: Vec<Document>, acks: Vec<Ack>) {
         self.ensure_templates().await;
         let max = self.config.max_docs.max(1);
-        let all = std::mem::take(docs);
         for chunk in all.chunks(max) {
             let mut pending: Vec<&Document> = chunk.iter().collect();
             let mut attempt = 0u32;
@@ -225,7 +202,7 @@ impl Worker {
                 }
             }
         }
-        acks.clear();
+        drop(acks); // released: every document is stored or dead-lettered
     }
 
     async fn reject(&self, doc: &Document, reason: String) {

@@ -8,21 +8,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use super::config::RemoteWriteConfig;
 use super::encoder::encode;
 use super::service::{BuildError, RemoteWriteService, SendError};
 use crate::ack::Ack;
+use crate::batch::{self, Flush, Limits, Queued};
 
 /// Samples for one shard, with the ack of the message they came from.
-#[derive(Debug)]
-pub struct SampleBatch {
-    /// Samples, all of this shard.
-    pub samples: Vec<Sample>,
-    /// Released when the samples are accepted or permanently rejected.
-    pub ack: Option<Ack>,
-}
+pub type SampleBatch = Queued<Sample>;
 
 /// Counters of one endpoint; the pipeline passes counters registered in its `/metrics`.
 #[derive(Debug, Clone, Default)]
@@ -100,8 +94,8 @@ impl RemoteWriteSink {
             }
             self.stats.queue_depth.inc();
             if self.shards[i]
-                .send(SampleBatch {
-                    samples: part,
+                .send(Queued {
+                    items: part,
                     ack: ack.cloned(),
                 })
                 .await
@@ -130,58 +124,32 @@ struct ShardWorker {
     shard: usize,
 }
 
-/// Rough encoded size of a sample: its labels plus value and timestamp.
-fn sample_bytes(s: &Sample) -> usize {
-    s.labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>() + 20
+impl Flush<Sample> for ShardWorker {
+    /// Rough encoded size of a sample: its labels plus value and timestamp.
+    fn size(s: &Sample) -> usize {
+        s.labels.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>() + 20
+    }
+
+    /// Sends the batch, in arrival order, in requests of at most `max_samples_per_send`; the
+    /// acks are released when this returns.
+    async fn flush(&mut self, samples: Vec<Sample>, acks: Vec<Ack>) {
+        let max = self.config.max_samples_per_send.max(1);
+        for chunk in samples.chunks(max) {
+            self.send_with_retries(chunk).await;
+        }
+        drop(acks); // dropping the acks lets the source commit
+    }
 }
 
 impl ShardWorker {
-    async fn run(self, mut rx: mpsc::Receiver<SampleBatch>) {
-        let wait = Duration::from_millis(self.config.batch_wait_ms);
-        let mut pending: Vec<Sample> = Vec::new();
-        let mut acks: Vec<Ack> = Vec::new();
-        let mut bytes = 0usize;
-        let mut deadline: Option<Instant> = None;
-        let mut open = true;
-        while open || !pending.is_empty() {
-            let full = pending.len() >= self.config.max_samples_per_send || bytes >= self.config.max_request_bytes;
-            if full || (!open && !pending.is_empty()) {
-                self.flush(&mut pending, &mut acks).await;
-                bytes = 0;
-                deadline = None;
-                continue;
-            }
-            tokio::select! {
-                item = rx.recv(), if open => match item {
-                    Some(b) => {
-                        self.stats.queue_depth.dec();
-                        if pending.is_empty() {
-                            deadline = Some(Instant::now() + wait);
-                        }
-                        bytes += b.samples.iter().map(sample_bytes).sum::<usize>();
-                        pending.extend(b.samples);
-                        acks.extend(b.ack);
-                    }
-                    None => open = false,
-                },
-                () = tokio::time::sleep_until(deadline.unwrap_or_else(|| Instant::now() + wait)), if deadline.is_some() => {
-                    self.flush(&mut pending, &mut acks).await;
-                    bytes = 0;
-                    deadline = None;
-                }
-            }
-        }
-    }
-
-    /// Sends everything pending, in arrival order, in requests of at most
-    /// `max_samples_per_send`; then releases the acks.
-    async fn flush(&self, pending: &mut Vec<Sample>, acks: &mut Vec<Ack>) {
-        let max = self.config.max_samples_per_send.max(1);
-        for chunk in pending.chunks(max) {
-            self.send_with_retries(chunk).await;
-        }
-        pending.clear();
-        acks.clear(); // dropping the acks lets the source commit
+    async fn run(mut self, rx: mpsc::Receiver<SampleBatch>) {
+        let limits = Limits {
+            max_items: self.config.max_samples_per_send,
+            max_bytes: self.config.max_request_bytes,
+            wait: Duration::from_millis(self.config.batch_wait_ms),
+        };
+        let depth = self.stats.queue_depth.clone();
+        batch::run(&mut self, rx, limits, &depth).await;
     }
 
     async fn send_with_retries(&self, chunk: &[Sample]) {
