@@ -348,11 +348,31 @@ enum Last {
     },
 }
 
+/// A label value of a group key, borrowed from the point when it can be.
+#[derive(Debug)]
+enum KeyValue<'p> {
+    Str(&'p str),
+    Owned(String),
+    /// `job`: namespace and service name, written `namespace/name`.
+    Job(Option<&'p str>, &'p str),
+}
+
+impl std::fmt::Display for KeyValue<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyValue::Str(s) => f.write_str(s),
+            KeyValue::Owned(s) => f.write_str(s),
+            KeyValue::Job(Some(ns), name) => write!(f, "{ns}/{name}"),
+            KeyValue::Job(None, name) => f.write_str(name),
+        }
+    }
+}
+
+/// Per window: group key hash → (key, kind, region → stats).
+type Groups = crate::prom::FastMap<u64, (GroupKey, Kind, BTreeMap<Arc<str>, Stats>)>;
+
 /// A group: rule index and key labels (sorted).
 type GroupKey = (usize, Vec<(String, String)>);
-
-/// A group's kind and its statistics per region.
-type GroupState = (Kind, BTreeMap<Arc<str>, Stats>);
 
 /// The operator.
 #[derive(Debug)]
@@ -360,7 +380,9 @@ pub struct AggregateOperator {
     config: AggregationConfig,
     by_metric: HashMap<String, Vec<usize>>,
     /// window start → group → region → stats
-    windows: BTreeMap<EventTime, HashMap<GroupKey, GroupState>>,
+    windows: BTreeMap<EventTime, Groups>,
+    label_names: crate::prom::FastMap<Box<str>, Arc<str>>,
+    job: Arc<str>,
     last: crate::prom::FastMap<u64, Last>,
     closed_until: EventTime,
     late: u64,
@@ -389,6 +411,8 @@ impl AggregateOperator {
             config,
             by_metric,
             windows: BTreeMap::new(),
+            label_names: crate::prom::FastMap::default(),
+            job: Arc::from("job"),
             last: crate::prom::FastMap::default(),
             closed_until: 0,
             late: 0,
@@ -405,27 +429,59 @@ impl AggregateOperator {
         self.last.len()
     }
 
-    fn key_labels(&self, p: &MetricPoint) -> Vec<(String, String)> {
-        let mut labels: Vec<(String, String)> = p
-            .attributes
-            .0
-            .iter()
-            .map(|kv| (label_name(&kv.key), kv.value.to_text()))
-            .filter(|(k, v)| !v.is_empty() && k != "region" && !self.config.without.contains(k))
-            .collect();
+    /// The sanitized name of an attribute key, cached.
+    fn label_name(&mut self, key: &str) -> std::sync::Arc<str> {
+        if let Some(n) = self.label_names.get(key) {
+            return n.clone();
+        }
+        if self.label_names.len() >= 100_000 {
+            self.label_names.clear();
+        }
+        let n: std::sync::Arc<str> = std::sync::Arc::from(label_name(key));
+        self.label_names.insert(key.into(), n.clone());
+        n
+    }
+
+    /// The group key of a point: its labels as sorted `(name, value)` pairs (attributes
+    /// without `region` and the `without` labels, plus `job`), borrowed from the point where
+    /// possible, and the key's hash (with the rule).
+    fn key_of<'p>(&mut self, p: &'p MetricPoint, rule: usize) -> (Vec<(Arc<str>, KeyValue<'p>)>, u64) {
+        let mut labels: Vec<(Arc<str>, KeyValue<'p>)> = Vec::with_capacity(p.attributes.len() + 1);
+        for kv in &p.attributes.0 {
+            let k = self.label_name(&kv.key);
+            if &*k == "region" || self.config.without.iter().any(|w| **w == *k) {
+                continue;
+            }
+            let v = match &kv.value {
+                dwcp_schemas::model::AnyValue::String(s) if !s.is_empty() => KeyValue::Str(s),
+                dwcp_schemas::model::AnyValue::String(_) | dwcp_schemas::model::AnyValue::Empty => continue,
+                other => KeyValue::Owned(other.to_text()),
+            };
+            labels.push((k, v));
+        }
         let res = &p.origin.resource.attributes;
         if !self.config.without.iter().any(|w| w == "job") {
             if let Some(name) = res.get_str("service.name") {
-                let job = match res.get_str("service.namespace") {
-                    Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
-                    _ => name.to_string(),
-                };
-                labels.push(("job".into(), job));
+                let ns = res.get_str("service.namespace").filter(|ns| !ns.is_empty());
+                labels.push((self.job.clone(), KeyValue::Job(ns, name)));
             }
         }
-        labels.sort();
+        labels.sort_by(|a, b| a.0.cmp(&b.0));
         labels.dedup_by(|a, b| a.0 == b.0);
-        labels
+        let mut h = crate::prom::StableHasher::default();
+        std::hash::Hasher::write_u64(&mut h, rule as u64);
+        for (k, v) in &labels {
+            h.write_str(k);
+            match v {
+                KeyValue::Str(s) => h.write_str(s),
+                KeyValue::Owned(s) => h.write_str(s),
+                KeyValue::Job(ns, name) => {
+                    h.write_str(ns.unwrap_or(""));
+                    h.write_str(name);
+                }
+            }
+        }
+        (labels, h.finish_mixed())
     }
 
     /// Consumes a batch of points.
@@ -435,28 +491,29 @@ impl AggregateOperator {
             let Some(rules) = self.by_metric.get(&p.metric.name) else {
                 continue;
             };
-            let rules = rules.clone();
+            let (first, n) = (rules[0], rules.len());
             let t = p.time_unix_nano;
             if t == 0 || t < self.closed_until {
                 self.late += 1;
                 continue;
             }
             let start = t - t % window;
-            let key_labels = self.key_labels(p);
             let instance = p
                 .origin
                 .resource
                 .attributes
                 .get_str("service.instance.id")
                 .unwrap_or("");
-            for rule in rules {
+            for i in 0..n {
+                let rule = if i == 0 {
+                    first
+                } else {
+                    self.by_metric[&p.metric.name][i]
+                };
+                let (key_labels, key_hash) = self.key_of(p, rule);
                 // The full series identity, for differencing cumulative points.
                 let mut h = crate::prom::StableHasher::default();
-                for (k, v) in &key_labels {
-                    h.write_str(k);
-                    h.write_str(v);
-                }
-                h.write_str(&rule.to_string());
+                std::hash::Hasher::write_u64(&mut h, key_hash);
                 h.write_str(&p.origin.region);
                 h.write_str(instance);
                 for kv in &p.attributes.0 {
@@ -470,20 +527,19 @@ impl AggregateOperator {
                 let Some((kind, update)) = self.update_for(p, sid) else {
                     continue;
                 };
-                let group = self
-                    .windows
-                    .entry(start)
-                    .or_default()
-                    .entry((rule, key_labels.clone()))
-                    .or_insert_with(|| (kind, BTreeMap::new()));
-                let stats = group.1.entry(p.origin.region.clone()).or_insert_with(Stats::new);
+                let groups = self.windows.entry(start).or_default();
+                let group = groups.entry(key_hash).or_insert_with(|| {
+                    let labels = key_labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                    ((rule, labels), kind, BTreeMap::new())
+                });
+                let stats = group.2.entry(p.origin.region.clone()).or_insert_with(Stats::new);
                 update.apply(stats);
             }
         }
     }
 
     /// Works out what a point adds to its window, updating the series baseline.
-    fn update_for(&mut self, p: &MetricPoint, sid: u64) -> Option<(Kind, Update)> {
+    fn update_for<'p>(&mut self, p: &'p MetricPoint, sid: u64) -> Option<(Kind, Update<'p>)> {
         let t = p.time_unix_nano;
         match &p.value {
             PointValue::Gauge { value }
@@ -525,15 +581,15 @@ impl AggregateOperator {
                 bucket_counts,
                 temporality,
             } => {
-                let counts = if bucket_counts.is_empty() {
-                    vec![*count]
+                let counts: &[u64] = if bucket_counts.is_empty() {
+                    std::slice::from_ref(count)
                 } else {
-                    bucket_counts.clone()
+                    bucket_counts
                 };
                 self.histogram_update(
                     sid,
                     p,
-                    bounds.clone(),
+                    std::borrow::Cow::Borrowed(bounds.as_slice()),
                     counts,
                     *count,
                     sum.unwrap_or(0.0),
@@ -559,8 +615,8 @@ impl AggregateOperator {
                 self.histogram_update(
                     sid,
                     p,
-                    bounds,
-                    counts,
+                    std::borrow::Cow::Owned(bounds),
+                    &counts,
                     *count,
                     sum.unwrap_or(0.0),
                     *min,
@@ -573,25 +629,26 @@ impl AggregateOperator {
     }
 
     #[allow(clippy::too_many_arguments, clippy::cast_precision_loss)]
-    fn histogram_update(
+    fn histogram_update<'a>(
         &mut self,
         sid: u64,
         p: &MetricPoint,
-        bounds: Vec<f64>,
-        counts: Vec<u64>,
+        bounds: std::borrow::Cow<'a, [f64]>,
+        counts: &[u64],
         count: u64,
         sum: f64,
         min: Option<f64>,
         max: Option<f64>,
         temporality: Temporality,
-    ) -> Option<(Kind, Update)> {
+    ) -> Option<(Kind, Update<'a>)> {
         let t = p.time_unix_nano;
+        let as_f64 = |c: &[u64]| c.iter().map(|c| *c as f64).collect::<Vec<f64>>();
         if temporality == Temporality::Delta {
             return Some((
                 Kind::Histogram,
                 Update::Histogram {
                     bounds,
-                    counts: counts.iter().map(|c| *c as f64).collect(),
+                    counts: as_f64(counts),
                     count: count as f64,
                     sum,
                     min,
@@ -599,44 +656,53 @@ impl AggregateOperator {
                 },
             ));
         }
-        let prev = self.last.insert(
-            sid,
-            Last::Histogram {
-                bounds: bounds.clone(),
-                counts: counts.clone(),
-                count,
-                sum,
-                time: t,
-            },
-        );
-        let (dc, dcount, dsum) = match prev {
+        let (dc, dcount, dsum) = match self.last.get_mut(&sid) {
             Some(Last::Histogram {
                 bounds: pb,
                 counts: pc,
                 count: pcount,
                 sum: psum,
                 time: pt,
-            }) if pt <= t => {
-                if pb == bounds
-                    && pc.len() == counts.len()
-                    && count >= pcount
-                    && counts.iter().zip(&pc).all(|(a, b)| a >= b)
-                {
+            }) if *pt <= t => {
+                let same = pb.as_slice() == &*bounds && pc.len() == counts.len();
+                let delta = if same && count >= *pcount && counts.iter().zip(pc.iter()).all(|(a, b)| a >= b) {
                     (
-                        counts.iter().zip(&pc).map(|(a, b)| (a - b) as f64).collect(),
-                        (count - pcount) as f64,
-                        sum - psum,
+                        counts.iter().zip(pc.iter()).map(|(a, b)| (a - b) as f64).collect(),
+                        (count - *pcount) as f64,
+                        sum - *psum,
                     )
                 } else {
                     // A reset or new bounds: the current point is the increase.
-                    (counts.iter().map(|c| *c as f64).collect(), count as f64, sum)
+                    (as_f64(counts), count as f64, sum)
+                };
+                // Update the baseline in place: no new vectors when the shape holds.
+                if same {
+                    pc.copy_from_slice(counts);
+                } else {
+                    *pb = bounds.to_vec();
+                    *pc = counts.to_vec();
                 }
+                (*pcount, *psum, *pt) = (count, sum, t);
+                delta
             }
             Some(_) => return None,
-            None if p.start_time_unix_nano > 0 && p.start_time_unix_nano <= t => {
-                (counts.iter().map(|c| *c as f64).collect(), count as f64, sum)
+            None => {
+                self.last.insert(
+                    sid,
+                    Last::Histogram {
+                        bounds: bounds.to_vec(),
+                        counts: counts.to_vec(),
+                        count,
+                        sum,
+                        time: t,
+                    },
+                );
+                if p.start_time_unix_nano > 0 && p.start_time_unix_nano <= t {
+                    (as_f64(counts), count as f64, sum)
+                } else {
+                    return None;
+                }
             }
-            None => return None,
         };
         Some((
             Kind::Histogram,
@@ -665,9 +731,9 @@ impl AggregateOperator {
             self.closed_until = self.closed_until.max(end);
             #[allow(clippy::cast_possible_wrap)]
             let ts = (end / 1_000_000) as i64;
-            let mut groups: Vec<_> = groups.into_iter().collect();
+            let mut groups: Vec<_> = groups.into_values().collect();
             groups.sort_by(|a, b| a.0.cmp(&b.0));
-            for ((rule, labels), (kind, regions)) in groups {
+            for ((rule, labels), kind, regions) in groups {
                 let mut global = Stats::new();
                 for s in regions.values() {
                     global.merge(s);
@@ -734,11 +800,11 @@ impl AggregateOperator {
     }
 }
 
-enum Update {
+enum Update<'a> {
     Gauge(f64),
     Increase(f64),
     Histogram {
-        bounds: Vec<f64>,
+        bounds: std::borrow::Cow<'a, [f64]>,
         counts: Vec<f64>,
         count: f64,
         sum: f64,
@@ -747,7 +813,7 @@ enum Update {
     },
 }
 
-impl Update {
+impl Update<'_> {
     fn apply(self, s: &mut Stats) {
         match self {
             Update::Gauge(v) => s.record_gauge(v),
