@@ -102,8 +102,16 @@ impl Agent {
         let mut out = Vec::new();
         let mut spans = Vec::new();
         let mut logs = Vec::new();
-        for _ in 0..20 {
+        // Every fourth request replicates to the next region: a client span here and a server
+        // span there, one trace across two regions' agents.
+        let peer = REGIONS[(REGIONS.iter().position(|r| *r == self.region).unwrap_or(0) + 1) % REGIONS.len()];
+        let peer_dark = incident(t) == Some((peer, "region dark"));
+        let mut remote = Vec::new();
+        for k in 0..20 {
             let mut ms: f64 = rng.random_range(5.0..40.0);
+            // The peer's own work: half the unspiked time (a spike here is not the peer's).
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let peer_work = (ms * 500_000.0) as u64;
             if slow {
                 ms *= 10.0;
             }
@@ -117,11 +125,16 @@ impl Agent {
             let span_id: [u8; 8] = rng.random();
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let dur = (ms * 1_000_000.0) as u64;
+            let cross = k % 4 == 0;
             spans.push(pt::Span {
                 trace_id: trace_id.to_vec(),
                 span_id: span_id.to_vec(),
-                name: "replicate".into(),
-                kind: 2,
+                name: if cross {
+                    format!("replicate {peer}")
+                } else {
+                    "replicate".into()
+                },
+                kind: if cross { 3 } else { 2 },
                 start_time_unix_nano: now - dur,
                 end_time_unix_nano: now,
                 status: Some(pt::Status {
@@ -130,6 +143,24 @@ impl Agent {
                 }),
                 ..Default::default()
             });
+            if cross && !peer_dark {
+                // The wire takes 2–8 ms of the client's time, both ways together.
+                let wire: u64 = rng
+                    .random_range(2_000_000..8_000_000)
+                    .min(dur.saturating_sub(peer_work));
+                let server_id: [u8; 8] = rng.random();
+                let start = now - dur + wire / 2;
+                remote.push(pt::Span {
+                    trace_id: trace_id.to_vec(),
+                    span_id: server_id.to_vec(),
+                    parent_span_id: span_id.to_vec(),
+                    name: "receive-snapshot".into(),
+                    kind: 2,
+                    start_time_unix_nano: start,
+                    end_time_unix_nano: start + peer_work,
+                    ..Default::default()
+                });
+            }
             if error {
                 logs.push(pl::LogRecord {
                     time_unix_nano: now,
@@ -211,6 +242,22 @@ impl Agent {
             let data = pt::TracesData {
                 resource_spans: vec![pt::ResourceSpans {
                     resource: Some(resource(self.region, "dwcp-gateway")),
+                    scope_spans: vec![pt::ScopeSpans {
+                        scope: None,
+                        spans: vec![s],
+                        schema_url: String::new(),
+                    }],
+                    schema_url: String::new(),
+                }],
+            };
+            out.push(("otlp_spans", Some(key), data.encode_to_vec()));
+        }
+        // The peer region's agent publishes the server halves.
+        for s in remote {
+            let key = s.trace_id.clone();
+            let data = pt::TracesData {
+                resource_spans: vec![pt::ResourceSpans {
+                    resource: Some(resource(peer, "dwcp-gateway")),
                     scope_spans: vec![pt::ScopeSpans {
                         scope: None,
                         spans: vec![s],
@@ -429,6 +476,13 @@ fn summary(r: &dwcp_operators::activity::ActivityReport, metrics: &str, t: u64, 
                 .collect::<Vec<_>>()
                 .join("; ")
         }
+    );
+    let _ = writeln!(
+        s,
+        "traces: {} stitched ({} sampled), {} cross-region hops",
+        sum_metric(metrics, "dwcp_traces_decided_total", None),
+        sum_metric(metrics, "dwcp_traces_decided_total", Some(("decision", "sampled"))),
+        sum_metric(metrics, "dwcp_cross_region_hops_total", None),
     );
     let _ = writeln!(
         s,

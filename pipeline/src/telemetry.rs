@@ -81,6 +81,8 @@ pub struct Telemetry {
     pub traces_evicted_early: Counter<u64, AtomicU64>,
     /// Spans that arrived after their trace was decided (they follow its decision).
     pub late_spans: Counter<u64, AtomicU64>,
+    /// Cross-region hops in decided traces.
+    pub cross_region_hops: Counter<u64, AtomicU64>,
     /// Traces buffered.
     pub traces_in_flight: Gauge,
     /// Estimated bytes of buffered spans.
@@ -237,6 +239,11 @@ impl Telemetry {
             late_spans: reg!(
                 "late_spans",
                 "Spans that arrived after their trace was decided",
+                Counter::default()
+            ),
+            cross_region_hops: reg!(
+                "cross_region_hops",
+                "Cross-region hops in decided traces",
                 Counter::default()
             ),
             traces_in_flight: reg!("traces_in_flight", "Traces buffered for stitching", Gauge::default()),

@@ -334,6 +334,14 @@ impl Router {
     /// Jaeger's format; not-sampled ones are dropped here, by decision.
     async fn ship_traces(&mut self) {
         let outputs = std::mem::take(&mut self.trace_out);
+        let hops: usize = outputs
+            .iter()
+            .map(|o| match o {
+                TraceOutput::Trace(t) => t.hops.len(),
+                TraceOutput::LateSpan { .. } => 0,
+            })
+            .sum();
+        self.telemetry.cross_region_hops.inc_by(hops as u64);
         let Some(es) = &self.es else { return };
         let mut docs = Vec::new();
         for o in &outputs {

@@ -137,4 +137,14 @@ fn demo_runs_on_the_embedded_cluster_and_reports_the_latency_incident() {
     assert!(text.contains("us-east-1: latency spike"), "{text}");
     assert!(text.contains("dead-lettered 1, decode errors 1"), "{text}");
     assert!(!text.contains("eu-west-1: latency spike"), "{text}");
+    // Traces crossing regions were stitched: the last summary counts hops.
+    let hops: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("traces: "))
+        .last()
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|h| h.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(hops > 0, "{text}");
 }
