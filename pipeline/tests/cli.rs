@@ -140,8 +140,7 @@ fn demo_runs_on_the_embedded_cluster_and_reports_the_latency_incident() {
     // Traces crossing regions were stitched: the last summary counts hops.
     let hops: u64 = text
         .lines()
-        .filter(|l| l.starts_with("traces: "))
-        .last()
+        .rfind(|l| l.starts_with("traces: "))
         .and_then(|l| l.split(", ").nth(1))
         .and_then(|h| h.split_whitespace().next())
         .and_then(|n| n.parse().ok())
