@@ -14,6 +14,7 @@ pub mod activity;
 pub mod aggregate;
 pub mod cardinality;
 pub mod prom;
+pub mod sla;
 pub mod spanmetrics;
 pub mod traces;
 pub mod watermark;
