@@ -13,7 +13,14 @@ fn main() {
     }
     let n = 10_000usize;
     let mut trackers: Vec<SlaTracker> = (0..n)
-        .map(|i| SlaTracker::new(SlaConfig { name: format!("sla-{i}"), kind: SlaKind::Availability, target: 0.9995, period_days: 30 }))
+        .map(|i| {
+            SlaTracker::new(SlaConfig {
+                name: format!("sla-{i}"),
+                kind: SlaKind::Availability,
+                target: 0.9995,
+                period_days: 30,
+            })
+        })
         .collect();
     let t0 = 1_793_491_200u64 * 1_000_000_000;
     // 10 minutes of event time at 1 s resolution: one observation per SLA per second, a
@@ -39,10 +46,18 @@ fn main() {
         seconds as f64 / el
     );
     // State after 30 days (one tracker, per-minute observations).
-    let mut one = SlaTracker::new(SlaConfig { name: "x".into(), kind: SlaKind::Availability, target: 0.9995, period_days: 30 });
+    let mut one = SlaTracker::new(SlaConfig {
+        name: "x".into(),
+        kind: SlaKind::Availability,
+        target: 0.9995,
+        period_days: 30,
+    });
     for m in 0..30 * 24 * 60u64 {
         one.observe(t0 + m * 60_000_000_000, 999.0, 1000.0);
         one.on_watermark(t0 + (m + 1) * 60_000_000_000);
     }
-    println!("sla: state after 30 days: {} bytes per SLA (buckets and violations)", one.state_bytes());
+    println!(
+        "sla: state after 30 days: {} bytes per SLA (buckets and violations)",
+        one.state_bytes()
+    );
 }

@@ -13,6 +13,7 @@
 pub mod activity;
 pub mod aggregate;
 pub mod cardinality;
+pub mod health;
 pub mod prom;
 pub mod sla;
 pub mod spanmetrics;
