@@ -12,6 +12,7 @@
 
 pub mod activity;
 pub mod aggregate;
+pub mod capacity;
 pub mod cardinality;
 pub mod health;
 pub mod prom;
