@@ -8,6 +8,12 @@
 //! - [`watermark`]: per-partition event-time watermarks with allowed lateness and idleness.
 //! - [`activity`]: per-region, per-signal activity over tumbling windows: throughput, span
 //!   errors and latency percentiles, and regions that went dark.
+//! - [`prom`]: OTLP metric points to Prometheus samples (names, labels, delta to cumulative).
+//! - [`aggregate`]: cross-region rollups over event-time windows.
+//! - [`cardinality`]: bounds on active series, with stale markers on expiry.
+//! - [`traces`]: cross-region trace stitching and tail sampling; [`spanmetrics`]: RED metrics.
+//! - [`sla`]: SLA compliance, error budgets, burn rates; [`health`]: region health scores;
+//!   [`network`]: region-pair jitter, loss, bandwidth, tunnels; [`capacity`]: forecasts.
 #![warn(missing_docs)]
 
 pub mod activity;
@@ -15,6 +21,7 @@ pub mod aggregate;
 pub mod capacity;
 pub mod cardinality;
 pub mod health;
+pub mod network;
 pub mod prom;
 pub mod sla;
 pub mod spanmetrics;
