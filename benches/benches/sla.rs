@@ -31,7 +31,7 @@ fn main() {
     for s in 0..seconds {
         let t = t0 + s * 1_000_000_000;
         for (i, tr) in trackers.iter_mut().enumerate() {
-            let bad = if (i as u64 + s) % 997 == 0 { 3.0 } else { 0.0 };
+            let bad = if (i as u64 + s).is_multiple_of(997) { 3.0 } else { 0.0 };
             tr.observe(t, 100.0 - bad, 100.0);
             tr.on_watermark(t);
             if s % 10 == 0 {
