@@ -245,3 +245,15 @@ pub fn metrics_json(metrics: usize, points: usize) -> (Vec<u8>, usize) {
     }]});
     (serde_json::to_vec(&msg).unwrap_or_default(), metrics * points)
 }
+
+/// This process's resident memory, KiB (from /proc/self/status; 0 where unavailable).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

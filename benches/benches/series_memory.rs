@@ -6,22 +6,13 @@
 
 use std::sync::Arc;
 
+use dwcp_benches::rss_kib;
+
 use dwcp_operators::cardinality::{CardinalityConfig, CardinalityGuard};
 use dwcp_operators::prom::{PromConfig, PromConverter};
 use dwcp_schemas::model::{
     AnyValue, Attributes, KeyValue, MetricDescriptor, MetricPoint, Number, Origin, PointValue, Resource, Scope,
 };
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use dwcp_benches::rss_kib;
+
 use criterion::{BatchSize, Criterion, Throughput};
 use dwcp_operators::traces::{Policy, TraceConfig, TraceOperator, TraceOutput};
 use dwcp_schemas::model::{
@@ -80,17 +82,6 @@ fn policies() -> Vec<Policy> {
             upper_threshold_ms: None,
         },
     ]
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn main() {

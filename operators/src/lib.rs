@@ -31,6 +31,23 @@ pub mod watermark;
 /// Event time in nanoseconds since the Unix epoch, as OTLP carries it.
 pub type EventTime = u64;
 
+/// `(year, month 1–12, day 1–31)` of a day count since 1970-01-01, proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`): daily index names and calendar months, without a
+/// date-time dependency.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 /// A stateful operator driven by the pipeline.
 ///
 /// Invariants the driver keeps:

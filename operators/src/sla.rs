@@ -134,17 +134,8 @@ pub struct SlaTracker {
 /// `year * 12 + month0` of a Unix time.
 fn month_key(nanos: u64) -> i64 {
     #[allow(clippy::cast_possible_wrap)]
-    let days = (nanos / 86_400_000_000_000) as i64;
-    // Howard Hinnant's civil_from_days, year and month only.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    y * 12 + m - 1
+    let (y, m, _) = crate::civil_from_days((nanos / 86_400_000_000_000) as i64);
+    y * 12 + i64::from(m) - 1
 }
 
 impl SlaTracker {

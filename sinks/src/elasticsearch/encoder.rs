@@ -17,27 +17,12 @@ pub struct Document {
     pub source: Vec<u8>,
 }
 
-/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// RFC 3339 with milliseconds, UTC, from Unix nanoseconds.
 pub fn rfc3339(nanos: u64) -> String {
     #[allow(clippy::cast_possible_wrap)]
     let secs = (nanos / 1_000_000_000) as i64;
     let ms = (nanos / 1_000_000) % 1000;
-    let (y, mo, d) = civil(secs.div_euclid(86_400));
+    let (y, mo, d) = dwcp_operators::civil_from_days(secs.div_euclid(86_400));
     let s = secs.rem_euclid(86_400);
     format!(
         "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
@@ -50,7 +35,7 @@ pub fn rfc3339(nanos: u64) -> String {
 /// The daily index for a timestamp: `prefix-YYYY.MM.DD` (`sep` `.`) or `prefix-YYYY-MM-DD`.
 pub fn index_for(prefix: &str, nanos: u64, sep: char) -> String {
     #[allow(clippy::cast_possible_wrap)]
-    let (y, m, d) = civil((nanos / 1_000_000_000 / 86_400) as i64);
+    let (y, m, d) = dwcp_operators::civil_from_days((nanos / 1_000_000_000 / 86_400) as i64);
     format!("{prefix}-{y:04}{sep}{m:02}{sep}{d:02}")
 }
 
