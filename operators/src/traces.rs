@@ -361,6 +361,11 @@ impl TraceOperator {
                 self.seq += 1;
                 self.order.push_back((seq, s.trace_id));
             }
+            // Small traces grow one slot at a time: doubling would leave up to half of each
+            // buffer empty, and most traces have a handful of spans.
+            if buf.spans.len() < 16 {
+                buf.spans.reserve_exact(1);
+            }
             buf.spans.push(s.clone());
             buf.newest_end = buf.newest_end.max(s.end_time_unix_nano);
             buf.bytes += size;
