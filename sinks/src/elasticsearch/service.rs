@@ -73,10 +73,12 @@ impl EsService {
         })
     }
 
-    /// Puts an index template (`_index_template`, Elasticsearch 7.8+ and OpenSearch).
+    /// Puts an index template: the composable `_index_template` (Elasticsearch 7.8+, 8 and
+    /// OpenSearch), falling back to the legacy `_template` (Elasticsearch 7.0–7.7) when the
+    /// store does not know the first.
     ///
     /// # Errors
-    /// The store's answer when it is not a success.
+    /// The store's answer when neither is a success.
     pub async fn put_template(&self, name: &str, body: &serde_json::Value) -> Result<(), String> {
         let r = self
             .client
@@ -85,10 +87,34 @@ impl EsService {
             .send()
             .await
             .map_err(|e| e.to_string())?;
+        let status = r.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let first = format!("{status}: {}", r.text().await.unwrap_or_default());
+        if !matches!(status.as_u16(), 400 | 404 | 405) {
+            return Err(first);
+        }
+        // Legacy form: the mappings at the top level instead of under `template`.
+        let legacy = serde_json::json!({
+            "index_patterns": body["index_patterns"],
+            "mappings": body["template"]["mappings"],
+        });
+        let r = self
+            .client
+            .put(format!("{}/_template/{name}", self.url))
+            .json(&legacy)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if r.status().is_success() {
             Ok(())
         } else {
-            Err(format!("{}: {}", r.status(), r.text().await.unwrap_or_default()))
+            Err(format!(
+                "{first}; legacy _template: {}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ))
         }
     }
 

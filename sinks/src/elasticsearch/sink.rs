@@ -122,6 +122,8 @@ impl Worker {
             wait: Duration::from_millis(self.config.batch_wait_ms),
         };
         let depth = self.stats.queue_depth.clone();
+        // Templates first, so the first documents get their mappings.
+        self.ensure_templates().await;
         batch::run(&mut self, rx, limits, &depth).await;
     }
 

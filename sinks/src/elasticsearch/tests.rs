@@ -252,3 +252,42 @@ async fn auth_headers_and_gzip_bodies_are_sent() {
     );
     assert_eq!(seen[1], ("ApiKey aWQ6a2V5".to_string(), "gzip".to_string(), 1));
 }
+
+#[tokio::test]
+async fn templates_fall_back_to_the_legacy_api_of_elasticsearch_7_before_7_8() {
+    let seen: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    let s1 = seen.clone();
+    let s2 = seen.clone();
+    let app = Router::new()
+        .route(
+            "/_index_template/{name}",
+            put(|| async { (axum::http::StatusCode::NOT_FOUND, "no handler found") }),
+        )
+        .route(
+            "/_template/{name}",
+            put(
+                move |axum::extract::Path(name): axum::extract::Path<String>, body: axum::Json<serde_json::Value>| {
+                    let s1 = s1.clone();
+                    async move {
+                        s1.lock().expect("lock").push((name, body.0));
+                        axum::Json(serde_json::json!({"acknowledged": true}))
+                    }
+                },
+            ),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(l, app).await.expect("serve") });
+    let (rtx, _rrx) = tokio::sync::mpsc::channel(1);
+    let sink = EsSink::start(EsConfig::new(&url), EsStats::default(), rtx).expect("start");
+    sink.close().await;
+    let seen = s2.lock().expect("lock").clone();
+    let names: Vec<&str> = seen.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["dwcp-logs-template", "jaeger-span-template"]);
+    assert_eq!(seen[0].1["index_patterns"][0], "dwcp-logs-*");
+    assert_eq!(
+        seen[0].1["mappings"]["properties"]["severity_number"]["type"],
+        "integer"
+    );
+    assert_eq!(seen[1].1["mappings"]["properties"]["traceID"]["type"], "keyword");
+}
