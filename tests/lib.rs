@@ -223,8 +223,12 @@ impl Worker {
     }
 
     /// Polls /metrics until `metric` (summed over label sets matching `filter`) reaches `want`.
+    ///
+    /// Waits at least 3 minutes whatever `timeout` says: joining a consumer group on Tansu 0.6
+    /// can take as long as the session timeout of a member that died (45 s by default), and on
+    /// a loaded machine longer.
     pub async fn wait_for(&self, metric: &str, filter: &[(&str, &str)], want: f64, timeout: Duration) -> f64 {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout.max(Duration::from_secs(180));
         let mut last = 0.0;
         while Instant::now() < deadline {
             last = metric_sum(&self.metrics().await, metric, filter);

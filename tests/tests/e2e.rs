@@ -220,8 +220,6 @@ async fn killed_worker_resumes_from_committed_offsets_with_nothing_lost() {
     )
     .await;
     w.kill9();
-    // A commit request already on the wire when the process died may still land: let it.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let done_before = committed(&brokers, &id, &topic, 3).iter().sum::<i64>();
     assert!(done_before > 0, "some offsets were committed before the kill");
 
