@@ -485,6 +485,28 @@ fn insert_sorted(labels: &mut Vec<Label>, label: Label) {
     }
 }
 
+/// The `_sum` and `_count` series of a histogram or summary (stale markers when no value).
+#[allow(clippy::too_many_arguments)]
+fn sum_and_count(
+    out: &mut Vec<Sample>,
+    base: &[Label],
+    k_name: &Arc<str>,
+    n: &MetricNames,
+    sum: f64,
+    count: u64,
+    no_value: bool,
+    ts: i64,
+) {
+    #[allow(clippy::cast_precision_loss)]
+    let (sum, count) = if no_value {
+        (stale_nan(), stale_nan())
+    } else {
+        (sum, count as f64)
+    };
+    out.push(sample(base, (k_name.clone(), n.sum.clone()), None, sum, ts));
+    out.push(sample(base, (k_name.clone(), n.count.clone()), None, count, ts));
+}
+
 fn sample(base: &[Label], name: Label, extra: Option<Label>, value: f64, ts: i64) -> Sample {
     let mut labels = Vec::with_capacity(base.len() + 2);
     labels.extend_from_slice(base);
@@ -790,22 +812,7 @@ impl PromConverter {
                         ts,
                     ));
                 }
-                #[allow(clippy::cast_precision_loss)]
-                let c = *count as f64;
-                out.push(sample(
-                    base,
-                    (k_name.clone(), n.sum),
-                    None,
-                    if no_value { stale_nan() } else { *sum },
-                    ts,
-                ));
-                out.push(sample(
-                    base,
-                    (k_name, n.count),
-                    None,
-                    if no_value { stale_nan() } else { c },
-                    ts,
-                ));
+                sum_and_count(out, base, &k_name, &n, *sum, *count, no_value, ts);
             }
         }
     }
@@ -902,22 +909,7 @@ impl PromConverter {
                 ts,
             ));
         }
-        #[allow(clippy::cast_precision_loss)]
-        let c = count as f64;
-        out.push(sample(
-            base,
-            (k_name.clone(), n.sum),
-            None,
-            if no_value { stale_nan() } else { sum },
-            ts,
-        ));
-        out.push(sample(
-            base,
-            (k_name, n.count),
-            None,
-            if no_value { stale_nan() } else { c },
-            ts,
-        ));
+        sum_and_count(out, base, &k_name, &n, sum, count, no_value, ts);
     }
 
     fn target_info(&mut self, p: &MetricPoint, ts: i64, out: &mut Vec<Sample>) {
