@@ -158,6 +158,11 @@ impl CapacityTracker {
             .collect()
     }
 
+    /// Hours of history kept.
+    pub fn hours(&self) -> usize {
+        self.hours.len()
+    }
+
     /// Forecasts; `None` with fewer than 48 hours of history.
     #[allow(
         clippy::cast_precision_loss,

@@ -100,7 +100,8 @@ impl Default for HealthConfig {
     }
 }
 
-/// The raw factor values of a region at one time.
+/// The raw factor values of a region at one time; NaN for a factor without data, which is
+/// then left out of the score (the other weights renormalized) and of the components.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HealthInputs {
     /// Availability, percent.
@@ -221,9 +222,25 @@ impl HealthTracker {
                 format!("{:.1} %", inputs.consensus_pct),
             ),
         ];
-        let wsum: f64 = c.weights.iter().sum();
+        // A factor without data (NaN input) is left out and the other weights renormalized.
+        let present = [
+            inputs.availability_pct,
+            inputs.utilization_pct,
+            inputs.latency_ms,
+            inputs.error_rate_pct,
+            inputs.consensus_pct,
+        ]
+        .map(f64::is_finite);
+        let wsum: f64 = c.weights.iter().zip(present).filter(|(_, p)| *p).map(|(w, _)| w).sum();
         let score = if wsum > 0.0 {
-            factors.iter().zip(c.weights).map(|((_, s, _), w)| s * w).sum::<f64>() / wsum
+            factors
+                .iter()
+                .zip(c.weights)
+                .zip(present)
+                .filter(|(_, p)| *p)
+                .map(|(((_, s, _), w), _)| s * w)
+                .sum::<f64>()
+                / wsum
         } else {
             0.0
         };
@@ -246,7 +263,9 @@ impl HealthTracker {
             trend,
             components: factors
                 .into_iter()
-                .map(|(name, s, message)| Component {
+                .zip(present)
+                .filter(|(_, p)| *p)
+                .map(|((name, s, message), _)| Component {
                     name: name.to_string(),
                     status: status(s),
                     score: s,
@@ -340,6 +359,18 @@ mod tests {
         let r = last.expect("report");
         assert!(r.healthy);
         assert_eq!(r.trend, Trend::Improving);
+    }
+
+    #[test]
+    fn a_factor_without_data_is_left_out_and_the_weights_renormalized() {
+        let mut h = HealthTracker::new(HealthConfig::default());
+        let mut i = design_example();
+        i.consensus_pct = f64::NAN;
+        let r = h.update(MIN, i);
+        let want = (0.3 * (50.0 + 40.0 * 0.5 / 0.9) + 0.2 * 100.0 + 0.2 * 100.0 + 0.2 * 80.0) / 0.9;
+        assert!((r.score - want).abs() < 1e-9, "{} vs {want}", r.score);
+        assert_eq!(r.components.len(), 4);
+        assert!(r.components.iter().all(|c| c.name != "consensus"));
     }
 
     #[test]

@@ -13,16 +13,19 @@
 //! - [`cardinality`]: bounds on active series, with stale markers on expiry.
 //! - [`traces`]: cross-region trace stitching and tail sampling; [`spanmetrics`]: RED metrics.
 //! - [`sla`]: SLA compliance, error budgets, burn rates; [`health`]: region health scores;
-//!   [`network`]: region-pair jitter, loss, bandwidth, tunnels; [`capacity`]: forecasts.
+//!   [`network`]: region-pair jitter, loss, bandwidth, tunnels; [`capacity`]: forecasts;
+//!   [`derived`]: all four fed from the Prometheus series, named by [`selector`]s.
 #![warn(missing_docs)]
 
 pub mod activity;
 pub mod aggregate;
 pub mod capacity;
 pub mod cardinality;
+pub mod derived;
 pub mod health;
 pub mod network;
 pub mod prom;
+pub mod selector;
 pub mod sla;
 pub mod spanmetrics;
 pub mod traces;

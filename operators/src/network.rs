@@ -70,7 +70,12 @@ pub struct PairTelemetry {
     latency_ns: i64,
     sent: u64,
     received: u64,
-    bytes: Option<(EventTime, u64, u64)>,
+    /// Loss between the last two packet-counter observations, when counters are used.
+    counter_loss: Option<f64>,
+    /// Last (packets sent, packets received) counters.
+    packets: Option<(f64, f64)>,
+    /// Last (time, cumulative bytes) per direction: sent, received.
+    byte_counters: [Option<(EventTime, f64)>; 2],
     rates: (f64, f64),
     status: TunnelStatus,
     flaps: u64,
@@ -107,7 +112,9 @@ impl PairTelemetry {
             latency_ns: 0,
             sent: 0,
             received: 0,
-            bytes: None,
+            counter_loss: None,
+            packets: None,
+            byte_counters: [None, None],
             rates: (0.0, 0.0),
             status: TunnelStatus::Up,
             flaps: 0,
@@ -129,19 +136,66 @@ impl PairTelemetry {
         self.latency_ns = transit;
     }
 
+    /// A measured one-way or round-trip latency (a probe whose transit time is known, as a
+    /// latency gauge reports it): feeds the jitter like a received probe.
+    #[allow(clippy::cast_possible_truncation)]
+    pub fn transit(&mut self, latency_ns: f64) {
+        if !latency_ns.is_finite() || latency_ns < 0.0 {
+            return;
+        }
+        let transit = latency_ns as i64;
+        if let Some(prev) = self.last_transit_ns {
+            #[allow(clippy::cast_precision_loss)]
+            let d = (transit - prev).abs() as f64;
+            self.jitter_ns += (d - self.jitter_ns) / 16.0;
+        }
+        self.last_transit_ns = Some(transit);
+        self.latency_ns = transit;
+    }
+
+    /// Packet counters (cumulative): the loss becomes `1 − Δreceived / Δsent` between the last
+    /// two observations; a counter that went down was reset and restarts the count.
+    pub fn packets(&mut self, sent: f64, received: f64) {
+        if let Some((ps, pr)) = self.packets {
+            let ds = if sent >= ps { sent - ps } else { sent };
+            let dr = if received >= pr { received - pr } else { received };
+            if ds > 0.0 {
+                self.counter_loss = Some((1.0 - dr / ds).clamp(0.0, 1.0));
+            }
+        }
+        self.packets = Some((sent, received));
+    }
+
     /// Byte counters (cumulative, as interfaces report them) at event time `t`.
-    #[allow(clippy::cast_precision_loss)]
     pub fn bytes(&mut self, t: EventTime, sent: u64, received: u64) {
-        if let Some((pt, ps, pr)) = self.bytes {
+        #[allow(clippy::cast_precision_loss)]
+        {
+            self.byte_counter(t, 0, sent as f64);
+            self.byte_counter(t, 1, received as f64);
+        }
+    }
+
+    /// One direction's byte counter (0 sent, 1 received) at event time `t`.
+    #[allow(clippy::cast_precision_loss)]
+    pub fn byte_counter(&mut self, t: EventTime, direction: usize, total: f64) {
+        let Some(slot) = self.byte_counters.get_mut(direction) else {
+            return;
+        };
+        if let Some((pt, pv)) = *slot {
             if t > pt {
                 let secs = (t - pt) as f64 / 1e9;
                 // A counter that went down was reset: count from zero.
-                let ds = if sent >= ps { sent - ps } else { sent };
-                let dr = if received >= pr { received - pr } else { received };
-                self.rates = (ds as f64 / secs, dr as f64 / secs);
+                let d = if total >= pv { total - pv } else { total };
+                if direction == 0 {
+                    self.rates.0 = d / secs;
+                } else {
+                    self.rates.1 = d / secs;
+                }
+            } else if t < pt {
+                return;
             }
         }
-        self.bytes = Some((t, sent, received));
+        *slot = Some((t, total));
     }
 
     /// The tunnel reported up or down; `degraded` is derived from loss and latency.
@@ -161,7 +215,9 @@ impl PairTelemetry {
 
     #[allow(clippy::cast_precision_loss)]
     fn loss(&self) -> f64 {
-        if self.sent == 0 {
+        if let Some(l) = self.counter_loss {
+            l
+        } else if self.sent == 0 {
             0.0
         } else {
             1.0 - self.received as f64 / self.sent as f64
