@@ -461,6 +461,10 @@ pub struct DerivedState {
     earliest: Option<u64>,
     /// Counts of what was not used.
     stats: DerivedStats,
+    /// The SLA names and resources `sla` and `capacity` are aligned with, so a snapshot
+    /// restores into a configuration whose lists were reordered, grown or shrunk.
+    sla_names: Vec<String>,
+    resource_names: Vec<String>,
 }
 
 /// What the operator could not use, for `/metrics`.
@@ -697,14 +701,45 @@ impl DerivedOperator {
 
     /// The state to checkpoint.
     pub fn snapshot(&self) -> DerivedState {
-        self.state.clone()
+        let mut s = self.state.clone();
+        s.sla_names = self.config.sla.iter().map(|x| x.name.clone()).collect();
+        s.resource_names = self.config.capacity.iter().map(|x| x.resource.clone()).collect();
+        s
     }
 
-    /// Replaces the state with a checkpoint taken with the same SLAs and resources (extra
-    /// entries are dropped, missing ones start empty).
+    /// Replaces the state with a checkpoint. SLAs and resources are matched by name: ones no
+    /// longer configured are dropped, new ones start empty. An SLA whose kind or target changed
+    /// keeps its counts under the new definition.
     pub fn restore(&mut self, mut state: DerivedState) {
-        state.sla.resize_with(self.config.sla.len(), BTreeMap::new);
-        state.capacity.resize_with(self.config.capacity.len(), BTreeMap::new);
+        let mut sla: BTreeMap<String, BTreeMap<String, SlaGroup>> =
+            std::mem::take(&mut state.sla_names).into_iter().zip(std::mem::take(&mut state.sla)).collect();
+        state.sla = self
+            .config
+            .sla
+            .iter()
+            .map(|spec| {
+                let mut groups = sla.remove(&spec.name).unwrap_or_default();
+                for g in groups.values_mut() {
+                    g.tracker.reconfigure(SlaConfig {
+                        name: spec.name.clone(),
+                        kind: spec.kind,
+                        target: spec.target,
+                        period_days: spec.period_days,
+                    });
+                }
+                groups
+            })
+            .collect();
+        let mut cap: BTreeMap<String, BTreeMap<String, CapacityKey>> = std::mem::take(&mut state.resource_names)
+            .into_iter()
+            .zip(std::mem::take(&mut state.capacity))
+            .collect();
+        state.capacity = self
+            .config
+            .capacity
+            .iter()
+            .map(|spec| cap.remove(&spec.resource).unwrap_or_default())
+            .collect();
         self.state = state;
     }
 
@@ -945,15 +980,13 @@ impl DerivedOperator {
         map.get_mut(&key)
     }
 
-    /// A cross-region hop of a stitched trace: `from` called `to`, ending at `t`.
+    /// A cross-region hop of a stitched trace: `from` called `to`, ending at `t`. Traces are
+    /// decided after their decision wait, so a hop whose minute has closed counts in the first
+    /// open minute: hop latency is reported for the minute its trace was decided in.
     #[allow(clippy::cast_precision_loss)]
     pub fn hop(&mut self, from: &str, to: &str, latency_ns: u64, t: EventTime) {
         let Some(spec) = self.config.network.clone() else { return };
-        let minute = t / MINUTE;
-        if minute < self.state.closed_minute {
-            self.state.stats.late_samples += 1;
-            return;
-        }
+        let minute = (t / MINUTE).max(self.state.closed_minute);
         if self.state.closed_minute == 0 {
             self.state.earliest = Some(self.state.earliest.map_or(minute, |e| e.min(minute)));
         }

@@ -152,6 +152,12 @@ impl SlaTracker {
         }
     }
 
+    /// Replaces the configuration, keeping the counts (a restored tracker under an edited SLA).
+    pub fn reconfigure(&mut self, config: SlaConfig) {
+        self.config = config;
+        self.trim();
+    }
+
     /// Adds `good` of `total` at event time `t`. Observations for minutes already past the
     /// 3-day minute window count in the hours (and the month) only.
     #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use dwcp_operators::aggregate::AggregationConfig;
 use dwcp_operators::cardinality::CardinalityConfig;
+use dwcp_operators::derived::{CapacitySpec, DerivedConfig, DerivedOperator, HealthSpec, NetworkSpec, SlaSpec};
 use dwcp_operators::prom::PromConfig;
 use dwcp_operators::spanmetrics::SpanMetricsConfig;
 use dwcp_operators::traces::{Policy, TraceConfig};
@@ -74,6 +75,36 @@ pub struct Config {
     pub operators: OperatorsConfig,
     /// Destinations.
     pub sinks: SinksConfig,
+    /// Derived streams published back to Kafka as Avro.
+    pub derived_topics: DerivedTopicsConfig,
+}
+
+/// The Kafka topics of derived records (Avro, single-object encoding).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DerivedTopicsConfig {
+    /// Publish at all.
+    pub enabled: bool,
+    /// Brokers; default: the source's.
+    pub brokers: Option<String>,
+    /// SLA reports.
+    pub sla: String,
+    /// Region health changes.
+    pub health: String,
+    /// Extra librdkafka producer settings.
+    pub producer_options: BTreeMap<String, String>,
+}
+
+impl Default for DerivedTopicsConfig {
+    fn default() -> Self {
+        DerivedTopicsConfig {
+            enabled: true,
+            brokers: None,
+            sla: "dwcp.sla".into(),
+            health: "dwcp.health".into(),
+            producer_options: BTreeMap::new(),
+        }
+    }
 }
 
 /// The Kafka source.
@@ -246,6 +277,63 @@ pub struct OperatorsConfig {
     pub traces: TraceConfig,
     /// RED metrics from spans, before sampling.
     pub span_metrics: SpanMetricsConfig,
+    /// SLAs from Prometheus series.
+    pub sla: Vec<SlaSpec>,
+    /// Region health from Prometheus series.
+    pub health: Option<HealthSpec>,
+    /// Region-pair network telemetry.
+    pub network: Option<NetworkSpec>,
+    /// Capacity planning per resource.
+    pub capacity: Vec<CapacitySpec>,
+    /// Reporting and bounds of the SLA, health, network and capacity operator.
+    pub derived: DerivedLimits,
+    /// Directory for local snapshots of operator state (SLA budgets, health, capacity
+    /// history), restored at start; none: state starts empty after a restart.
+    pub state_dir: Option<PathBuf>,
+    /// Snapshot interval, ms.
+    pub checkpoint_interval_ms: u64,
+}
+
+/// Reporting and bounds of the derived operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DerivedLimits {
+    /// SLA reports every this many ms of event time (a multiple of 60000).
+    pub report_interval_ms: u64,
+    /// Bound on SLA groups, regions, pairs and capacity keys, each.
+    pub max_groups: usize,
+    /// Bound on counter series tracked for increments.
+    pub max_counter_series: usize,
+    /// Regions and pairs without data for this many minutes stop being reported.
+    pub expire_minutes: u64,
+}
+
+impl Default for DerivedLimits {
+    fn default() -> Self {
+        let d = DerivedConfig::default();
+        DerivedLimits {
+            report_interval_ms: d.report_interval_ms,
+            max_groups: d.max_groups,
+            max_counter_series: d.max_counter_series,
+            expire_minutes: d.expire_minutes,
+        }
+    }
+}
+
+impl OperatorsConfig {
+    /// The derived operator's configuration.
+    pub fn derived_config(&self) -> DerivedConfig {
+        DerivedConfig {
+            sla: self.sla.clone(),
+            health: self.health.clone(),
+            network: self.network.clone(),
+            capacity: self.capacity.clone(),
+            report_interval_ms: self.derived.report_interval_ms,
+            max_groups: self.derived.max_groups,
+            max_counter_series: self.derived.max_counter_series,
+            expire_minutes: self.derived.expire_minutes,
+        }
+    }
 }
 
 impl Default for OperatorsConfig {
@@ -262,6 +350,13 @@ impl Default for OperatorsConfig {
             aggregation: AggregationConfig::default(),
             traces: TraceConfig::default(),
             span_metrics: SpanMetricsConfig::default(),
+            sla: Vec::new(),
+            health: None,
+            network: None,
+            capacity: Vec::new(),
+            derived: DerivedLimits::default(),
+            state_dir: None,
+            checkpoint_interval_ms: 60_000,
         }
     }
 }
@@ -526,6 +621,20 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
                 .map_or((m.clone(), String::new()), |(f, r)| (f.to_string(), r.to_string()));
             invalid(&field, message)
         })?;
+    }
+    if let Err(e) = DerivedOperator::new(config.operators.derived_config()) {
+        let field = if e.field.starts_with("report_interval_ms") {
+            format!("operators.derived.{}", e.field)
+        } else {
+            format!("operators.{}", e.field)
+        };
+        return Err(invalid(&field, e.message));
+    }
+    if config.operators.checkpoint_interval_ms == 0 {
+        return Err(invalid("operators.checkpoint_interval_ms", "must be at least 1".into()));
+    }
+    if config.derived_topics.enabled && (config.derived_topics.sla.is_empty() || config.derived_topics.health.is_empty()) {
+        return Err(invalid("derived_topics", "topic names must not be empty".into()));
     }
     let c = &config.operators.cardinality;
     if c.max_series_per_metric == 0 || c.max_series_total == 0 {

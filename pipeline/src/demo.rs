@@ -68,6 +68,43 @@ fn resource(region: &str, service: &str) -> pr::Resource {
     }
 }
 
+/// A cumulative monotonic sum.
+fn counter(name: &str, unit: &str, attrs: &[pc::KeyValue], value: u64, start: u64, now: u64) -> pm::Metric {
+    pm::Metric {
+        name: name.into(),
+        unit: unit.into(),
+        data: Some(pm::metric::Data::Sum(pm::Sum {
+            data_points: vec![pm::NumberDataPoint {
+                attributes: attrs.to_vec(),
+                start_time_unix_nano: start,
+                time_unix_nano: now,
+                value: Some(pm::number_data_point::Value::AsInt(i64::try_from(value).unwrap_or(i64::MAX))),
+                ..Default::default()
+            }],
+            aggregation_temporality: 2,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+/// A gauge.
+fn gauge(name: &str, unit: &str, attrs: &[pc::KeyValue], value: f64, now: u64) -> pm::Metric {
+    pm::Metric {
+        name: name.into(),
+        unit: unit.into(),
+        data: Some(pm::metric::Data::Gauge(pm::Gauge {
+            data_points: vec![pm::NumberDataPoint {
+                attributes: attrs.to_vec(),
+                time_unix_nano: now,
+                value: Some(pm::number_data_point::Value::AsDouble(value)),
+                ..Default::default()
+            }],
+        })),
+        ..Default::default()
+    }
+}
+
 /// Which incident is active `t` seconds into the 60-second script.
 fn incident(t: u64) -> Option<(&'static str, &'static str)> {
     match t % 60 {
@@ -84,6 +121,10 @@ type Outgoing = (&'static str, Option<Vec<u8>>, Vec<u8>);
 struct Agent {
     region: &'static str,
     requests: u64,
+    errors: u64,
+    /// Toward the peer region: packets sent and received, bytes sent and received.
+    packets: (u64, u64),
+    bytes: (u64, u64),
     bucket_counts: Vec<u64>,
     latency_sum: f64,
     start: u64,
@@ -117,6 +158,7 @@ impl Agent {
             }
             let error = failing && rng.random_bool(0.33);
             self.requests += 1;
+            self.errors += u64::from(error);
             self.latency_sum += ms;
             let i = BOUNDS.iter().position(|b| ms <= *b).unwrap_or(BOUNDS.len());
             self.bucket_counts[i] += 1;
@@ -184,6 +226,25 @@ impl Agent {
             }),
             ..Default::default()
         });
+        // The link to the peer: 200 probes a tick, 3 % lost during an error burst, none when the
+        // peer is dark (the tunnel is down); round trips grow tenfold in a latency spike.
+        let sent = 200;
+        let received = if peer_dark {
+            0
+        } else if failing {
+            194
+        } else {
+            200
+        };
+        self.packets.0 += sent;
+        self.packets.1 += received;
+        self.bytes.0 += rng.random_range(4_000_000..6_000_000);
+        self.bytes.1 += if peer_dark { 0 } else { rng.random_range(3_000_000..5_000_000) };
+        let base_rtt = 20.0 + 15.0 * (REGIONS.iter().position(|r| *r == self.region).unwrap_or(0) as f64);
+        let rtt = base_rtt * if slow { 10.0 } else { 1.0 } + rng.random_range(0.0..4.0);
+        let cpu = if slow { 0.92 } else { 0.45 } + rng.random_range(0.0..0.05);
+        let consensus = if peer_dark { 0.66 } else { 0.99 };
+        let link = vec![kv("peer_region", peer)];
         let attrs = vec![kv("operation", "replicate")];
         let metrics = pm::MetricsData {
             resource_metrics: vec![pm::ResourceMetrics {
@@ -211,6 +272,15 @@ impl Agent {
                             })),
                             ..Default::default()
                         },
+                        counter("dwcp.errors", "{request}", &attrs, self.errors, self.start, now),
+                        counter("dwcp.network.packets.sent", "{packet}", &link, self.packets.0, self.start, now),
+                        counter("dwcp.network.packets.received", "{packet}", &link, self.packets.1, self.start, now),
+                        counter("dwcp.network.io.sent", "By", &link, self.bytes.0, self.start, now),
+                        counter("dwcp.network.io.received", "By", &link, self.bytes.1, self.start, now),
+                        gauge("dwcp.network.rtt", "ms", &link, rtt, now),
+                        gauge("dwcp.tunnel.up", "", &link, if peer_dark { 0.0 } else { 1.0 }, now),
+                        gauge("dwcp.cpu.utilization", "1", &[], cpu, now),
+                        gauge("dwcp.consensus.health", "1", &[], consensus, now),
                         pm::Metric {
                             name: "dwcp.latency".into(),
                             unit: "ms".into(),
@@ -284,6 +354,10 @@ impl Agent {
     }
 }
 
+/// The SLAs, health factors, network pairs and capacity of the demo, as a user configures them
+/// under `operators:` (the same block is in deploy/config/pipeline.yaml).
+const DEMO_DERIVED: &str = include_str!("../../deploy/config/derived.yaml");
+
 /// Runs the demo until `shutdown` turns true.
 ///
 /// # Errors
@@ -294,10 +368,14 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
     for topic in ["otlp_metrics", "otlp_spans", "otlp_logs", "dwcp.dlq"] {
         cluster.create_topic(topic, 3, 1)?;
     }
+    for topic in ["dwcp.sla", "dwcp.health"] {
+        cluster.create_topic(topic, 1, 1)?;
+    }
     let yaml = format!(
         "source:\n  brokers: \"{brokers}\"\n  group_id: dwcp-demo\n  commit_interval_ms: 500\n\
-         http:\n  listen: \"{}\"\noperators:\n  activity_window_ms: 5000\n  dark_after_ms: 10000\n  allowed_lateness_ms: 1000\n",
-        opts.listen
+         http:\n  listen: \"{}\"\noperators:\n  activity_window_ms: 5000\n  dark_after_ms: 10000\n  allowed_lateness_ms: 1000\n{}",
+        opts.listen,
+        DEMO_DERIVED.replace("\n", "\n  ").trim_end_matches(' ')
     );
     let cfg: ValidatedConfig = config::parse(&yaml, std::path::Path::new("<demo>"), &[])?;
     let producer: FutureProducer = ClientConfig::new()
@@ -307,9 +385,9 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
 
     let (handles_tx, handles_rx) = tokio::sync::oneshot::channel();
     let pipeline = tokio::spawn(topology::run(cfg, shutdown.clone(), move |h| {
-        let _ = handles_tx.send((h.telemetry.clone(), h.reports.clone(), h.http_addr));
+        let _ = handles_tx.send((h.telemetry.clone(), h.reports.clone(), h.http_addr, h.derived.clone()));
     }));
-    let (telemetry, reports, http_addr) = handles_rx
+    let (telemetry, reports, http_addr, derived) = handles_rx
         .await
         .map_err(|_| anyhow::anyhow!("pipeline did not start"))?;
     let mut reports = reports.subscribe();
@@ -332,6 +410,9 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
             .map(|r| Agent {
                 region: r,
                 requests: 0,
+                errors: 0,
+                packets: (0, 0),
+                bytes: (0, 0),
                 bucket_counts: vec![0; BOUNDS.len() + 1],
                 latency_sum: 0.0,
                 start,
@@ -347,15 +428,24 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
             }
             let t = began.elapsed().as_secs();
             let now = now_nanos();
+            // Enqueue everything, then wait for the deliveries together: awaiting each send
+            // in turn would cap the agents at one linger per message.
+            let mut deliveries = Vec::new();
             for a in &mut agents {
                 for (topic, key, payload) in a.tick(&mut rng, t, now) {
                     let mut rec = FutureRecord::<Vec<u8>, Vec<u8>>::to(topic).payload(&payload);
                     if let Some(k) = &key {
                         rec = rec.key(k);
                     }
-                    if let Err((e, _)) = p.send(rec, Duration::from_secs(5)).await {
-                        tracing::warn!(error = %e, "demo agent could not publish");
+                    match p.send_result(rec) {
+                        Ok(d) => deliveries.push(d),
+                        Err((e, _)) => tracing::warn!(error = %e, "demo agent could not publish"),
                     }
+                }
+            }
+            for r in futures::future::join_all(deliveries).await {
+                if let Ok(Err((e, _))) = r {
+                    tracing::warn!(error = %e, "demo agent could not publish");
                 }
             }
         }
@@ -370,7 +460,8 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
             r = reports.recv() => {
                 let Ok(r) = r else { continue };
                 let t = began.elapsed().as_secs();
-                let text = summary(&r, &telemetry.render(), t, http_addr);
+                let mut text = summary(&r, &telemetry.render(), t, http_addr);
+                derived_summary(&derived.borrow(), &mut text);
                 if opts.plain {
                     println!("{text}");
                 } else {
@@ -495,6 +586,63 @@ fn summary(r: &dwcp_operators::activity::ActivityReport, metrics: &str, t: u64, 
         sum_metric(metrics, "dwcp_decode_errors_total", None),
     );
     s
+}
+
+/// SLAs, health and network as of the last closed minute.
+fn derived_summary(v: &dwcp_operators::derived::DerivedView, s: &mut String) {
+    if v.sla.is_empty() && v.health.is_empty() {
+        let _ = writeln!(s, "SLAs, health and network: first report when the first minute closes");
+        return;
+    }
+    let _ = writeln!(s, "{:<20} {:<10} {:>11} {:>8} {:>10} {:>8}", "SLA", "region", "compliance", "target", "budget", "burn 5m");
+    for r in &v.sla {
+        let burn = r.report.burn_rates.iter().find(|(w, _)| w == "5m").map_or(0.0, |(_, b)| *b);
+        let _ = writeln!(
+            s,
+            "{:<20} {:<10} {:>10.3}% {:>7.2}% {:>9.0}% {:>8.1}",
+            r.sla,
+            r.region,
+            r.report.compliance * 100.0,
+            r.target * 100.0,
+            r.report.budget_remaining * 100.0,
+            burn
+        );
+    }
+    let health: Vec<String> = v
+        .health
+        .iter()
+        .map(|(r, h)| {
+            let trend = match h.trend {
+                dwcp_operators::health::Trend::Improving => "improving",
+                dwcp_operators::health::Trend::Stable => "stable",
+                dwcp_operators::health::Trend::Degrading => "degrading",
+            };
+            format!("{r} {:.0} {trend}", h.score)
+        })
+        .collect();
+    let _ = writeln!(s, "health: {}", health.join(" · "));
+    let pairs: Vec<String> = v
+        .network
+        .iter()
+        .map(|p| {
+            format!(
+                "{}→{} jitter {:.1} ms loss {:.1}% {:?}",
+                p.region,
+                p.peer_region,
+                p.report.jitter_ms,
+                p.report.loss * 100.0,
+                p.report.status
+            )
+            .to_lowercase()
+        })
+        .collect();
+    let _ = writeln!(s, "network: {}", pairs.join(" · "));
+    let learning = v.capacity.iter().filter(|c| c.forecast.is_none()).count();
+    let _ = writeln!(
+        s,
+        "capacity: {} forecasts, {learning} learning (48 h of history needed)",
+        v.capacity.len() - learning
+    );
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod derived;
 pub mod http;
 pub mod source;
 pub mod telemetry;

@@ -95,6 +95,14 @@ pub struct Telemetry {
     pub es_requests: Counter<u64, AtomicU64>,
     /// Elasticsearch requests or items retried.
     pub es_retries: Counter<u64, AtomicU64>,
+    /// Derived records (SLA reports, health changes) by topic and result (`published`, `failed`).
+    pub derived_records: Family<Labels, Counter>,
+    /// Samples the SLA/health/network/capacity operator did not use, by reason.
+    pub derived_dropped: Family<Labels, Counter>,
+    /// Local state snapshots by result (`written`, `failed`).
+    pub checkpoints: Family<Labels, Counter>,
+    /// Duration of the last local state snapshot, seconds.
+    pub checkpoint_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Telemetry {
@@ -271,6 +279,26 @@ impl Telemetry {
                 "elasticsearch_retries",
                 "Elasticsearch requests or items retried",
                 Counter::default()
+            ),
+            derived_records: reg!(
+                "derived_records",
+                "Derived records (SLA reports, health changes) by topic and result",
+                Family::default()
+            ),
+            derived_dropped: reg!(
+                "derived_samples_dropped",
+                "Samples the SLA, health, network and capacity operator did not use, by reason",
+                Family::default()
+            ),
+            checkpoints: reg!(
+                "state_checkpoints",
+                "Local state snapshots by result",
+                Family::default()
+            ),
+            checkpoint_seconds: reg!(
+                "state_checkpoint_duration_seconds",
+                "Duration of the last local state snapshot",
+                Gauge::default()
             ),
             registry: Registry::default(),
         };

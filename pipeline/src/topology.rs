@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dwcp_operators::activity::{ActivityConfig, ActivityOperator, ActivityReport};
 use dwcp_operators::aggregate::AggregateOperator;
 use dwcp_operators::cardinality::CardinalityGuard;
+use dwcp_operators::derived::{DerivedOperator, DerivedOutput, DerivedState, DerivedView};
 use dwcp_operators::prom::PromConverter;
 use dwcp_operators::spanmetrics::SpanMetrics;
 use dwcp_operators::traces::{Decision, TraceOperator, TraceOutput, TraceStats};
@@ -29,6 +30,7 @@ use dwcp_sinks::Batch;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::config::ValidatedConfig;
+use crate::derived::DerivedProducer;
 use crate::source::{KafkaSource, SourceBatch};
 use crate::telemetry::{labels, Telemetry};
 
@@ -42,6 +44,34 @@ pub struct Handles {
     pub reports: broadcast::Sender<ActivityReport>,
     /// The HTTP address actually bound.
     pub http_addr: std::net::SocketAddr,
+    /// SLAs, health, network and capacity as of the last closed minute.
+    pub derived: watch::Receiver<Arc<DerivedView>>,
+}
+
+/// The file the derived operator's state is snapshotted to, under `operators.state_dir`.
+const DERIVED_STATE_FILE: &str = "derived.json";
+
+/// Reads a snapshot of the derived operator's state, if there is one.
+fn load_derived_state(dir: &std::path::Path) -> anyhow::Result<Option<DerivedState>> {
+    let path = dir.join(DERIVED_STATE_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!("{}: not a snapshot of this version's derived state: {e}", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes a snapshot atomically: a temporary file, fsync, rename.
+fn write_snapshot(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{DERIVED_STATE_FILE}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(DERIVED_STATE_FILE))
 }
 
 /// Wall-clock now in nanoseconds; the only clock the pipeline reads (operators read none).
@@ -89,12 +119,35 @@ pub async fn run(
     })?;
     tracing::info!(%http_addr, "http server listening (/metrics, /healthz, /readyz)");
     let (reports, _) = broadcast::channel(256);
+    let (derived_view, derived_rx) = watch::channel(Arc::new(DerivedView::default()));
     let handles = Handles {
         telemetry: telemetry.clone(),
         reports: reports.clone(),
         http_addr,
+        derived: derived_rx,
     };
     on_start(&handles);
+
+    let oc = &config.config.operators;
+    let derived_config = oc.derived_config();
+    let mut derived = None;
+    let mut producer = None;
+    if derived_config.is_enabled() {
+        let mut op = DerivedOperator::new(derived_config)
+            .map_err(|e| anyhow::anyhow!("{}: operators.{e}", config.file.display()))?;
+        if let Some(dir) = &oc.state_dir {
+            if let Some(state) = load_derived_state(dir)? {
+                op.restore(state);
+                tracing::info!(dir = %dir.display(), "derived state restored from snapshot");
+            }
+        }
+        derived = Some(op);
+        let dt = &config.config.derived_topics;
+        if dt.enabled {
+            producer = Some(DerivedProducer::new(dt.clone(), &config.config.source.brokers, telemetry.clone())?);
+            tracing::info!(sla = %dt.sla, health = %dt.health, "derived topics: SLA reports and health changes as Avro");
+        }
+    }
 
     let source = Arc::new(KafkaSource::new(config.clone(), telemetry.clone(), ready)?);
     tracing::info!(
@@ -186,7 +239,10 @@ pub async fn run(
     }
 
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(config.config.source.queue_capacity);
-    let router = Router::new(&config, file_tx, remote_write, es, reports, telemetry.clone());
+    let mut router = Router::new(&config, file_tx, remote_write, es, reports, telemetry.clone());
+    router.derived = derived;
+    router.producer = producer;
+    router.derived_view = Some(derived_view);
     let router = tokio::spawn(router.run(batch_rx));
 
     let src = source.clone();
@@ -224,6 +280,13 @@ struct Router {
     reported: Reported,
     /// Metric names seen in `series_dropped` labels; bounded so input cannot grow /metrics.
     dropped_metric_labels: std::collections::HashSet<String>,
+    /// SLAs, health, network and capacity, when configured.
+    derived: Option<DerivedOperator>,
+    producer: Option<DerivedProducer>,
+    derived_view: Option<watch::Sender<Arc<DerivedView>>>,
+    state_dir: Option<std::path::PathBuf>,
+    checkpoint_every: Duration,
+    last_checkpoint: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -234,6 +297,7 @@ struct Reported {
     prom: dwcp_operators::prom::PromStats,
     traces: TraceStats,
     span_metrics_dropped: u64,
+    derived: dwcp_operators::derived::DerivedStats,
 }
 
 /// Distinct metric names labelled in `dwcp_series_dropped_total`; further ones count as `other`.
@@ -278,6 +342,12 @@ impl Router {
             telemetry,
             reported: Reported::default(),
             dropped_metric_labels: std::collections::HashSet::new(),
+            derived: None,
+            producer: None,
+            derived_view: None,
+            state_dir: oc.state_dir.clone(),
+            checkpoint_every: Duration::from_millis(oc.checkpoint_interval_ms),
+            last_checkpoint: std::time::Instant::now(),
         }
     }
 
@@ -297,16 +367,19 @@ impl Router {
                     self.activity.on_watermark(wm, &mut out);
                     let mut samples = Vec::new();
                     self.aggregate.on_watermark(wm, &mut samples);
+                    self.derive_from(&samples);
                     self.publish(samples, "aggregated", None).await;
                     self.traces.on_watermark(wm, &mut self.trace_out);
                     self.ship_traces().await;
                     let mut points = Vec::new();
                     self.span_metrics.on_watermark(wm, &mut points);
-                    if !points.is_empty() && !self.remote_write.is_empty() {
+                    if !points.is_empty() && self.wants_samples() {
                         let mut samples = Vec::new();
                         self.converter.convert(&points, &mut samples);
+                        self.derive_from(&samples);
                         self.publish(samples, "span_metrics", None).await;
                     }
+                    self.close_derived(wm).await;
                     let stale = self.guard.expire();
                     self.publish_admitted(stale, "stale", None).await;
                 }
@@ -321,6 +394,12 @@ impl Router {
         self.report(&mut out);
         self.traces.on_watermark(EventTime::MAX / 2, &mut self.trace_out);
         self.ship_traces().await;
+        // Open minutes of the derived operator stay open: they are not complete. Its state is
+        // snapshotted so a restart continues them.
+        self.checkpoint().await;
+        if let Some(p) = self.producer.take() {
+            let _ = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(10))).await;
+        }
         drop(self.file_tx.take());
         for sink in std::mem::take(&mut self.remote_write) {
             sink.close().await;
@@ -342,6 +421,16 @@ impl Router {
             })
             .sum();
         self.telemetry.cross_region_hops.inc_by(hops as u64);
+        if let Some(d) = &mut self.derived {
+            for o in &outputs {
+                if let TraceOutput::Trace(t) = o {
+                    let end = t.spans.iter().map(|s| s.end_time_unix_nano).max().unwrap_or(0);
+                    for h in &t.hops {
+                        d.hop(&h.from, &h.to, h.latency_ns, end);
+                    }
+                }
+            }
+        }
         let Some(es) = &self.es else { return };
         let mut docs = Vec::new();
         for o in &outputs {
@@ -365,9 +454,10 @@ impl Router {
             .observe_all(&(b.topic.clone(), b.partition), event_times(&b.records), now);
         self.activity.process(&b.records, out);
         if let Records::Metrics(points) = &*b.records {
-            if !self.remote_write.is_empty() {
+            if self.wants_samples() {
                 let mut samples = Vec::new();
                 self.converter.convert(points, &mut samples);
+                self.derive_from(&samples);
                 self.publish(samples, "converted", Some(&b.ack)).await;
             }
             self.aggregate.process(points);
@@ -404,6 +494,66 @@ impl Router {
             .records_out
             .get_or_create(&out)
             .inc_by(b.records.len() as u64);
+    }
+
+    /// Whether anything reads Prometheus samples.
+    fn wants_samples(&self) -> bool {
+        !self.remote_write.is_empty() || self.derived.is_some()
+    }
+
+    /// Feeds samples to the derived operator.
+    fn derive_from(&mut self, samples: &[dwcp_operators::prom::Sample]) {
+        if let Some(d) = &mut self.derived {
+            d.process(samples);
+        }
+    }
+
+    /// Closes the derived operator's minutes up to the watermark and ships what they produced.
+    async fn close_derived(&mut self, wm: EventTime) {
+        let Some(d) = &mut self.derived else { return };
+        let mut out = DerivedOutput::default();
+        d.on_watermark(wm, &mut out);
+        let closed = !out.samples.is_empty() || !out.sla.is_empty() || !out.health.is_empty();
+        if let Some(p) = &self.producer {
+            p.publish(&out.sla, &out.health);
+        }
+        if closed {
+            if let Some(tx) = &self.derived_view {
+                tx.send_replace(Arc::new(d.view()));
+            }
+        }
+        self.publish(out.samples, "derived", None).await;
+        if self.last_checkpoint.elapsed() >= self.checkpoint_every {
+            self.checkpoint().await;
+        }
+    }
+
+    /// Snapshots the derived operator's state to `state_dir`, off the async threads.
+    async fn checkpoint(&mut self) {
+        self.last_checkpoint = std::time::Instant::now();
+        let (Some(d), Some(dir)) = (&self.derived, self.state_dir.clone()) else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let bytes = match serde_json::to_vec(&d.snapshot()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "derived state could not be serialized");
+                return;
+            }
+        };
+        let result = tokio::task::spawn_blocking(move || write_snapshot(&dir, &bytes)).await;
+        let ok = match result {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "derived state snapshot not written");
+                false
+            }
+            Err(_) => false,
+        };
+        let label = labels([("result", if ok { "written" } else { "failed" })]);
+        self.telemetry.checkpoints.get_or_create(&label).inc();
+        self.telemetry.checkpoint_seconds.set(started.elapsed().as_secs_f64());
     }
 
     /// Applies the cardinality guard, then hands the samples to every remote-write endpoint.
@@ -506,6 +656,23 @@ impl Router {
             .set(i64::try_from(self.traces.traces_in_flight()).unwrap_or(i64::MAX));
         t.trace_bytes_in_flight
             .set(i64::try_from(self.traces.bytes_in_flight()).unwrap_or(i64::MAX));
+        if let Some(dop) = &self.derived {
+            let ds = dop.stats();
+            let was = self.reported.derived;
+            t.derived_dropped
+                .get_or_create(&labels([("reason", "late")]))
+                .inc_by(ds.late_samples - was.late_samples);
+            t.derived_dropped
+                .get_or_create(&labels([("reason", "group_limit")]))
+                .inc_by(ds.dropped_groups - was.dropped_groups);
+            t.derived_dropped
+                .get_or_create(&labels([("reason", "counter_series_limit")]))
+                .inc_by(ds.dropped_counter_series - was.dropped_counter_series);
+            self.reported.derived = ds;
+            t.operator_state
+                .get_or_create(&labels([("operator", "derived")]))
+                .set(i64::try_from(dop.groups()).unwrap_or(i64::MAX));
+        }
         let d = self.span_metrics.dropped();
         t.span_metrics_dropped.inc_by(d - self.reported.span_metrics_dropped);
         self.reported.span_metrics_dropped = d;

@@ -1,0 +1,304 @@
+//! Derived records back to Kafka: SLA reports on `dwcp.sla` and region health changes on
+//! `dwcp.health`, Avro single-object encoded with the schemas in `schemas/avro/`.
+//!
+//! Records are keyed deterministically (`<sla>/<region>/<period end ms>`,
+//! `<region>/<time ms>`), so a consumer can drop the duplicates an at-least-once restart may
+//! produce. The producer is idempotent; sends are enqueued in order without waiting and their
+//! delivery is awaited in the background, counted in `dwcp_derived_records_total{topic,result}`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dwcp_operators::derived::{HealthChange, SlaRecord};
+use dwcp_operators::health::{ComponentStatus, Trend};
+use dwcp_operators::sla::SlaKind;
+use dwcp_schemas::avro::{DerivedKind, SingleObjectCodec};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+
+use crate::config::DerivedTopicsConfig;
+use crate::telemetry::{labels, Telemetry};
+
+/// The `dwcp.sla` record.
+#[derive(Debug, Serialize)]
+pub struct SlaAvro {
+    sla: String,
+    kind: &'static str,
+    region: String,
+    target: f64,
+    period_start: i64,
+    period_end: i64,
+    compliance: f64,
+    month_compliance: f64,
+    compliant: bool,
+    error_budget_allowed: f64,
+    error_budget_consumed: f64,
+    error_budget_remaining: f64,
+    error_budget_remaining_seconds: f64,
+    burn_rates: BTreeMap<String, f64>,
+    violations: Vec<ViolationAvro>,
+}
+
+#[derive(Debug, Serialize)]
+struct ViolationAvro {
+    start: i64,
+    end: Option<i64>,
+    worst_value: f64,
+}
+
+/// The `dwcp.health` record.
+#[derive(Debug, Serialize)]
+pub struct HealthAvro {
+    region: String,
+    time: i64,
+    score: f64,
+    healthy: bool,
+    trend: &'static str,
+    factors: BTreeMap<String, f64>,
+    components: Vec<ComponentAvro>,
+}
+
+#[derive(Debug, Serialize)]
+struct ComponentAvro {
+    name: String,
+    status: &'static str,
+    score: f64,
+    message: String,
+}
+
+fn ms(ns: u64) -> i64 {
+    i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX)
+}
+
+impl From<&SlaRecord> for SlaAvro {
+    fn from(r: &SlaRecord) -> Self {
+        let p = &r.report;
+        SlaAvro {
+            sla: r.sla.clone(),
+            kind: match r.kind {
+                SlaKind::Availability => "availability",
+                SlaKind::Latency => "latency",
+                SlaKind::Throughput => "throughput",
+            },
+            region: r.region.clone(),
+            target: r.target,
+            period_start: ms(r.period_start),
+            period_end: ms(r.period_end),
+            compliance: p.compliance,
+            month_compliance: p.month_compliance,
+            compliant: p.compliant,
+            error_budget_allowed: p.budget_allowed,
+            error_budget_consumed: p.budget_consumed,
+            error_budget_remaining: p.budget_remaining,
+            error_budget_remaining_seconds: p.budget_remaining_seconds,
+            burn_rates: p.burn_rates.iter().cloned().collect(),
+            violations: p
+                .violations
+                .iter()
+                .map(|v| ViolationAvro {
+                    start: ms(v.start),
+                    end: v.end.map(ms),
+                    worst_value: v.worst,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&HealthChange> for HealthAvro {
+    fn from(c: &HealthChange) -> Self {
+        let h = &c.health;
+        HealthAvro {
+            region: c.region.clone(),
+            time: ms(c.time),
+            score: h.score,
+            healthy: h.healthy,
+            trend: match h.trend {
+                Trend::Improving => "improving",
+                Trend::Stable => "stable",
+                Trend::Degrading => "degrading",
+            },
+            factors: h.components.iter().map(|c| (c.name.clone(), c.score)).collect(),
+            components: h
+                .components
+                .iter()
+                .map(|c| ComponentAvro {
+                    name: c.name.clone(),
+                    status: match c.status {
+                        ComponentStatus::Healthy => "healthy",
+                        ComponentStatus::Degraded => "degraded",
+                        ComponentStatus::Unhealthy => "unhealthy",
+                    },
+                    score: c.score,
+                    message: c.message.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Publishes derived records.
+pub struct DerivedProducer {
+    producer: FutureProducer,
+    config: DerivedTopicsConfig,
+    sla: SingleObjectCodec,
+    health: SingleObjectCodec,
+    telemetry: Arc<Telemetry>,
+}
+
+impl DerivedProducer {
+    /// A producer for `config`, on `brokers` unless the config names its own.
+    ///
+    /// # Errors
+    /// When the client cannot be created or a shipped schema fails to parse.
+    pub fn new(config: DerivedTopicsConfig, brokers: &str, telemetry: Arc<Telemetry>) -> anyhow::Result<Self> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", config.brokers.as_deref().unwrap_or(brokers))
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "50")
+            .set("message.timeout.ms", "120000");
+        for (k, v) in &config.producer_options {
+            cc.set(k, v);
+        }
+        Ok(DerivedProducer {
+            producer: cc.create()?,
+            config,
+            sla: SingleObjectCodec::for_kind(DerivedKind::SlaReport)?,
+            health: SingleObjectCodec::for_kind(DerivedKind::RegionHealth)?,
+            telemetry,
+        })
+    }
+
+    /// Encodes and enqueues SLA reports and health changes; delivery is counted in the
+    /// background.
+    pub fn publish(&self, sla: &[SlaRecord], health: &[HealthChange]) {
+        for r in sla {
+            let key = format!("{}/{}/{}", r.sla, r.region, ms(r.period_end));
+            let payload = self.sla.encode_serde(&SlaAvro::from(r));
+            self.send(&self.config.sla, key, payload);
+        }
+        for c in health {
+            let key = format!("{}/{}", c.region, ms(c.time));
+            let payload = self.health.encode_serde(&HealthAvro::from(c));
+            self.send(&self.config.health, key, payload);
+        }
+    }
+
+    fn send(&self, topic: &str, key: String, payload: Result<Vec<u8>, dwcp_schemas::avro::AvroError>) {
+        let count = |result: &str| {
+            self.telemetry
+                .derived_records
+                .get_or_create(&labels([("topic", topic), ("result", result)]))
+                .inc();
+        };
+        let payload = match payload {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(%topic, %key, error = %e, "derived record does not fit its schema; not published");
+                count("failed");
+                return;
+            }
+        };
+        match self
+            .producer
+            .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
+        {
+            Ok(delivery) => {
+                let telemetry = self.telemetry.clone();
+                let topic = topic.to_string();
+                tokio::spawn(async move {
+                    let result = match delivery.await {
+                        Ok(Ok(_)) => "published",
+                        Ok(Err((e, _))) => {
+                            tracing::warn!(%topic, %key, error = %e, "derived record not delivered");
+                            "failed"
+                        }
+                        Err(_) => "failed",
+                    };
+                    telemetry
+                        .derived_records
+                        .get_or_create(&labels([("topic", topic.as_str()), ("result", result)]))
+                        .inc();
+                });
+            }
+            Err((e, _)) => {
+                tracing::warn!(%topic, %key, error = %e, "derived record not enqueued");
+                count("failed");
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for queued records to be delivered.
+    pub fn flush(&self, timeout: Duration) {
+        use rdkafka::producer::Producer as _;
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(error = %e, "derived records still queued at shutdown");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dwcp_operators::health::{Component, Health};
+    use dwcp_operators::sla::{SlaReport, Violation};
+
+    #[test]
+    fn records_encode_with_the_shipped_schemas_and_decode_back() {
+        let r = SlaRecord {
+            sla: "api".into(),
+            kind: SlaKind::Latency,
+            region: "eu-west-1".into(),
+            target: 0.99,
+            period_start: 0,
+            period_end: 180_000_000_000,
+            report: SlaReport {
+                name: "api".into(),
+                compliance: 0.9,
+                month_compliance: 0.9,
+                compliant: false,
+                budget_allowed: 0.01,
+                budget_consumed: 10.0,
+                budget_remaining: -9.0,
+                budget_remaining_seconds: -233_280.0,
+                burn_rates: vec![("5m".into(), 10.0), ("1h".into(), 10.0)],
+                alert: None,
+                violations: vec![Violation {
+                    start: 60_000_000_000,
+                    end: None,
+                    worst: 0.5,
+                }],
+            },
+        };
+        let codec = SingleObjectCodec::for_kind(DerivedKind::SlaReport).expect("codec");
+        let bytes = codec.encode_serde(&SlaAvro::from(&r)).expect("encode");
+        let v = codec.decode(&bytes).expect("decode");
+        let text = format!("{v:?}");
+        assert!(text.contains("Enum(1, \"latency\")"), "{text}");
+        assert!(text.contains("TimestampMillis(180000)"), "{text}");
+        assert!(text.contains("TimestampMillis(60000)"), "{text}");
+
+        let c = HealthChange {
+            region: "us-east-1".into(),
+            time: 120_000_000_000,
+            health: Health {
+                score: 85.0,
+                healthy: true,
+                trend: Trend::Degrading,
+                components: vec![Component {
+                    name: "latency".into(),
+                    status: ComponentStatus::Degraded,
+                    score: 60.0,
+                    message: "170.0 ms".into(),
+                }],
+            },
+        };
+        let codec = SingleObjectCodec::for_kind(DerivedKind::RegionHealth).expect("codec");
+        let bytes = codec.encode_serde(&HealthAvro::from(&c)).expect("encode");
+        let text = format!("{:?}", codec.decode(&bytes).expect("decode"));
+        assert!(text.contains("Enum(2, \"degrading\")"), "{text}");
+        assert!(text.contains("Enum(1, \"degraded\")"), "{text}");
+    }
+}
