@@ -1175,3 +1175,208 @@ async fn a_store_outage_loses_nothing_and_duplicates_nothing() {
     let _ = store.kill();
     let _ = store.wait();
 }
+
+/// OTLP/JSON of one region's request and error counters (cumulative) at `t_s` seconds, and a
+/// `tick` gauge that only moves event time.
+fn counters_message(region: &str, t_s: u64, requests: u64, errors: u64) -> Vec<u8> {
+    let t = t_s * 1_000_000_000;
+    let sum = |name: &str, v: u64| {
+        format!(
+            r#"{{"name":"{name}","unit":"{{request}}","sum":{{"aggregationTemporality":2,"isMonotonic":true,"dataPoints":[{{"startTimeUnixNano":"1","timeUnixNano":"{t}","asInt":"{v}"}}]}}}}"#
+        )
+    };
+    format!(
+        r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"cloud.region","value":{{"stringValue":"{region}"}}}}]}},"scopeMetrics":[{{"metrics":[{},{},{{"name":"tick","gauge":{{"dataPoints":[{{"timeUnixNano":"{t}","asInt":"1"}}]}}}}]}}]}}]}}"#,
+        sum("http.requests", requests),
+        sum("http.errors", errors)
+    )
+    .into_bytes()
+}
+
+/// The Avro records of a derived topic, decoded with the `.avsc` shipped in schemas/avro
+/// (single-object encoding: 2 marker bytes and the 8-byte Rabin fingerprint, then the datum).
+fn decode_avro(messages: &[rdkafka::message::OwnedMessage], avsc: &str) -> Vec<BTreeMap<String, apache_avro::types::Value>> {
+    let text = std::fs::read_to_string(format!("{}/../schemas/avro/{avsc}", env!("CARGO_MANIFEST_DIR"))).expect("avsc");
+    let schema = apache_avro::Schema::parse_str(&text).expect("schema");
+    let fp = schema.fingerprint::<apache_avro::rabin::Rabin>();
+    messages
+        .iter()
+        .map(|m| {
+            let bytes = m.payload().expect("payload");
+            assert_eq!(&bytes[..2], &[0xC3, 0x01], "single-object marker");
+            assert_eq!(&bytes[2..10], &fp.bytes[..8], "fingerprint of {avsc}");
+            let v = apache_avro::from_avro_datum(&schema, &mut &bytes[10..], None).expect("datum");
+            match v {
+                apache_avro::types::Value::Record(fields) => fields.into_iter().collect(),
+                other => panic!("not a record: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+fn avro_f64(v: &apache_avro::types::Value) -> f64 {
+    match v {
+        apache_avro::types::Value::Double(d) => *d,
+        other => panic!("not a double: {other:?}"),
+    }
+}
+
+fn avro_str(v: &apache_avro::types::Value) -> String {
+    match v {
+        apache_avro::types::Value::String(s) | apache_avro::types::Value::Enum(_, s) => s.clone(),
+        other => panic!("not a string: {other:?}"),
+    }
+}
+
+fn avro_ms(v: &apache_avro::types::Value) -> i64 {
+    match v {
+        apache_avro::types::Value::TimestampMillis(t) | apache_avro::types::Value::Long(t) => *t,
+        other => panic!("not a timestamp: {other:?}"),
+    }
+}
+
+/// SLA accounting and region health through the whole path: counters from Kafka, SLA reports
+/// and health changes on their topics as Avro, the SLA series in a real Prometheus. Halfway the
+/// worker stops and starts again: it restores its snapshot and continues the counts, so the
+/// final compliance covers both halves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart() {
+    let Some(brokers) = kafka() else { return };
+    let id = unique("sla");
+    let topic = format!("{id}.metrics");
+    let (sla_topic, health_topic) = (format!("{id}.sla"), format!("{id}.health"));
+    create_topics(&brokers, &[&topic, &format!("{id}.dlq"), &sla_topic, &health_topic], 1).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let t0 = now_s / 60 * 60 - 15 * 60;
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{topic}\", signal: metrics, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 600000\n  state_dir: \"{}\"\n  prometheus:\n    target_info: false\n\
+         \x20 sla:\n    - {{name: api, kind: availability, target: 0.99, total: http_requests_total, bad: http_errors_total}}\n\
+         \x20 health:\n    error_rate: {{ratio: {{numerator: http_errors_total, denominator: http_requests_total}}, scale: 100}}\n\
+         derived_topics:\n  sla: \"{sla_topic}\"\n  health: \"{health_topic}\"\n\
+         sinks:\n  prometheus_remote_write:\n    - {{url: \"{}\", batch_wait_ms: 100}}\n",
+        work.path().join("state").display(),
+        prom.write_url()
+    );
+    let p = producer(&brokers);
+    // Every 10 s, 10 requests per region; region a fails 1 in 10 in the first half, none after.
+    let mut counts = BTreeMap::from([("a", (0u64, 0u64)), ("b", (0, 0))]);
+    let mut send = |range: std::ops::Range<u64>| {
+        let mut msgs = Vec::new();
+        for t in range.step_by(10) {
+            for (region, (req, err)) in &mut counts {
+                if t > 0 {
+                    *req += 10;
+                    if *region == "a" && t < 300 {
+                        *err += 1;
+                    }
+                }
+                msgs.push(counters_message(region, t0 + t, *req, *err));
+            }
+        }
+        msgs
+    };
+    for m in send(0..300) {
+        produce(&p, &topic, None, &m, None, Some(0)).await;
+    }
+    let mut w = Worker::start(work.path(), "first", &yaml);
+    // The newest sample (290 s) moves the watermark to 288 s: minutes 0-3 close, three groups
+    // (a, b, global) report each.
+    w.wait_for(
+        "dwcp_derived_records_total",
+        &[("topic", sla_topic.as_str()), ("result", "published")],
+        12.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(w.stop(), "clean stop; log:\n{}", w.log_text());
+    assert!(work.path().join("state/derived.json").exists(), "snapshot written at stop");
+
+    let mut second_half = send(300..600);
+    // A sample at 605 s moves the watermark past the end of minute 9.
+    second_half.push(counters_message("b", t0 + 605, 600, 0));
+    for m in second_half {
+        produce(&p, &topic, None, &m, None, Some(0)).await;
+    }
+    let mut w = Worker::start(work.path(), "second", &yaml);
+    assert!(
+        w.log_text().is_empty() || !w.log_text().contains("not a snapshot"),
+        "snapshot readable"
+    );
+    w.wait_for(
+        "dwcp_derived_records_total",
+        &[("topic", sla_topic.as_str()), ("result", "published")],
+        18.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    assert!(w.log_text().contains("derived state restored from snapshot"), "{}", w.log_text());
+
+    // Region a: 59 increments of 10 requests over both halves (the base sample at 0 s is the
+    // only one not counted, the restart continues each counter), 29 failed in the first half.
+    let want_a = (590.0 - 29.0) / 590.0;
+    let want_global = (1180.0 - 29.0) / 1180.0;
+    let records = decode_avro(&consume_all(&brokers, &sla_topic, 30, Duration::from_secs(60)), "sla_report.avsc");
+    assert_eq!(records.len(), 30, "10 minutes × 3 groups");
+    let end_ms = i64::try_from((t0 + 600) * 1000).expect("ms");
+    let last = |region: &str| {
+        records
+            .iter()
+            .find(|r| avro_str(&r["region"]) == region && avro_ms(&r["period_end"]) == end_ms)
+            .unwrap_or_else(|| panic!("a report for {region} at minute 10"))
+    };
+    assert!((avro_f64(&last("a")["compliance"]) - want_a).abs() < 1e-9);
+    assert!((avro_f64(&last("global")["compliance"]) - want_global).abs() < 1e-9);
+    assert_eq!(avro_f64(&last("b")["compliance"]), 1.0);
+    assert_eq!(avro_str(&last("a")["kind"]), "availability");
+    assert_eq!(last("a")["compliant"], apache_avro::types::Value::Boolean(false));
+    // Budget: 1 % allowed; a consumed (29 / 590) / 0.01.
+    let consumed = avro_f64(&last("a")["error_budget_consumed"]);
+    assert!((consumed - 29.0 / 590.0 / 0.01).abs() < 1e-6, "{consumed}");
+    // One violation: minutes 0-4 (below 99 %), closed at the start of minute 5.
+    match &last("a")["violations"] {
+        apache_avro::types::Value::Array(v) => {
+            assert_eq!(v.len(), 1, "{v:?}");
+        }
+        other => panic!("violations: {other:?}"),
+    }
+    // Keys are deterministic: sla/region/period end.
+    let keys: BTreeSet<String> = consume_all(&brokers, &sla_topic, 30, Duration::from_secs(30))
+        .iter()
+        .filter_map(|m| m.key().map(|k| String::from_utf8_lossy(k).into_owned()))
+        .collect();
+    assert!(keys.contains(&format!("api/a/{end_ms}")), "{keys:?}");
+
+    // The same figures in Prometheus, at the report's time.
+    let q = r#"dwcp_sla_compliance_ratio{sla="api",kind="availability"}"#;
+    let got = dwcp_tests::wait_query(&prom.url(), q, (t0 + 600) as f64, 3, Duration::from_secs(30)).await;
+    let by_region: BTreeMap<String, f64> = got.iter().map(|(l, v)| (l["region"].clone(), *v)).collect();
+    assert!((by_region["a"] - want_a).abs() < 1e-9, "{by_region:?}");
+    assert!((by_region["global"] - want_global).abs() < 1e-9);
+    assert_eq!(by_region["b"], 1.0);
+    let burn = dwcp_tests::instant_query(
+        &prom.url(),
+        r#"dwcp_sla_burn_rate{region="a",window="5m"}"#,
+        (t0 + 300) as f64,
+    )
+    .await;
+    // Over minutes 0-4 (the 5m window ending at 300 s): 29 bad of 290, burn (29/290) / 0.01.
+    assert!((burn[0].1 - 10.0).abs() < 1e-9, "{burn:?}");
+
+    // Health: region a unhealthy while 10 % failed, healthy again after; b healthy throughout.
+    let health = decode_avro(&consume_all(&brokers, &health_topic, 3, Duration::from_secs(60)), "region_health.avsc");
+    let a: Vec<bool> = health
+        .iter()
+        .filter(|r| avro_str(&r["region"]) == "a")
+        .map(|r| r["healthy"] == apache_avro::types::Value::Boolean(true))
+        .collect();
+    assert_eq!(a.first(), Some(&false), "{health:?}");
+    assert_eq!(a.last(), Some(&true), "{health:?}");
+    assert!(w.stop());
+}
