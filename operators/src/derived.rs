@@ -362,29 +362,51 @@ impl Input {
     }
 }
 
-/// Selectors indexed by metric name, so a sample costs one lookup.
+/// Selectors indexed by metric name and then by one of their equality matchers, so a sample
+/// costs a lookup per label rather than a match per selector (10,000 SLAs on one counter
+/// distinguished by a `service="..."` matcher stay cheap).
 #[derive(Debug, Default)]
 struct Index {
-    by_name: FastMap<String, Vec<(Selector, Input)>>,
+    by_name: FastMap<String, NameIndex>,
     unnamed: Vec<(Selector, Input)>,
+}
+
+#[derive(Debug, Default)]
+struct NameIndex {
+    /// label name → label value → selectors with that equality matcher.
+    exact: FastMap<String, FastMap<String, Vec<(Selector, Input)>>>,
+    /// Selectors without an equality matcher.
+    rest: Vec<(Selector, Input)>,
 }
 
 impl Index {
     fn add(&mut self, s: Selector, input: Input) {
-        match s.name() {
-            Some(n) => self.by_name.entry(n.to_string()).or_default().push((s, input)),
-            None => self.unnamed.push((s, input)),
+        let Some(n) = s.name() else {
+            self.unnamed.push((s, input));
+            return;
+        };
+        let ni = self.by_name.entry(n.to_string()).or_default();
+        match s.first_equality().map(|(k, v)| (k.to_string(), v.to_string())) {
+            Some((k, v)) => ni.exact.entry(k).or_default().entry(v).or_default().push((s, input)),
+            None => ni.rest.push((s, input)),
         }
     }
 
-    fn lookup<'a>(&'a self, s: &'a Sample) -> impl Iterator<Item = Input> + 'a {
-        self.by_name
-            .get(s.name())
-            .into_iter()
-            .flatten()
-            .chain(&self.unnamed)
-            .filter(|(sel, _)| sel.matches(s))
-            .map(|(_, i)| *i)
+    fn lookup(&self, s: &Sample, out: &mut Vec<Input>) {
+        let mut push = |list: &[(Selector, Input)]| {
+            out.extend(list.iter().filter(|(sel, _)| sel.matches(s)).map(|(_, i)| *i));
+        };
+        if let Some(ni) = self.by_name.get(s.name()) {
+            if !ni.exact.is_empty() {
+                for (k, v) in &s.labels {
+                    if let Some(list) = ni.exact.get(&**k).and_then(|vals| vals.get(&**v)) {
+                        push(list);
+                    }
+                }
+            }
+            push(&ni.rest);
+        }
+        push(&self.unnamed);
     }
 }
 
@@ -751,7 +773,7 @@ impl DerivedOperator {
                 continue;
             }
             inputs.clear();
-            inputs.extend(self.index.lookup(s));
+            self.index.lookup(s, &mut inputs);
             if inputs.is_empty() {
                 continue;
             }

@@ -63,6 +63,15 @@ impl Selector {
         self.name.as_deref()
     }
 
+    /// The first `label="value"` matcher, for indexing (a selector matches only samples that
+    /// carry that label with that value, unless the value is empty).
+    pub fn first_equality(&self) -> Option<(&str, &str)> {
+        self.matchers
+            .iter()
+            .find(|m| matches!(m.op, MatchOp::Equal) && !m.value.is_empty() && m.name != "__name__")
+            .map(|m| (m.name.as_str(), m.value.as_str()))
+    }
+
     /// The text it was parsed from.
     pub fn text(&self) -> &str {
         &self.text
