@@ -46,6 +46,7 @@
 use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::{fingerprint, AlertState, AlertTransition};
 use crate::capacity::{rank_bottlenecks, Bottleneck, CapacityTracker, Forecast};
 use crate::health::{ComponentStatus, Health, HealthConfig, HealthInputs, HealthTracker, Trend};
 use crate::network::{NetworkConfig, PairReport, PairTelemetry};
@@ -429,6 +430,9 @@ struct SlaGroup {
     pending: BTreeMap<u64, SlaAcc>,
     /// Next minute to close (throughput fills empty minutes from here).
     next_minute: Option<u64>,
+    /// The burn-rate alert firing, and since when.
+    #[serde(default)]
+    alert: Option<(BurnAlert, EventTime)>,
 }
 
 /// Per-minute sums of one health factor of one region: (gauge sum, gauge count, numerator,
@@ -580,6 +584,8 @@ pub struct DerivedOutput {
     pub sla: Vec<SlaRecord>,
     /// Health changes.
     pub health: Vec<HealthChange>,
+    /// SLA burn-rate alerts firing and resolved.
+    pub alerts: Vec<AlertTransition>,
 }
 
 /// The operator.
@@ -949,6 +955,7 @@ impl DerivedOperator {
                     }),
                     pending: BTreeMap::new(),
                     next_minute: Some(minute),
+                    alert: None,
                 },
             );
         }
@@ -1060,8 +1067,9 @@ impl DerivedOperator {
                 }
                 g.next_minute = Some(m + 1);
                 g.tracker.on_watermark(end);
+                let report = g.tracker.report();
+                burn_alerts(spec, region, &report, &mut g.alert, end, &mut out.alerts);
                 if report_due {
-                    let report = g.tracker.report();
                     sla_samples(spec, region, &report, end_ms, &mut out.samples);
                     out.sla.push(SlaRecord {
                         sla: spec.name.clone(),
@@ -1254,6 +1262,86 @@ impl DerivedOperator {
             + self.state.health.len()
             + self.state.pairs.len()
             + self.state.capacity.iter().map(BTreeMap::len).sum::<usize>()
+    }
+}
+
+/// The alert name of SLA burn-rate alerts.
+pub const BURN_ALERT_NAME: &str = "SLAErrorBudgetBurn";
+
+/// Fires, resolves or swaps the burn-rate alert of one SLA group after a closed minute: the
+/// SRE workbook's page (critical) and ticket (warning) conditions, one alert instance per
+/// severity, no `for` (the short window of each pair already makes it reset fast).
+fn burn_alerts(
+    spec: &SlaSpec,
+    region: &str,
+    report: &SlaReport,
+    current: &mut Option<(BurnAlert, EventTime)>,
+    end: EventTime,
+    out: &mut Vec<AlertTransition>,
+) {
+    let now = report.alert;
+    if now == current.map(|(a, _)| a) {
+        return;
+    }
+    let burn = |w: &str| report.burn_rates.iter().find(|(k, _)| k == w).map_or(0.0, |(_, v)| *v);
+    let transition = |a: BurnAlert, state: AlertState, since: EventTime| {
+        let (severity, expr, value) = match a {
+            BurnAlert::Page => (
+                "critical",
+                "burn_rate(1h) > 14.4 and burn_rate(5m) > 14.4 or burn_rate(6h) > 6 and burn_rate(30m) > 6",
+                burn("1h").max(burn("6h")),
+            ),
+            BurnAlert::Ticket => ("warning", "burn_rate(3d) > 1 and burn_rate(6h) > 1", burn("3d")),
+        };
+        let labels: BTreeMap<String, String> = [
+            ("alertname", BURN_ALERT_NAME),
+            ("sla", spec.name.as_str()),
+            ("kind", kind_str(spec.kind)),
+            ("region", region),
+            ("severity", severity),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let annotations: BTreeMap<String, String> = [
+            (
+                "summary".to_string(),
+                format!("SLA {} ({region}) is burning its error budget {value:.1}× too fast", spec.name),
+            ),
+            (
+                "description".to_string(),
+                format!(
+                    "burn rates 5m {:.2}, 30m {:.2}, 1h {:.2}, 6h {:.2}, 3d {:.2}; target {}; compliance {:.5}; budget remaining {:.1} %",
+                    burn("5m"),
+                    burn("30m"),
+                    burn("1h"),
+                    burn("6h"),
+                    burn("3d"),
+                    spec.target,
+                    report.compliance,
+                    report.budget_remaining * 100.0
+                ),
+            ),
+        ]
+        .into();
+        AlertTransition {
+            fingerprint: fingerprint(&labels),
+            state,
+            labels,
+            annotations,
+            value,
+            active_since: Some(since),
+            event_time: end,
+            group: format!("sla:{}", spec.name),
+            expr: expr.to_string(),
+        }
+    };
+    if let Some((was, since)) = current.take() {
+        out.push(transition(was, AlertState::Resolved, since));
+    }
+    if let Some(a) = now {
+        out.push(transition(a, AlertState::Firing, end));
+        *current = Some((a, end));
     }
 }
 

@@ -19,6 +19,7 @@
 
 pub mod activity;
 pub mod aggregate;
+pub mod alerts;
 pub mod capacity;
 pub mod cardinality;
 pub mod derived;

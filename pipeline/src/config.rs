@@ -19,6 +19,7 @@ use dwcp_operators::prom::PromConfig;
 use dwcp_operators::spanmetrics::SpanMetricsConfig;
 use dwcp_operators::traces::{Policy, TraceConfig};
 use dwcp_schemas::{Encoding, Signal};
+use dwcp_sinks::alertmanager::AlertmanagerConfig;
 use dwcp_sinks::elasticsearch::EsConfig;
 use dwcp_sinks::file::FileSinkConfig;
 use dwcp_sinks::prometheus::remote_write::RemoteWriteConfig;
@@ -91,6 +92,8 @@ pub struct DerivedTopicsConfig {
     pub sla: String,
     /// Region health changes.
     pub health: String,
+    /// Alert state changes.
+    pub alerts: String,
     /// Extra librdkafka producer settings.
     pub producer_options: BTreeMap<String, String>,
 }
@@ -102,6 +105,7 @@ impl Default for DerivedTopicsConfig {
             brokers: None,
             sla: "dwcp.sla".into(),
             health: "dwcp.health".into(),
+            alerts: "dwcp.alerts".into(),
             producer_options: BTreeMap::new(),
         }
     }
@@ -371,6 +375,8 @@ pub struct SinksConfig {
     pub prometheus_remote_write: Vec<RemoteWriteConfig>,
     /// Elasticsearch / OpenSearch for logs and sampled traces.
     pub elasticsearch: Option<EsConfig>,
+    /// Alertmanagers; each gets every alert.
+    pub alertmanager: Vec<AlertmanagerConfig>,
 }
 
 /// A topic after validation: its regex compiled and region shared.
@@ -633,7 +639,9 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
     if config.operators.checkpoint_interval_ms == 0 {
         return Err(invalid("operators.checkpoint_interval_ms", "must be at least 1".into()));
     }
-    if config.derived_topics.enabled && (config.derived_topics.sla.is_empty() || config.derived_topics.health.is_empty()) {
+    if config.derived_topics.enabled && (config.derived_topics.sla.is_empty()
+            || config.derived_topics.health.is_empty()
+            || config.derived_topics.alerts.is_empty()) {
         return Err(invalid("derived_topics", "topic names must not be empty".into()));
     }
     let c = &config.operators.cardinality;
@@ -658,6 +666,14 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
             return Err(invalid(
                 &field("min_backoff_ms"),
                 "must not exceed max_backoff_ms".into(),
+            ));
+        }
+    }
+    for (i, am) in config.sinks.alertmanager.iter().enumerate() {
+        if !(am.url.starts_with("http://") || am.url.starts_with("https://")) {
+            return Err(invalid(
+                &format!("sinks.alertmanager[{i}].url"),
+                format!("`{}` is not an http(s) URL", am.url),
             ));
         }
     }

@@ -368,7 +368,7 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
     for topic in ["otlp_metrics", "otlp_spans", "otlp_logs", "dwcp.dlq"] {
         cluster.create_topic(topic, 3, 1)?;
     }
-    for topic in ["dwcp.sla", "dwcp.health"] {
+    for topic in ["dwcp.sla", "dwcp.health", "dwcp.alerts"] {
         cluster.create_topic(topic, 1, 1)?;
     }
     let yaml = format!(
@@ -594,12 +594,21 @@ fn derived_summary(v: &dwcp_operators::derived::DerivedView, s: &mut String) {
         let _ = writeln!(s, "SLAs, health and network: first report when the first minute closes");
         return;
     }
-    let _ = writeln!(s, "{:<20} {:<10} {:>11} {:>8} {:>10} {:>8}", "SLA", "region", "compliance", "target", "budget", "burn 5m");
+    let _ = writeln!(
+        s,
+        "{:<20} {:<10} {:>11} {:>8} {:>10} {:>8}  alert",
+        "SLA", "region", "compliance", "target", "budget", "burn 5m"
+    );
     for r in &v.sla {
         let burn = r.report.burn_rates.iter().find(|(w, _)| w == "5m").map_or(0.0, |(_, b)| *b);
+        let alert = match r.report.alert {
+            Some(dwcp_operators::sla::BurnAlert::Page) => "PAGE",
+            Some(dwcp_operators::sla::BurnAlert::Ticket) => "ticket",
+            None => "-",
+        };
         let _ = writeln!(
             s,
-            "{:<20} {:<10} {:>10.3}% {:>7.2}% {:>9.0}% {:>8.1}",
+            "{:<20} {:<10} {:>10.3}% {:>7.2}% {:>9.0}% {:>8.1}  {alert}",
             r.sla,
             r.region,
             r.report.compliance * 100.0,

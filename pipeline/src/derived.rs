@@ -1,8 +1,9 @@
-//! Derived records back to Kafka: SLA reports on `dwcp.sla` and region health changes on
-//! `dwcp.health`, Avro single-object encoded with the schemas in `schemas/avro/`.
+//! Derived records back to Kafka: SLA reports on `dwcp.sla`, region health changes on
+//! `dwcp.health` and alert state changes on `dwcp.alerts`, Avro single-object encoded with the
+//! schemas in `schemas/avro/`.
 //!
 //! Records are keyed deterministically (`<sla>/<region>/<period end ms>`,
-//! `<region>/<time ms>`), so a consumer can drop the duplicates an at-least-once restart may
+//! `<region>/<time ms>`, `<fingerprint>/<state>/<time ms>`), so a consumer can drop the duplicates an at-least-once restart may
 //! produce. The producer is idempotent; sends are enqueued in order without waiting and their
 //! delivery is awaited in the background, counted in `dwcp_derived_records_total{topic,result}`.
 
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dwcp_operators::alerts::AlertTransition;
 use dwcp_operators::derived::{HealthChange, SlaRecord};
 use dwcp_operators::health::{ComponentStatus, Trend};
 use dwcp_operators::sla::SlaKind;
@@ -66,6 +68,38 @@ struct ComponentAvro {
     status: &'static str,
     score: f64,
     message: String,
+}
+
+/// The `dwcp.alerts` record.
+#[derive(Debug, Serialize)]
+pub struct AlertAvro {
+    fingerprint: String,
+    alertname: String,
+    state: &'static str,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    value: f64,
+    active_since: Option<i64>,
+    event_time: i64,
+    group: String,
+    expr: String,
+}
+
+impl From<&AlertTransition> for AlertAvro {
+    fn from(a: &AlertTransition) -> Self {
+        AlertAvro {
+            fingerprint: format!("{:016x}", a.fingerprint),
+            alertname: a.alertname().to_string(),
+            state: a.state.as_str(),
+            labels: a.labels.clone(),
+            annotations: a.annotations.clone(),
+            value: a.value,
+            active_since: a.active_since.map(ms),
+            event_time: ms(a.event_time),
+            group: a.group.clone(),
+            expr: a.expr.clone(),
+        }
+    }
 }
 
 fn ms(ns: u64) -> i64 {
@@ -145,6 +179,7 @@ pub struct DerivedProducer {
     config: DerivedTopicsConfig,
     sla: SingleObjectCodec,
     health: SingleObjectCodec,
+    alerts: SingleObjectCodec,
     telemetry: Arc<Telemetry>,
 }
 
@@ -167,13 +202,20 @@ impl DerivedProducer {
             config,
             sla: SingleObjectCodec::for_kind(DerivedKind::SlaReport)?,
             health: SingleObjectCodec::for_kind(DerivedKind::RegionHealth)?,
+            alerts: SingleObjectCodec::for_kind(DerivedKind::Alert)?,
             telemetry,
         })
     }
 
-    /// Encodes and enqueues SLA reports and health changes; delivery is counted in the
-    /// background.
-    pub fn publish(&self, sla: &[SlaRecord], health: &[HealthChange]) {
+    /// Encodes and enqueues SLA reports, health changes and alert transitions; delivery is
+    /// counted in the background.
+    pub fn publish(&self, sla: &[SlaRecord], health: &[HealthChange], alerts: &[AlertTransition]) {
+        for a in alerts {
+            // Key: fingerprint/state/time, unique per transition.
+            let key = format!("{:016x}/{}/{}", a.fingerprint, a.state.as_str(), ms(a.event_time));
+            let payload = self.alerts.encode_serde(&AlertAvro::from(a));
+            self.send(&self.config.alerts, key, payload);
+        }
         for r in sla {
             let key = format!("{}/{}/{}", r.sla, r.region, ms(r.period_end));
             let payload = self.sla.encode_serde(&SlaAvro::from(r));

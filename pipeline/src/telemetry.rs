@@ -99,6 +99,12 @@ pub struct Telemetry {
     pub derived_records: Family<Labels, Counter>,
     /// Samples the SLA/health/network/capacity operator did not use, by reason.
     pub derived_dropped: Family<Labels, Counter>,
+    /// Alerts posted to Alertmanager by alertmanager and result (`posted`, `failed`).
+    pub alertmanager_alerts: Family<Labels, Counter>,
+    /// Alerts firing per Alertmanager.
+    pub alerts_firing: Family<Labels, Gauge>,
+    /// Alert state changes by state.
+    pub alert_transitions: Family<Labels, Counter>,
     /// Local state snapshots by result (`written`, `failed`).
     pub checkpoints: Family<Labels, Counter>,
     /// Duration of the last local state snapshot, seconds.
@@ -288,6 +294,21 @@ impl Telemetry {
             derived_dropped: reg!(
                 "derived_samples_dropped",
                 "Samples the SLA, health, network and capacity operator did not use, by reason",
+                Family::default()
+            ),
+            alertmanager_alerts: reg!(
+                "alertmanager_alerts",
+                "Alerts posted to Alertmanager (posted) and posts that failed after retries (failed)",
+                Family::default()
+            ),
+            alerts_firing: reg!(
+                "alerts_firing",
+                "Alerts firing, re-sent to each Alertmanager every resend interval",
+                Family::default()
+            ),
+            alert_transitions: reg!(
+                "alert_transitions",
+                "Alert state changes by state",
                 Family::default()
             ),
             checkpoints: reg!(

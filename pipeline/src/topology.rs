@@ -23,6 +23,7 @@ use dwcp_operators::traces::{Decision, TraceOperator, TraceOutput, TraceStats};
 use dwcp_operators::watermark::{WatermarkConfig, WatermarkTracker};
 use dwcp_operators::{EventTime, Operator};
 use dwcp_schemas::Records;
+use dwcp_sinks::alertmanager::{AlertmanagerSink, AlertmanagerStats};
 use dwcp_sinks::elasticsearch::{jaeger_span, log_document, EsSink, EsStats, Rejected};
 use dwcp_sinks::file::FileSinkStats;
 use dwcp_sinks::prometheus::remote_write::{RemoteWriteSink, RemoteWriteStats};
@@ -238,11 +239,33 @@ pub async fn run(
         }));
     }
 
+    let mut alertmanagers = Vec::new();
+    for am in &config.config.sinks.alertmanager {
+        let name = am.display_name();
+        let posted = telemetry
+            .alertmanager_alerts
+            .get_or_create(&labels([("alertmanager", &name), ("result", "posted")]))
+            .clone();
+        let failed = telemetry
+            .alertmanager_alerts
+            .get_or_create(&labels([("alertmanager", &name), ("result", "failed")]))
+            .clone();
+        let firing = telemetry
+            .alerts_firing
+            .get_or_create(&labels([("alertmanager", &name)]))
+            .clone();
+        let sink = AlertmanagerSink::start(am.clone(), AlertmanagerStats { posted, failed, firing })
+            .map_err(|e| anyhow::anyhow!("{}: sinks.alertmanager ({name}): {e}", config.file.display()))?;
+        tracing::info!(alertmanager = %name, url = %am.url, "alertmanager sink started");
+        alertmanagers.push(sink);
+    }
+
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(config.config.source.queue_capacity);
     let mut router = Router::new(&config, file_tx, remote_write, es, reports, telemetry.clone());
     router.derived = derived;
     router.producer = producer;
     router.derived_view = Some(derived_view);
+    router.alertmanagers = alertmanagers;
     let router = tokio::spawn(router.run(batch_rx));
 
     let src = source.clone();
@@ -284,6 +307,7 @@ struct Router {
     derived: Option<DerivedOperator>,
     producer: Option<DerivedProducer>,
     derived_view: Option<watch::Sender<Arc<DerivedView>>>,
+    alertmanagers: Vec<AlertmanagerSink>,
     state_dir: Option<std::path::PathBuf>,
     checkpoint_every: Duration,
     last_checkpoint: std::time::Instant,
@@ -345,6 +369,7 @@ impl Router {
             derived: None,
             producer: None,
             derived_view: None,
+            alertmanagers: Vec::new(),
             state_dir: oc.state_dir.clone(),
             checkpoint_every: Duration::from_millis(oc.checkpoint_interval_ms),
             last_checkpoint: std::time::Instant::now(),
@@ -399,6 +424,9 @@ impl Router {
         self.checkpoint().await;
         if let Some(p) = self.producer.take() {
             let _ = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(10))).await;
+        }
+        for am in std::mem::take(&mut self.alertmanagers) {
+            am.close().await;
         }
         drop(self.file_tx.take());
         for sink in std::mem::take(&mut self.remote_write) {
@@ -515,7 +543,25 @@ impl Router {
         d.on_watermark(wm, &mut out);
         let closed = !out.samples.is_empty() || !out.sla.is_empty() || !out.health.is_empty();
         if let Some(p) = &self.producer {
-            p.publish(&out.sla, &out.health);
+            p.publish(&out.sla, &out.health, &out.alerts);
+        }
+        for a in &out.alerts {
+            tracing::info!(
+                alert = %a.alertname(),
+                state = a.state.as_str(),
+                value = a.value,
+                labels = ?a.labels,
+                "alert state changed"
+            );
+            self.telemetry
+                .alert_transitions
+                .get_or_create(&labels([("state", a.state.as_str())]))
+                .inc();
+        }
+        if !out.alerts.is_empty() {
+            for am in &self.alertmanagers {
+                am.send(out.alerts.clone()).await;
+            }
         }
         if closed {
             if let Some(tx) = &self.derived_view {

@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod ack;
+pub mod alertmanager;
 pub mod batch;
 pub mod elasticsearch;
 pub mod file;

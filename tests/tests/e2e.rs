@@ -1244,8 +1244,9 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
     let Some(brokers) = kafka() else { return };
     let id = unique("sla");
     let topic = format!("{id}.metrics");
-    let (sla_topic, health_topic) = (format!("{id}.sla"), format!("{id}.health"));
-    create_topics(&brokers, &[&topic, &format!("{id}.dlq"), &sla_topic, &health_topic], 1).await;
+    let (sla_topic, health_topic, alerts_topic) = (format!("{id}.sla"), format!("{id}.health"), format!("{id}.alerts"));
+    create_topics(&brokers, &[&topic, &format!("{id}.dlq"), &sla_topic, &health_topic, &alerts_topic], 1).await;
+    let alertmanager = std::env::var("DWCP_TEST_ALERTMANAGER").expect("the stack's Alertmanager");
     let work = tempfile::tempdir().expect("tempdir");
     let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
     let now_s = std::time::SystemTime::now()
@@ -1257,10 +1258,10 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
         "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{topic}\", signal: metrics, encoding: otlp_json}}\n\
          dead_letter:\n  topic: \"{id}.dlq\"\n\
          operators:\n  idle_timeout_ms: 600000\n  state_dir: \"{}\"\n  prometheus:\n    target_info: false\n\
-         \x20 sla:\n    - {{name: api, kind: availability, target: 0.99, total: http_requests_total, bad: http_errors_total}}\n\
+         \x20 sla:\n    - {{name: \"{id}\", kind: availability, target: 0.99, total: http_requests_total, bad: http_errors_total}}\n\
          \x20 health:\n    error_rate: {{ratio: {{numerator: http_errors_total, denominator: http_requests_total}}, scale: 100}}\n\
-         derived_topics:\n  sla: \"{sla_topic}\"\n  health: \"{health_topic}\"\n\
-         sinks:\n  prometheus_remote_write:\n    - {{url: \"{}\", batch_wait_ms: 100}}\n",
+         derived_topics:\n  sla: \"{sla_topic}\"\n  health: \"{health_topic}\"\n  alerts: \"{alerts_topic}\"\n\
+         sinks:\n  prometheus_remote_write:\n    - {{url: \"{}\", batch_wait_ms: 100}}\n  alertmanager:\n    - {{url: \"{alertmanager}\"}}\n",
         work.path().join("state").display(),
         prom.write_url()
     );
@@ -1351,10 +1352,11 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
         .iter()
         .filter_map(|m| m.key().map(|k| String::from_utf8_lossy(k).into_owned()))
         .collect();
-    assert!(keys.contains(&format!("api/a/{end_ms}")), "{keys:?}");
+    assert!(keys.contains(&format!("{id}/a/{end_ms}")), "{keys:?}");
 
     // The same figures in Prometheus, at the report's time.
-    let q = r#"dwcp_sla_compliance_ratio{sla="api",kind="availability"}"#;
+    let q = format!(r#"dwcp_sla_compliance_ratio{{sla="{id}",kind="availability"}}"#);
+    let q = q.as_str();
     let got = dwcp_tests::wait_query(&prom.url(), q, (t0 + 600) as f64, 3, Duration::from_secs(30)).await;
     let by_region: BTreeMap<String, f64> = got.iter().map(|(l, v)| (l["region"].clone(), *v)).collect();
     assert!((by_region["a"] - want_a).abs() < 1e-9, "{by_region:?}");
@@ -1378,5 +1380,94 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
         .collect();
     assert_eq!(a.first(), Some(&false), "{health:?}");
     assert_eq!(a.last(), Some(&true), "{health:?}");
+
+    // Burn-rate alerts (budget 1 %). Region a burns 10× in the first half: 6h and 30m above 6×,
+    // a page from the first minute. The clean second half brings the whole-history burn to
+    // 29 / (290 + 60 (m − 4)) / 1 % after minute m: 5.47 < 6 first after minute 8, so the page
+    // resolves at 540 s and a ticket (3d and 6h above 1×) takes its place. Global burns 5×: a
+    // ticket from the first minute. Region b: nothing.
+    let alerts = decode_avro(&consume_all(&brokers, &alerts_topic, 4, Duration::from_secs(60)), "alert.avsc");
+    let seen: Vec<(String, String, String, i64)> = alerts
+        .iter()
+        .map(|r| {
+            let labels = match &r["labels"] {
+                apache_avro::types::Value::Map(m) => m.clone(),
+                other => panic!("labels: {other:?}"),
+            };
+            (
+                avro_str(&labels["region"]),
+                avro_str(&labels["severity"]),
+                avro_str(&r["state"]),
+                avro_ms(&r["event_time"]) / 1000 - i64::try_from(t0).expect("t0"),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String, i64)> = [
+        ("a", "critical", "firing", 60),
+        ("global", "warning", "firing", 60),
+        ("a", "critical", "resolved", 540),
+        ("a", "warning", "firing", 540),
+    ]
+    .iter()
+    .map(|(r, s, st, t)| (r.to_string(), s.to_string(), st.to_string(), *t))
+    .collect();
+    assert_eq!(seen, want);
+    assert!(alerts.iter().all(|r| avro_str(&r["alertname"]) == "SLAErrorBudgetBurn"));
+
+    // The real Alertmanager holds the two firing tickets (the resolved page is gone), with the
+    // fingerprints the alerts topic carries.
+    let am_alerts: Vec<serde_json::Value> = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let v: Vec<serde_json::Value> = reqwest::Client::new()
+                .get(format!("{alertmanager}/api/v2/alerts"))
+                .query(&[("filter", format!("sla=\"{id}\""))])
+                .send()
+                .await
+                .expect("alertmanager")
+                .json()
+                .await
+                .expect("json");
+            if v.len() == 2 || std::time::Instant::now() > deadline {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    let mut got: Vec<(String, String, String)> = am_alerts
+        .iter()
+        .map(|a| {
+            (
+                a["labels"]["region"].as_str().unwrap_or_default().to_string(),
+                a["labels"]["severity"].as_str().unwrap_or_default().to_string(),
+                a["fingerprint"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let fp = |region: &str, severity: &str| {
+        alerts
+            .iter()
+            .find(|r| {
+                let seen_region = match &r["labels"] {
+                    apache_avro::types::Value::Map(m) => (avro_str(&m["region"]), avro_str(&m["severity"])),
+                    _ => (String::new(), String::new()),
+                };
+                seen_region == (region.to_string(), severity.to_string())
+            })
+            .map(|r| avro_str(&r["fingerprint"]))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        got,
+        vec![
+            ("a".to_string(), "warning".to_string(), fp("a", "warning")),
+            ("global".to_string(), "warning".to_string(), fp("global", "warning")),
+        ],
+        "{am_alerts:?}"
+    );
+    let a_warning = am_alerts.iter().find(|a| a["labels"]["region"] == "a").expect("a");
+    let starts = a_warning["startsAt"].as_str().expect("startsAt");
+    assert!(starts.starts_with(&dwcp_sinks::alertmanager::rfc3339((t0 + 540) * 1_000_000_000)[..19]), "{starts}");
     assert!(w.stop());
 }

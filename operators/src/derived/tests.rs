@@ -440,3 +440,53 @@ fn bounds_drop_and_count_new_groups() {
     assert_eq!(d.groups(), 2);
     assert!(d.stats().dropped_groups > 0);
 }
+
+#[test]
+fn burn_rate_alerts_fire_swap_and_resolve() {
+    let mut a = sla("api", SlaKind::Availability, 0.999);
+    a.total = Some("req_total".into());
+    a.bad = Some("err_total".into());
+    a.per_region = false;
+    let mut d = op(DerivedConfig {
+        sla: vec![a],
+        ..DerivedConfig::default()
+    });
+    let mut out = DerivedOutput::default();
+    let (mut req, mut err) = (0.0, 0.0);
+    d.process(&[s("req_total", &[], 0.0, 0), s("err_total", &[], 0.0, 0)]);
+    // 2 hours of 2 % errors: burn 20× in every window, a page from the first minute.
+    let mut minute = |d: &mut DerivedOperator, m: u64, bad: f64, out: &mut DerivedOutput| {
+        req += 1000.0;
+        err += bad;
+        d.process(&[s("req_total", &[], req, m * 60 + 30), s("err_total", &[], err, m * 60 + 30)]);
+        d.on_watermark((m + 1) * 60 * SEC, out);
+    };
+    for m in 0..120 {
+        minute(&mut d, m, 20.0, &mut out);
+    }
+    assert_eq!(out.alerts.len(), 1, "{:?}", out.alerts);
+    let fired = &out.alerts[0];
+    assert_eq!(fired.state, AlertState::Firing);
+    assert_eq!(fired.labels["severity"], "critical");
+    assert_eq!(fired.labels["alertname"], BURN_ALERT_NAME);
+    assert_eq!(fired.event_time, 60 * SEC);
+    assert!((fired.value - 20.0).abs() < 1e-9, "{}", fired.value);
+    assert_eq!(fired.fingerprint, fingerprint(&fired.labels));
+    // Clean traffic: 5m drops to 0 at once, but the page holds while 6h and 30m burn above 6×.
+    // At the end of minute m the 30m window holds 149 − m bad minutes: 20 × (149 − m) / 30 > 6
+    // fails first for m = 140 (exactly 6), so the page resolves at 141 minutes; 6h and 3d still
+    // burn above 1× (20 × 120 / 141), so a ticket fires in its place.
+    out = DerivedOutput::default();
+    for m in 120..150 {
+        minute(&mut d, m, 0.0, &mut out);
+    }
+    let states: Vec<(&str, AlertState)> = out
+        .alerts
+        .iter()
+        .map(|a| (a.labels["severity"].as_str(), a.state))
+        .collect();
+    assert_eq!(states, [("critical", AlertState::Resolved), ("warning", AlertState::Firing)]);
+    assert_eq!(out.alerts[0].active_since, Some(60 * SEC));
+    assert_eq!(out.alerts[0].event_time, 141 * 60 * SEC);
+    assert_eq!(out.alerts[1].event_time, 141 * 60 * SEC);
+}
