@@ -26,6 +26,7 @@ pub mod derived;
 pub mod health;
 pub mod network;
 pub mod prom;
+pub mod promql;
 pub mod selector;
 pub mod sla;
 pub mod spanmetrics;

@@ -1,0 +1,184 @@
+//! A PromQL evaluator over in-memory series: the engine alert and recording rules run on.
+//!
+//! Parsing is the `promql-parser` crate's; evaluation is ours and follows Prometheus 3:
+//! instant selectors look back 5 minutes (`(t − 5m, t]`) and honour stale markers; range
+//! selectors take `(t − range, t]`; `offset` and `@` (with `start()` and `end()`); subqueries;
+//! the functions, aggregations and binary operators listed in [`SUPPORTED_FUNCTIONS`] and
+//! [`SUPPORTED_AGGREGATIONS`]. [`check`] rejects anything else at load time with the construct's
+//! name, so a rule never evaluates to a silently wrong answer. Native histograms are not
+//! supported (Prometheus 2.42 takes none over remote-write 1.0; classic buckets are).
+//!
+//! `__name__` is dropped by arithmetic, comparisons with `bool`, and the functions that change
+//! values, at the end of the query (Prometheus 3's delayed name removal), together with
+//! `__type__` and `__unit__`.
+
+mod eval;
+mod functions;
+
+use std::collections::BTreeMap;
+
+pub use eval::{Engine, EvalError};
+use promql_parser::parser::{self, Expr};
+
+/// A label set, sorted by name; `__name__` included.
+pub type Labels = BTreeMap<String, String>;
+
+/// Functions the evaluator implements.
+pub const SUPPORTED_FUNCTIONS: &[&str] = &[
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "deriv",
+    "predict_linear",
+    "resets",
+    "changes",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "quantile_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "last_over_time",
+    "present_over_time",
+    "histogram_quantile",
+    "absent",
+    "absent_over_time",
+    "clamp",
+    "clamp_min",
+    "clamp_max",
+    "abs",
+    "ceil",
+    "floor",
+    "round",
+    "exp",
+    "ln",
+    "log2",
+    "log10",
+    "sqrt",
+    "time",
+    "timestamp",
+    "vector",
+    "scalar",
+    "label_replace",
+    "label_join",
+    "sort",
+    "sort_desc",
+];
+
+/// Aggregations the evaluator implements.
+pub const SUPPORTED_AGGREGATIONS: &[&str] = &[
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "count",
+    "stddev",
+    "stdvar",
+    "group",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+];
+
+/// One series of samples, timestamps in ms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Labels.
+    pub labels: Labels,
+    /// `(timestamp ms, value)`, in time order; a stale marker is [`crate::prom::stale_nan`].
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// An element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Element {
+    /// Labels.
+    pub labels: Labels,
+    /// Value.
+    pub value: f64,
+    /// `__name__` is removed when the query's result is complete (delayed name removal, as
+    /// Prometheus 3 evaluates), so `label_replace` and `by (__name__)` still see it.
+    pub drop_name: bool,
+}
+
+impl Element {
+    /// An element that keeps its name.
+    pub fn new(labels: Labels, value: f64) -> Self {
+        Element {
+            labels,
+            value,
+            drop_name: false,
+        }
+    }
+}
+
+/// A query result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A number.
+    Scalar(f64),
+    /// A string.
+    String(String),
+    /// An instant vector.
+    Vector(Vec<Element>),
+    /// A range vector.
+    Matrix(Vec<Series>),
+}
+
+/// Parses and checks an expression.
+///
+/// # Errors
+/// The parser's message, or the first unsupported construct by name.
+pub fn parse(text: &str) -> Result<Expr, String> {
+    let e = parser::parse(text)?;
+    check(&e)?;
+    Ok(e)
+}
+
+/// Rejects constructs the evaluator does not implement, naming them.
+///
+/// # Errors
+/// `unsupported function foo`, `unsupported aggregation limitk`, ...
+pub fn check(e: &Expr) -> Result<(), String> {
+    match e {
+        Expr::Aggregate(a) => {
+            let op = a.op.to_string();
+            if !SUPPORTED_AGGREGATIONS.contains(&op.as_str()) {
+                return Err(format!("unsupported aggregation {op}"));
+            }
+            check(&a.expr)?;
+            if let Some(p) = &a.param {
+                check(p)?;
+            }
+            Ok(())
+        }
+        Expr::Unary(u) => check(&u.expr),
+        Expr::Binary(b) => {
+            if let Some(m) = &b.modifier {
+                if m.fill_values.lhs.is_some() || m.fill_values.rhs.is_some() {
+                    return Err("unsupported binary modifier fill".to_string());
+                }
+            }
+            check(&b.lhs)?;
+            check(&b.rhs)
+        }
+        Expr::Paren(p) => check(&p.expr),
+        Expr::Subquery(s) => check(&s.expr),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::VectorSelector(_) | Expr::MatrixSelector(_) => Ok(()),
+        Expr::Call(c) => {
+            if !SUPPORTED_FUNCTIONS.contains(&c.func.name) {
+                return Err(format!("unsupported function {}", c.func.name));
+            }
+            c.args.args.iter().try_for_each(|a| check(a))
+        }
+        Expr::Extension(_) => Err("unsupported extension expression".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
