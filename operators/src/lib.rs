@@ -27,6 +27,7 @@ pub mod health;
 pub mod network;
 pub mod prom;
 pub mod promql;
+pub mod rules;
 pub mod selector;
 pub mod sla;
 pub mod spanmetrics;

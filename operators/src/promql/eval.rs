@@ -46,15 +46,18 @@ pub struct Engine<'a> {
     start: i64,
     end: i64,
     /// Series indexed by metric name.
-    by_name: HashMap<&'a str, Vec<usize>>,
+    by_name: std::borrow::Cow<'a, HashMap<String, Vec<usize>>>,
 }
 
 impl<'a> Engine<'a> {
     /// An engine over `series` (samples sorted by time).
     pub fn new(series: &'a [Series]) -> Self {
-        let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, s) in series.iter().enumerate() {
-            by_name.entry(s.labels.get(NAME).map_or("", String::as_str)).or_default().push(i);
+            by_name
+                .entry(s.labels.get(NAME).cloned().unwrap_or_default())
+                .or_default()
+                .push(i);
         }
         Engine {
             series,
@@ -62,7 +65,19 @@ impl<'a> Engine<'a> {
             default_subquery_step_ms: 60_000,
             start: 0,
             end: 0,
-            by_name,
+            by_name: std::borrow::Cow::Owned(by_name),
+        }
+    }
+
+    /// An engine over `series` with an index by metric name the caller maintains.
+    pub fn with_index(series: &'a [Series], by_name: &'a HashMap<String, Vec<usize>>) -> Self {
+        Engine {
+            series,
+            lookback_ms: 300_000,
+            default_subquery_step_ms: 60_000,
+            start: 0,
+            end: 0,
+            by_name: std::borrow::Cow::Borrowed(by_name),
         }
     }
 
@@ -762,7 +777,7 @@ fn aggregate(
 }
 
 /// A valid Prometheus label name.
-pub(crate) fn valid_label_name(s: &str) -> bool {
+pub fn valid_label_name(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')

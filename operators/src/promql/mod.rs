@@ -17,7 +17,14 @@ mod functions;
 
 use std::collections::BTreeMap;
 
-pub use eval::{Engine, EvalError};
+pub use eval::{valid_label_name, Engine, EvalError};
+
+/// A valid Prometheus metric name.
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
 use promql_parser::parser::{self, Expr};
 
 /// A label set, sorted by name; `__name__` included.

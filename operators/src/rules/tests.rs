@@ -1,0 +1,111 @@
+use super::*;
+use crate::prom::labels_of;
+
+fn gauge(name: &str, labels: &[(&str, &str)], value: f64, t_ms: i64) -> Sample {
+    Sample::new(labels_of(std::iter::once(("__name__", name)).chain(labels.iter().copied())), value, t_ms)
+}
+
+const RULES: &str = r#"
+groups:
+  - name: test
+    interval: 1m
+    rules:
+      - record: job:x:max
+        expr: max by (job) (x)
+      - alert: XHigh
+        expr: job:x:max > 10
+        for: 2m
+        keep_firing_for: 1m
+        labels:
+          severity: warning
+          team: "{{ $labels.job }}-oncall"
+        annotations:
+          summary: "x of {{ $labels.job }} is {{ $value }} ({{ humanize $value }})"
+"#;
+
+#[test]
+fn load_errors_name_the_file_line_group_and_rule() {
+    let bad = RULES.replace("max by (job) (x)", "max by (job) (foo(x))");
+    let e = load(&bad, "r.yml", 60_000).expect_err("bad expr");
+    assert!(e.starts_with("r.yml:6: group \"test\", rule 1 (job:x:max): expr:"), "{e}");
+    let bad = RULES.replace("{{ $labels.job }}-oncall", "{{ range . }}");
+    let e = load(&bad, "r.yml", 60_000).expect_err("bad template");
+    assert!(e.contains("rule 2 (XHigh): labels.team: unsupported template construct"), "{e}");
+    let e = load("groups:\n  - name: g\n    rules:\n      - alert: A\n        exprr: x\n", "r.yml", 60_000).expect_err("field");
+    assert!(e.starts_with("r.yml:5:"), "{e}");
+    let e = load(&RULES.replace("for: 2m", "for: soon"), "r.yml", 60_000).expect_err("for");
+    assert!(e.contains("rule 2 (XHigh): for: \"soon\" is not a duration"), "{e}");
+}
+
+#[test]
+fn pending_firing_keep_firing_and_resolved_on_event_time() {
+    let groups = load(RULES, "r.yml", 60_000).expect("rules");
+    let mut e = RuleEngine::new(groups, 10_000);
+    let mut out = RuleOutput::default();
+    // x{job="api"} every 15 s for 12 minutes: 20 from 2m to 8m inclusive, else 5.
+    for step in 0..=48 {
+        let t = step * 15_000;
+        let v = if (120_000..=480_000).contains(&t) { 20.0 } else { 5.0 };
+        e.process(&[gauge("x", &[("job", "api"), ("instance", "1")], v, t)]);
+        #[allow(clippy::cast_sign_loss)]
+        e.on_watermark(t as u64 * 1_000_000, &mut out);
+    }
+    let seen: Vec<(AlertState, u64)> = out.alerts.iter().map(|a| (a.state, a.event_time / 1_000_000_000)).collect();
+    // Pending at 2m; firing 2m later at 4m; the condition clears at 9m, keep_firing_for 1m
+    // holds it through 9m, resolved at 10m.
+    assert_eq!(
+        seen,
+        vec![(AlertState::Pending, 120), (AlertState::Firing, 240), (AlertState::Resolved, 600)]
+    );
+    let fired = &out.alerts[1];
+    assert_eq!(fired.labels["team"], "api-oncall");
+    assert_eq!(fired.labels["severity"], "warning");
+    assert_eq!(fired.labels["alertname"], "XHigh");
+    assert_eq!(fired.annotations["summary"], "x of api is 20 (20)");
+    assert_eq!(fired.active_since, Some(120_000_000_000));
+    assert_eq!(fired.fingerprint, crate::alerts::fingerprint(&fired.labels));
+    // The recording rule's series were stored and returned: one per evaluation, 0m to 12m.
+    let recorded: Vec<&Sample> = out.samples.iter().filter(|s| s.name() == "job:x:max").collect();
+    assert_eq!(recorded.len(), 13);
+    assert_eq!(recorded[4].value, 20.0);
+    // ALERTS while pending (2m, 3m) and firing (4m to 9m).
+    let alerts_series: Vec<(&str, i64)> = out
+        .samples
+        .iter()
+        .filter(|s| s.name() == "ALERTS")
+        .map(|s| (s.label("alertstate").unwrap_or(""), s.timestamp_ms / 1000))
+        .collect();
+    assert_eq!(alerts_series.len(), 8, "{alerts_series:?}");
+    assert_eq!(alerts_series[0], ("pending", 120));
+    assert_eq!(alerts_series[2], ("firing", 240));
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+}
+
+#[test]
+fn a_pending_alert_that_clears_goes_inactive_without_firing() {
+    let groups = load(
+        "groups:\n  - name: g\n    interval: 30s\n    rules:\n      - alert: Blip\n        expr: y > 1\n        for: 5m\n",
+        "r.yml",
+        60_000,
+    )
+    .expect("rules");
+    let mut e = RuleEngine::new(groups, 100);
+    let mut out = RuleOutput::default();
+    for (t, v) in [(0, 2.0), (30_000, 2.0), (60_000, 0.0), (90_000, 0.0)] {
+        e.process(&[gauge("y", &[], v, t)]);
+        e.on_watermark(t as u64 * 1_000_000, &mut out);
+    }
+    let seen: Vec<(AlertState, u64)> = out.alerts.iter().map(|a| (a.state, a.event_time / 1_000_000_000)).collect();
+    assert_eq!(seen, vec![(AlertState::Pending, 0), (AlertState::Inactive, 60)]);
+}
+
+#[test]
+fn the_shipped_rules_load() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rules/dwcp.rules.yml"))
+        .expect("deploy/rules/dwcp.rules.yml");
+    let groups = load(&text, "dwcp.rules.yml", 60_000).expect("valid");
+    let names: Vec<&str> = groups.iter().flat_map(|g| g.rules.iter().map(|r| r.name.as_str())).collect();
+    for want in ["HighLatency", "DWCPServiceDown", "SLAViolation"] {
+        assert!(names.contains(&want), "{names:?}");
+    }
+}
