@@ -78,6 +78,34 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// Derived streams published back to Kafka as Avro.
     pub derived_topics: DerivedTopicsConfig,
+    /// Prometheus alerting and recording rules.
+    pub rules: RulesConfig,
+}
+
+/// Prometheus rule files evaluated on event time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Rule files (relative paths are relative to the config file).
+    pub files: Vec<PathBuf>,
+    /// Interval of groups without one, ms.
+    pub default_interval_ms: u64,
+    /// Series kept for evaluation at most; samples of further series are dropped and counted.
+    pub max_series: usize,
+    /// Window semantics of this Prometheus major version: 3 (range selectors exclude their left
+    /// end, the default) or 2 (include it, as Prometheus 2.x evaluates).
+    pub prometheus_version: u8,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            files: Vec::new(),
+            default_interval_ms: 60_000,
+            max_series: 1_000_000,
+            prometheus_version: 3,
+        }
+    }
 }
 
 /// The Kafka topics of derived records (Avro, single-object encoding).
@@ -405,6 +433,8 @@ impl ResolvedTopic {
 pub struct ValidatedConfig {
     /// The configuration.
     pub config: Config,
+    /// The rule groups of `rules.files`, checked.
+    pub rule_groups: Vec<dwcp_operators::rules::Group>,
     /// Topics with compiled patterns, in config order (the first match wins).
     pub topics: Vec<ResolvedTopic>,
     /// Where it came from, for messages.
@@ -697,8 +727,32 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
             format!("`{}` is not an ip:port address", config.http.listen),
         ));
     }
+    if !matches!(config.rules.prometheus_version, 2 | 3) {
+        return Err(invalid("rules.prometheus_version", "must be 2 or 3".into()));
+    }
+    if config.rules.default_interval_ms == 0 {
+        return Err(invalid("rules.default_interval_ms", "must be at least 1".into()));
+    }
+    let mut rule_groups = Vec::new();
+    for (i, f) in config.rules.files.iter().enumerate() {
+        let path = if f.is_relative() {
+            file.parent().map_or_else(|| f.clone(), |d| d.join(f))
+        } else {
+            f.clone()
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| invalid(&format!("rules.files[{i}]"), format!("{}: {e}", path.display())))?;
+        let groups = dwcp_operators::rules::load(
+            &text,
+            &path.display().to_string(),
+            i64::try_from(config.rules.default_interval_ms).unwrap_or(i64::MAX),
+        )
+        .map_err(|e| invalid(&format!("rules.files[{i}]"), e))?;
+        rule_groups.extend(groups);
+    }
     Ok(ValidatedConfig {
         config,
+        rule_groups,
         topics,
         file: file.into(),
     })

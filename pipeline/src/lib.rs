@@ -7,6 +7,7 @@ pub mod derived;
 pub mod http;
 pub mod source;
 pub mod telemetry;
+pub mod test_rules;
 pub mod topology;
 
 /// Sets up `tracing` output: human lines or JSON, filtered by `level` unless `RUST_LOG` is set.

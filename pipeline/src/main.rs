@@ -46,6 +46,16 @@ enum Command {
         /// The message, or `-` for stdin.
         file: String,
     },
+    /// Run rule unit tests written in promtool's test-file format (exit 1 when any fails).
+    TestRules {
+        /// Window semantics of this Prometheus major version: 3 (range selectors exclude their
+        /// left end) or 2 (include it).
+        #[arg(long, default_value_t = 3)]
+        prometheus_version: u8,
+        /// Test files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run the whole pipeline on an embedded Kafka with simulated regions, until Ctrl-C.
     Demo {
         /// Stop after this many seconds (default: run until Ctrl-C).
@@ -63,6 +73,35 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::TestRules {
+            files,
+            prometheus_version,
+        } => {
+            let mut failed = false;
+            for f in &files {
+                println!("Unit Testing:  {}", f.display());
+                match dwcp_pipeline::test_rules::run_file(f, prometheus_version == 2) {
+                    Ok(failures) if failures.is_empty() => println!("  SUCCESS\n"),
+                    Ok(failures) => {
+                        failed = true;
+                        println!("  FAILED:");
+                        for fl in failures {
+                            println!("    {fl}");
+                        }
+                        println!();
+                    }
+                    Err(e) => {
+                        failed = true;
+                        println!("  FAILED:\n    {e}\n");
+                    }
+                }
+            }
+            if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
         Command::ValidateConfig { file } => match config::load(&file) {
             Ok(c) => {
                 println!("{}: valid ({} topic entries)", file.display(), c.topics.len());

@@ -105,6 +105,16 @@ pub struct Telemetry {
     pub alerts_firing: Family<Labels, Gauge>,
     /// Alert state changes by state.
     pub alert_transitions: Family<Labels, Counter>,
+    /// Rule evaluations (one rule at one timestamp).
+    pub rule_evaluations: Counter<u64, AtomicU64>,
+    /// Rule evaluations that failed, by group and rule.
+    pub rule_failures: Family<Labels, Counter>,
+    /// Wall time of the last tick's rule evaluations, seconds.
+    pub rule_eval_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Series and samples held for rule evaluation.
+    pub rule_series: Gauge,
+    /// Samples the rule store dropped, by reason (`out_of_order`, `series_limit`).
+    pub rule_samples_dropped: Family<Labels, Counter>,
     /// Local state snapshots by result (`written`, `failed`).
     pub checkpoints: Family<Labels, Counter>,
     /// Duration of the last local state snapshot, seconds.
@@ -309,6 +319,31 @@ impl Telemetry {
             alert_transitions: reg!(
                 "alert_transitions",
                 "Alert state changes by state",
+                Family::default()
+            ),
+            rule_evaluations: reg!(
+                "rule_evaluations",
+                "Rule evaluations (one rule at one timestamp)",
+                Counter::default()
+            ),
+            rule_failures: reg!(
+                "rule_evaluation_failures",
+                "Rule evaluations that failed, by group and rule",
+                Family::default()
+            ),
+            rule_eval_seconds: reg!(
+                "rule_evaluation_duration_seconds",
+                "Wall time of the last tick's rule evaluations",
+                Gauge::default()
+            ),
+            rule_series: reg!(
+                "rule_series",
+                "Series held for rule evaluation",
+                Gauge::default()
+            ),
+            rule_samples_dropped: reg!(
+                "rule_samples_dropped",
+                "Samples the rule store dropped, by reason",
                 Family::default()
             ),
             checkpoints: reg!(

@@ -17,6 +17,7 @@ use dwcp_operators::activity::{ActivityConfig, ActivityOperator, ActivityReport}
 use dwcp_operators::aggregate::AggregateOperator;
 use dwcp_operators::cardinality::CardinalityGuard;
 use dwcp_operators::derived::{DerivedOperator, DerivedOutput, DerivedState, DerivedView};
+use dwcp_operators::rules::{RuleEngine, RuleOutput};
 use dwcp_operators::prom::PromConverter;
 use dwcp_operators::spanmetrics::SpanMetrics;
 use dwcp_operators::traces::{Decision, TraceOperator, TraceOutput, TraceStats};
@@ -266,6 +267,20 @@ pub async fn run(
     router.producer = producer;
     router.derived_view = Some(derived_view);
     router.alertmanagers = alertmanagers;
+    if !config.rule_groups.is_empty() {
+        let n: usize = config.rule_groups.iter().map(|g| g.rules.len()).sum();
+        tracing::info!(groups = config.rule_groups.len(), rules = n, "rules loaded");
+        let mut engine = RuleEngine::new(config.rule_groups.clone(), config.config.rules.max_series);
+        engine.prometheus2 = config.config.rules.prometheus_version == 2;
+        router.rules = Some(engine);
+        if router.producer.is_none() && config.config.derived_topics.enabled {
+            router.producer = Some(DerivedProducer::new(
+                config.config.derived_topics.clone(),
+                &config.config.source.brokers,
+                telemetry.clone(),
+            )?);
+        }
+    }
     let router = tokio::spawn(router.run(batch_rx));
 
     let src = source.clone();
@@ -308,6 +323,8 @@ struct Router {
     producer: Option<DerivedProducer>,
     derived_view: Option<watch::Sender<Arc<DerivedView>>>,
     alertmanagers: Vec<AlertmanagerSink>,
+    rules: Option<RuleEngine>,
+    rules_reported: (u64, u64),
     state_dir: Option<std::path::PathBuf>,
     checkpoint_every: Duration,
     last_checkpoint: std::time::Instant,
@@ -370,6 +387,8 @@ impl Router {
             producer: None,
             derived_view: None,
             alertmanagers: Vec::new(),
+            rules: None,
+            rules_reported: (0, 0),
             state_dir: oc.state_dir.clone(),
             checkpoint_every: Duration::from_millis(oc.checkpoint_interval_ms),
             last_checkpoint: std::time::Instant::now(),
@@ -405,6 +424,7 @@ impl Router {
                         self.publish(samples, "span_metrics", None).await;
                     }
                     self.close_derived(wm).await;
+                    self.evaluate_rules(wm).await;
                     let stale = self.guard.expire();
                     self.publish_admitted(stale, "stale", None).await;
                 }
@@ -526,26 +546,56 @@ impl Router {
 
     /// Whether anything reads Prometheus samples.
     fn wants_samples(&self) -> bool {
-        !self.remote_write.is_empty() || self.derived.is_some()
+        !self.remote_write.is_empty() || self.derived.is_some() || self.rules.is_some()
     }
 
-    /// Feeds samples to the derived operator.
+    /// Feeds samples to the derived operator and the rule store.
     fn derive_from(&mut self, samples: &[dwcp_operators::prom::Sample]) {
         if let Some(d) = &mut self.derived {
             d.process(samples);
         }
+        if let Some(r) = &mut self.rules {
+            r.process(samples);
+        }
     }
 
-    /// Closes the derived operator's minutes up to the watermark and ships what they produced.
-    async fn close_derived(&mut self, wm: EventTime) {
-        let Some(d) = &mut self.derived else { return };
-        let mut out = DerivedOutput::default();
-        d.on_watermark(wm, &mut out);
-        let closed = !out.samples.is_empty() || !out.sla.is_empty() || !out.health.is_empty();
-        if let Some(p) = &self.producer {
-            p.publish(&out.sla, &out.health, &out.alerts);
+    /// Evaluates the rule groups due at the watermark; ships alerts and recorded series.
+    async fn evaluate_rules(&mut self, wm: EventTime) {
+        let Some(rules) = &mut self.rules else { return };
+        let started = std::time::Instant::now();
+        let mut out = RuleOutput::default();
+        rules.on_watermark(wm, &mut out);
+        let t = &self.telemetry;
+        if out.evaluations > 0 {
+            t.rule_eval_seconds.set(started.elapsed().as_secs_f64());
         }
-        for a in &out.alerts {
+        t.rule_evaluations.inc_by(out.evaluations);
+        for (group, rule, error) in &out.errors {
+            tracing::warn!(%group, %rule, %error, "rule evaluation failed");
+            t.rule_failures
+                .get_or_create(&labels([("group", group), ("rule", rule)]))
+                .inc();
+        }
+        let store = rules.store();
+        t.rule_series.set(i64::try_from(store.len()).unwrap_or(i64::MAX));
+        let (ooo, dropped) = (store.out_of_order, store.dropped_series);
+        t.rule_samples_dropped
+            .get_or_create(&labels([("reason", "out_of_order")]))
+            .inc_by(ooo - self.rules_reported.0);
+        t.rule_samples_dropped
+            .get_or_create(&labels([("reason", "series_limit")]))
+            .inc_by(dropped - self.rules_reported.1);
+        self.rules_reported = (ooo, dropped);
+        self.ship_alerts(&out.alerts).await;
+        self.publish(out.samples, "rules", None).await;
+    }
+
+    /// Alert state changes to the log, /metrics, the alerts topic and every Alertmanager.
+    async fn ship_alerts(&mut self, alerts: &[dwcp_operators::alerts::AlertTransition]) {
+        if alerts.is_empty() {
+            return;
+        }
+        for a in alerts {
             tracing::info!(
                 alert = %a.alertname(),
                 state = a.state.as_str(),
@@ -558,16 +608,33 @@ impl Router {
                 .get_or_create(&labels([("state", a.state.as_str())]))
                 .inc();
         }
-        if !out.alerts.is_empty() {
-            for am in &self.alertmanagers {
-                am.send(out.alerts.clone()).await;
-            }
+        if let Some(p) = &self.producer {
+            p.publish(&[], &[], alerts);
+        }
+        for am in &self.alertmanagers {
+            am.send(alerts.to_vec()).await;
+        }
+    }
+
+    /// Closes the derived operator's minutes up to the watermark and ships what they produced.
+    async fn close_derived(&mut self, wm: EventTime) {
+        let Some(d) = &mut self.derived else { return };
+        let mut out = DerivedOutput::default();
+        d.on_watermark(wm, &mut out);
+        let closed = !out.samples.is_empty() || !out.sla.is_empty() || !out.health.is_empty();
+        if let Some(p) = &self.producer {
+            p.publish(&out.sla, &out.health, &[]);
         }
         if closed {
             if let Some(tx) = &self.derived_view {
                 tx.send_replace(Arc::new(d.view()));
             }
         }
+        // Derived series feed the rules (an SLA rule reads dwcp_sla_compliance_ratio).
+        if let Some(r) = &mut self.rules {
+            r.process(&out.samples);
+        }
+        self.ship_alerts(&out.alerts).await;
         self.publish(out.samples, "derived", None).await;
         if self.last_checkpoint.elapsed() >= self.checkpoint_every {
             self.checkpoint().await;

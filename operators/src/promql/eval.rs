@@ -42,6 +42,9 @@ pub struct Engine<'a> {
     /// Step of subqueries without one, ms (1 minute, as Prometheus's default evaluation
     /// interval).
     pub default_subquery_step_ms: i64,
+    /// Prometheus 2 window bounds: range selectors read `[t − range, t]` and the lookback
+    /// includes `t − 5m`; Prometheus 3 (the default) excludes the left end.
+    pub closed_ranges: bool,
     /// Start and end of the query, for `@ start()` and `@ end()`.
     start: i64,
     end: i64,
@@ -63,6 +66,7 @@ impl<'a> Engine<'a> {
             series,
             lookback_ms: 300_000,
             default_subquery_step_ms: 60_000,
+            closed_ranges: false,
             start: 0,
             end: 0,
             by_name: std::borrow::Cow::Owned(by_name),
@@ -75,6 +79,7 @@ impl<'a> Engine<'a> {
             series,
             lookback_ms: 300_000,
             default_subquery_step_ms: 60_000,
+            closed_ranges: false,
             start: 0,
             end: 0,
             by_name: std::borrow::Cow::Borrowed(by_name),
@@ -172,7 +177,12 @@ impl<'a> Engine<'a> {
                 continue;
             }
             let (ts, v) = s.samples[idx - 1];
-            if ts <= rt - self.lookback_ms || is_stale(v) {
+            let too_old = if self.closed_ranges {
+                ts < rt - self.lookback_ms
+            } else {
+                ts <= rt - self.lookback_ms
+            };
+            if too_old || is_stale(v) {
                 continue;
             }
             out.push((
@@ -188,7 +198,11 @@ impl<'a> Engine<'a> {
         let rt = self.ref_time(vs, t);
         let mut out = Vec::new();
         for s in self.select(vs) {
-            let lo = s.samples.partition_point(|(ts, _)| *ts <= rt - range_ms);
+            let lo = if self.closed_ranges {
+                s.samples.partition_point(|(ts, _)| *ts < rt - range_ms)
+            } else {
+                s.samples.partition_point(|(ts, _)| *ts <= rt - range_ms)
+            };
             let hi = s.samples.partition_point(|(ts, _)| *ts <= rt);
             let samples: Vec<(i64, f64)> = s.samples[lo..hi].iter().copied().filter(|(_, v)| !is_stale(*v)).collect();
             if samples.is_empty() {
@@ -209,7 +223,7 @@ impl<'a> Engine<'a> {
         let range = dur_ms(&sq.range);
         let mint = rt - range;
         let mut ts = mint.div_euclid(step) * step;
-        if ts <= mint {
+        if ts < mint || (ts == mint && !self.closed_ranges) {
             ts += step;
         }
         let mut out: Vec<Series> = Vec::new();

@@ -397,9 +397,11 @@ impl SeriesStore {
         }
     }
 
-    /// An engine over the store.
-    pub fn engine(&self) -> Engine<'_> {
-        Engine::with_index(&self.series, &self.by_name)
+    /// An engine over the store (`closed_ranges`: Prometheus 2 window bounds).
+    pub fn engine(&self, closed_ranges: bool) -> Engine<'_> {
+        let mut e = Engine::with_index(&self.series, &self.by_name);
+        e.closed_ranges = closed_ranges;
+        e
     }
 }
 
@@ -428,6 +430,8 @@ pub struct RuleEngine {
     retention_ms: i64,
     /// Evaluations skipped because event time jumped further than `max_catch_up` intervals.
     pub skipped_evaluations: u64,
+    /// Evaluate with Prometheus 2's window bounds (see [`Engine::closed_ranges`]).
+    pub prometheus2: bool,
 }
 
 /// Evaluations per group per watermark advance at most; a longer jump skips ahead.
@@ -455,6 +459,7 @@ impl RuleEngine {
             store: SeriesStore::new(max_series),
             retention_ms,
             skipped_evaluations: 0,
+            prometheus2: false,
         }
     }
 
@@ -527,7 +532,7 @@ impl RuleEngine {
         for ri in 0..self.groups[gi].rules.len() {
             out.evaluations += 1;
             let result = {
-                let mut engine = self.store.engine();
+                let mut engine = self.store.engine(self.prometheus2);
                 engine.instant(&self.groups[gi].rules[ri].expr, t)
             };
             let g = &self.groups[gi];
