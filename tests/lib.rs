@@ -454,3 +454,131 @@ pub async fn wait_query(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// An Alertmanager of its own for one test (the stack's `prometheus-alertmanager` binary),
+/// routing every alert to `webhook` at once (group_wait and group_interval 1 s).
+pub struct AlertmanagerServer {
+    child: Option<Child>,
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl AlertmanagerServer {
+    /// Starts one; waits until it is ready.
+    pub async fn start(dir: &Path, webhook: &str) -> AlertmanagerServer {
+        std::fs::create_dir_all(dir.join("data")).expect("data dir");
+        let cfg = dir.join("alertmanager.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "route:\n  receiver: hook\n  group_by: [alertname, region]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+                 receivers:\n  - name: hook\n    webhook_configs:\n      - url: \"{webhook}\"\n        send_resolved: true\n"
+            ),
+        )
+        .expect("config");
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("alertmanager.log")).expect("log");
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus-alertmanager on PATH (deploy/local/stack.sh install)");
+        let am = AlertmanagerServer {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(format!("{}/-/ready", am.url())).await {
+                if r.status().is_success() {
+                    return am;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("alertmanager did not become ready:\n{}", am.log());
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("alertmanager.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AlertmanagerServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A webhook receiver on 127.0.0.1: every POSTed JSON body, in order.
+pub struct WebhookReceiver {
+    /// Its URL.
+    pub url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl WebhookReceiver {
+    /// Starts one.
+    pub async fn start() -> WebhookReceiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = std::sync::Arc::default();
+        let b = bodies.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    // Read the head, then Content-Length bytes of body.
+                    loop {
+                        let Ok(n) = sock.read(&mut chunk).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            if let Ok(v) = serde_json::from_slice(&buf[end + 4..end + 4 + len]) {
+                                b.lock().expect("lock").push(v);
+                            }
+                            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        WebhookReceiver {
+            url: format!("http://{addr}/hook"),
+            bodies,
+        }
+    }
+
+    /// The bodies received so far.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().expect("lock").clone()
+    }
+}

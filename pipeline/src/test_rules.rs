@@ -241,6 +241,7 @@ pub fn run_file(path: &Path, prometheus2: bool) -> Result<Vec<String>, String> {
         };
         let mut engine = RuleEngine::new(groups.clone(), 1_000_000);
         engine.prometheus2 = prometheus2;
+        engine.start_at(0);
         let mut input = Vec::new();
         for s in &test.input_series {
             let labels = parse_series(&s.series)?;

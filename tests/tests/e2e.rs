@@ -1471,3 +1471,127 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
     assert!(starts.starts_with(&dwcp_sinks::alertmanager::rfc3339((t0 + 540) * 1_000_000_000)[..19]), "{starts}");
     assert!(w.stop());
 }
+
+/// OTLP/JSON of one region's latency histogram (bounds 50 and 250 ms), cumulative counts.
+fn latency_message(region: &str, t_s: u64, counts: [u64; 3]) -> Vec<u8> {
+    let t = t_s * 1_000_000_000;
+    let total: u64 = counts.iter().sum();
+    format!(
+        r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"cloud.region","value":{{"stringValue":"{region}"}}}},{{"key":"service.name","value":{{"stringValue":"gw"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"dwcp.latency","unit":"ms","histogram":{{"aggregationTemporality":2,"dataPoints":[{{"startTimeUnixNano":"1","timeUnixNano":"{t}","count":"{total}","sum":{},"bucketCounts":["{}","{}","{}"],"explicitBounds":[50,250]}}]}}}}]}}]}}]}}"#,
+        counts[0] * 20 + counts[2] * 400,
+        counts[0],
+        counts[1],
+        counts[2]
+    )
+    .into_bytes()
+}
+
+/// The design's HighLatency rule (deploy/rules/dwcp.rules.yml) on event time: us-east-1 sends
+/// every request above 250 ms from 600 s to 1080 s. With 15 s samples, one slow increment among
+/// the 19 of a 5-minute window is already above 5 %, so p95 jumps to the 250 ms bound at
+/// 600 s: pending then, firing 5 minutes later at 900 s, resolved at 1365 s when the window's
+/// first sample is the last slow one (Prometheus 3 windows exclude their left end). The
+/// alerts topic carries the three transitions (Avro, alert.avsc) and a real Alertmanager
+/// delivers the firing and the resolved notification to a webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high_latency_fires_at_the_right_time_and_reaches_a_webhook_through_alertmanager() {
+    let Some(brokers) = kafka() else { return };
+    let id = unique("rules");
+    let topic = format!("{id}.metrics");
+    let alerts_topic = format!("{id}.alerts");
+    create_topics(&brokers, &[&topic, &format!("{id}.dlq"), &alerts_topic], 1).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let hook = dwcp_tests::WebhookReceiver::start().await;
+    let am = dwcp_tests::AlertmanagerServer::start(&work.path().join("am"), &hook.url).await;
+    let rules = format!("{}/../deploy/rules/dwcp.rules.yml", env!("CARGO_MANIFEST_DIR"));
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let t0 = now_s / 60 * 60 - 40 * 60;
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{topic}\", signal: metrics, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\noperators:\n  idle_timeout_ms: 600000\n\
+         rules:\n  files: [\"{rules}\"]\n\
+         derived_topics:\n  alerts: \"{alerts_topic}\"\n\
+         sinks:\n  alertmanager:\n    - {{url: \"{}\"}}\n",
+        am.url()
+    );
+    let p = producer(&brokers);
+    let mut counts = BTreeMap::from([("us-east-1", [0u64; 3]), ("us-west-1", [0u64; 3])]);
+    let mut send = |range: std::ops::RangeInclusive<u64>| {
+        let mut msgs = Vec::new();
+        for t in range.step_by(15) {
+            for (region, c) in &mut counts {
+                if t > 0 {
+                    let slow = *region == "us-east-1" && (600..=1080).contains(&t);
+                    c[if slow { 2 } else { 0 }] += 100;
+                }
+                msgs.push(latency_message(region, t0 + t, *c));
+            }
+        }
+        msgs
+    };
+    for m in send(0..=960) {
+        produce(&p, &topic, None, &m, None, Some(0)).await;
+    }
+    let mut w = Worker::start(work.path(), "worker", &yaml);
+    let firing_hook = |bodies: &[serde_json::Value], status: &str| {
+        bodies.iter().any(|b| {
+            b["alerts"].as_array().is_some_and(|a| {
+                a.iter().any(|x| {
+                    x["labels"]["alertname"] == "HighLatency"
+                        && x["labels"]["region"] == "us-east-1"
+                        && x["status"] == status
+                })
+            })
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    while !firing_hook(&hook.bodies(), "firing") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no firing notification; worker log:\n{}\nalertmanager:\n{}",
+            w.log_text(),
+            am.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for m in send(975..=2100) {
+        produce(&p, &topic, None, &m, None, Some(0)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !firing_hook(&hook.bodies(), "resolved") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no resolved notification; worker log:\n{}",
+            w.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let records = decode_avro(&consume_all(&brokers, &alerts_topic, 20, Duration::from_secs(20)), "alert.avsc");
+    let high: Vec<(String, i64, f64)> = records
+        .iter()
+        .filter(|r| avro_str(&r["alertname"]) == "HighLatency")
+        .map(|r| {
+            let region = match &r["labels"] {
+                apache_avro::types::Value::Map(m) => avro_str(&m["region"]),
+                _ => String::new(),
+            };
+            assert_eq!(region, "us-east-1");
+            (
+                avro_str(&r["state"]),
+                avro_ms(&r["event_time"]) / 1000 - i64::try_from(t0).expect("t0"),
+                avro_f64(&r["value"]),
+            )
+        })
+        .collect();
+    let states: Vec<(&str, i64)> = high.iter().map(|(s, t, _)| (s.as_str(), *t)).collect();
+    assert_eq!(states, [("pending", 600), ("firing", 900), ("resolved", 1365)], "{high:?}");
+    // The value is the p95: the 250 ms bound while any slow request is in the window.
+    assert_eq!(high[1].2, 250.0);
+    assert!(
+        metric_sum(&w.metrics().await, "dwcp_alertmanager_alerts_total", &[("result", "posted")]) >= 2.0
+    );
+    assert!(w.stop());
+}

@@ -432,6 +432,9 @@ pub struct RuleEngine {
     pub skipped_evaluations: u64,
     /// Evaluate with Prometheus 2's window bounds (see [`Engine::closed_ranges`]).
     pub prometheus2: bool,
+    /// The earliest sample seen before the first evaluation: evaluation starts there, so a
+    /// replay evaluates its history rather than only its end.
+    earliest_ms: Option<i64>,
 }
 
 /// Evaluations per group per watermark advance at most; a longer jump skips ahead.
@@ -460,6 +463,7 @@ impl RuleEngine {
             retention_ms,
             skipped_evaluations: 0,
             prometheus2: false,
+            earliest_ms: None,
         }
     }
 
@@ -478,8 +482,19 @@ impl RuleEngine {
         self.retention_ms
     }
 
+    /// Evaluation starts at the first interval boundary at or after `t_ms` (promtool starts at
+    /// 0), whatever the samples say.
+    pub fn start_at(&mut self, t_ms: i64) {
+        self.earliest_ms = Some(t_ms);
+    }
+
     /// Stores samples for evaluation.
     pub fn process(&mut self, samples: &[Sample]) {
+        if self.next_eval.iter().all(Option::is_none) {
+            if let Some(min) = samples.iter().map(|s| s.timestamp_ms).filter(|t| *t >= 0).min() {
+                self.earliest_ms = Some(self.earliest_ms.map_or(min, |e| e.min(min)));
+            }
+        }
         for s in samples {
             self.store.append(s);
         }
@@ -504,11 +519,21 @@ impl RuleEngine {
     /// has passed, in order.
     pub fn on_watermark(&mut self, watermark: EventTime, out: &mut RuleOutput) {
         let wm = i64::try_from(watermark / 1_000_000).unwrap_or(i64::MAX);
+        // Nothing to evaluate before the first sample: event time starts with the data.
+        if self.earliest_ms.is_none() && self.next_eval.iter().all(Option::is_none) {
+            return;
+        }
         loop {
             // The group due earliest goes first, so recorded series feed later evaluations.
             let mut due: Option<(i64, usize)> = None;
+            let earliest = self.earliest_ms;
             for (gi, g) in self.groups.iter().enumerate() {
-                let next = *self.next_eval[gi].get_or_insert_with(|| wm.div_euclid(g.interval_ms) * g.interval_ms);
+                // First evaluation: the first interval boundary at or after the earliest sample
+                // (or the watermark's, with no samples yet).
+                let next = *self.next_eval[gi].get_or_insert_with(|| match earliest {
+                    Some(e) => (e + g.interval_ms - 1).div_euclid(g.interval_ms) * g.interval_ms,
+                    None => wm.div_euclid(g.interval_ms) * g.interval_ms,
+                });
                 if next <= wm && due.is_none_or(|(t, _)| next < t) {
                     due = Some((next, gi));
                 }
