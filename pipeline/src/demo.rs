@@ -358,6 +358,9 @@ impl Agent {
 /// under `operators:` (the same block is in deploy/config/pipeline.yaml).
 const DEMO_DERIVED: &str = include_str!("../../deploy/config/derived.yaml");
 
+/// The design's alert rules (HighLatency, DWCPServiceDown, SLAViolation).
+const DEMO_RULES: &str = include_str!("../../deploy/rules/dwcp.rules.yml");
+
 /// Runs the demo until `shutdown` turns true.
 ///
 /// # Errors
@@ -371,10 +374,14 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
     for topic in ["dwcp.sla", "dwcp.health", "dwcp.alerts"] {
         cluster.create_topic(topic, 1, 1)?;
     }
+    // The design's rules, from deploy/rules, written where the config can name them.
+    let rules_file = std::env::temp_dir().join(format!("dwcp-demo-rules-{}.yml", std::process::id()));
+    std::fs::write(&rules_file, DEMO_RULES)?;
     let yaml = format!(
         "source:\n  brokers: \"{brokers}\"\n  group_id: dwcp-demo\n  commit_interval_ms: 500\n\
-         http:\n  listen: \"{}\"\noperators:\n  activity_window_ms: 5000\n  dark_after_ms: 10000\n  allowed_lateness_ms: 1000\n{}",
+         http:\n  listen: \"{}\"\nrules:\n  files: [\"{}\"]\noperators:\n  activity_window_ms: 5000\n  dark_after_ms: 10000\n  allowed_lateness_ms: 1000\n{}",
         opts.listen,
+        rules_file.display(),
         DEMO_DERIVED.replace("\n", "\n  ").trim_end_matches(' ')
     );
     let cfg: ValidatedConfig = config::parse(&yaml, std::path::Path::new("<demo>"), &[])?;
@@ -473,6 +480,7 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
     }
     let _ = agents.await;
     pipeline.await??;
+    let _ = std::fs::remove_file(&rules_file);
     // Clients first, then the cluster they talk to.
     drop(producer);
     drop(cluster);
@@ -574,6 +582,13 @@ fn summary(r: &dwcp_operators::activity::ActivityReport, metrics: &str, t: u64, 
         sum_metric(metrics, "dwcp_traces_decided_total", None),
         sum_metric(metrics, "dwcp_traces_decided_total", Some(("decision", "sampled"))),
         sum_metric(metrics, "dwcp_cross_region_hops_total", None),
+    );
+    let _ = writeln!(
+        s,
+        "alerts so far: {} went pending, {} fired, {} resolved (deploy/rules/dwcp.rules.yml and SLA burn rates; every change on dwcp.alerts)",
+        sum_metric(metrics, "dwcp_alert_transitions_total", Some(("state", "pending"))),
+        sum_metric(metrics, "dwcp_alert_transitions_total", Some(("state", "firing"))),
+        sum_metric(metrics, "dwcp_alert_transitions_total", Some(("state", "resolved"))),
     );
     let _ = writeln!(
         s,

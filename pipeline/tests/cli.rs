@@ -147,3 +147,19 @@ fn demo_runs_on_the_embedded_cluster_and_reports_the_latency_incident() {
         .unwrap_or(0);
     assert!(hops > 0, "{text}");
 }
+
+/// The shipped Alertmanager config passes Alertmanager's own checker, and the shipped rules
+/// and example config load.
+#[test]
+fn shipped_alertmanager_config_passes_amtool() {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/alertmanager/alertmanager.yml");
+    let Ok(out) = Command::new("amtool").arg("check-config").arg(&file).output() else {
+        eprintln!("skipped: amtool not installed (deploy/local/stack.sh install)");
+        return;
+    };
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let text = std::fs::read_to_string(&file).expect("read");
+    for want in ["group_wait: 30s", "repeat_interval: 1h", "pagerduty_configs", "slack_configs", "email_configs"] {
+        assert!(text.contains(want), "{want}");
+    }
+}

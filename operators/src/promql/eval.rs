@@ -50,6 +50,8 @@ pub struct Engine<'a> {
     end: i64,
     /// Series indexed by metric name.
     by_name: std::borrow::Cow<'a, HashMap<String, Vec<usize>>>,
+    /// Series indexed by (label, value), when the caller maintains it.
+    postings: Option<&'a HashMap<(String, String), Vec<usize>>>,
 }
 
 impl<'a> Engine<'a> {
@@ -70,11 +72,17 @@ impl<'a> Engine<'a> {
             start: 0,
             end: 0,
             by_name: std::borrow::Cow::Owned(by_name),
+            postings: None,
         }
     }
 
-    /// An engine over `series` with an index by metric name the caller maintains.
-    pub fn with_index(series: &'a [Series], by_name: &'a HashMap<String, Vec<usize>>) -> Self {
+    /// An engine over `series` with indexes the caller maintains: by metric name, and by
+    /// (label, value) for the selective equality matchers.
+    pub fn with_index(
+        series: &'a [Series],
+        by_name: &'a HashMap<String, Vec<usize>>,
+        postings: &'a HashMap<(String, String), Vec<usize>>,
+    ) -> Self {
         Engine {
             series,
             lookback_ms: 300_000,
@@ -83,6 +91,7 @@ impl<'a> Engine<'a> {
             start: 0,
             end: 0,
             by_name: std::borrow::Cow::Borrowed(by_name),
+            postings: Some(postings),
         }
     }
 
@@ -149,15 +158,30 @@ impl<'a> Engine<'a> {
 
     /// The series a selector's matchers select.
     fn select<'s>(&'s self, vs: &'s VectorSelector) -> impl Iterator<Item = &'a Series> + 's {
-        let candidates: Box<dyn Iterator<Item = &'a Series>> = match &vs.name {
-            Some(n) => Box::new(
-                self.by_name
-                    .get(n.as_str())
-                    .into_iter()
-                    .flatten()
-                    .map(|i| &self.series[*i]),
-            ),
-            None => Box::new(self.series.iter()),
+        // The shortest list among the name's and the equality matchers' postings.
+        let mut best: Option<&[usize]> = vs.name.as_ref().map(|n| {
+            self.by_name
+                .get(n.as_str())
+                .map_or(&[][..], Vec::as_slice)
+        });
+        if let Some(postings) = self.postings {
+            if vs.matchers.or_matchers.is_empty() {
+                for m in &vs.matchers.matchers {
+                    if matches!(m.op, promql_parser::label::MatchOp::Equal) && !m.value.is_empty() {
+                        let list = postings
+                            .get(&(m.name.clone(), m.value.clone()))
+                            .map_or(&[][..], Vec::as_slice);
+                        if best.is_none_or(|b| list.len() < b.len()) {
+                            best = Some(list);
+                        }
+                    }
+                }
+            }
+        }
+        let series = self.series;
+        let candidates: Box<dyn Iterator<Item = &'a Series>> = match best {
+            Some(list) => Box::new(list.iter().map(move |i| &series[*i])),
+            None => Box::new(series.iter()),
         };
         candidates.filter(move |s| matches(&vs.matchers, &s.labels))
     }

@@ -299,6 +299,7 @@ pub struct SeriesStore {
     series: Vec<Series>,
     index: HashMap<u64, usize>,
     by_name: HashMap<String, Vec<usize>>,
+    postings: HashMap<(String, String), Vec<usize>>,
     /// Samples older than the series' newest, dropped.
     pub out_of_order: u64,
     /// Samples of new series past `max_series`, dropped.
@@ -346,11 +347,16 @@ impl SeriesStore {
                 }
                 let l: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
                 let name = l.get("__name__").cloned().unwrap_or_default();
+                let i = self.series.len();
+                for (k, v) in &l {
+                    if k != "__name__" {
+                        self.postings.entry((k.clone(), v.clone())).or_default().push(i);
+                    }
+                }
                 self.series.push(Series {
                     labels: l,
                     samples: Vec::new(),
                 });
-                let i = self.series.len() - 1;
                 self.index.insert(hash, i);
                 self.by_name.entry(name).or_default().push(i);
                 i
@@ -387,7 +393,13 @@ impl SeriesStore {
     fn reindex(&mut self) {
         self.index.clear();
         self.by_name.clear();
+        self.postings.clear();
         for (i, s) in self.series.iter().enumerate() {
+            for (k, v) in &s.labels {
+                if k != "__name__" {
+                    self.postings.entry((k.clone(), v.clone())).or_default().push(i);
+                }
+            }
             let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             self.index.insert(crate::prom::series_hash(&labels), i);
             self.by_name
@@ -399,7 +411,7 @@ impl SeriesStore {
 
     /// An engine over the store (`closed_ranges`: Prometheus 2 window bounds).
     pub fn engine(&self, closed_ranges: bool) -> Engine<'_> {
-        let mut e = Engine::with_index(&self.series, &self.by_name);
+        let mut e = Engine::with_index(&self.series, &self.by_name, &self.postings);
         e.closed_ranges = closed_ranges;
         e
     }
