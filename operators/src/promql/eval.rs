@@ -677,6 +677,35 @@ pub(crate) fn variance(values: impl Iterator<Item = f64>) -> f64 {
     m2 / n
 }
 
+/// A hash of the grouping labels of `labels` (the same pairs [`group_labels`] keeps).
+fn group_hash(labels: &Labels, modifier: Option<&LabelModifier>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut add = |k: &String, v: &String| {
+        k.hash(&mut h);
+        0xffu8.hash(&mut h);
+        v.hash(&mut h);
+        0xffu8.hash(&mut h);
+    };
+    match modifier {
+        None => {}
+        Some(LabelModifier::Include(by)) => {
+            for (k, v) in labels.iter().filter(|(k, _)| by.labels.contains(k)) {
+                add(k, v);
+            }
+        }
+        Some(LabelModifier::Exclude(without)) => {
+            for (k, v) in labels
+                .iter()
+                .filter(|(k, _)| k.as_str() != NAME && !without.labels.contains(k))
+            {
+                add(k, v);
+            }
+        }
+    }
+    h.finish()
+}
+
 fn group_labels(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
     match modifier {
         None => Labels::new(),
@@ -731,18 +760,17 @@ fn aggregate(
             })
             .collect());
     }
-    // Groups in first-seen order.
-    let mut order: Vec<Labels> = Vec::new();
-    let mut groups: HashMap<Labels, Vec<Element>> = HashMap::new();
+    // Groups in first-seen order, keyed by a hash of the grouping labels so that an element
+    // costs no label-set allocation; each group's label set is built once.
+    let mut order: Vec<(u64, Labels)> = Vec::new();
+    let mut groups: HashMap<u64, Vec<Element>> = HashMap::new();
     for el in input {
-        let g = group_labels(&el.labels, modifier);
-        groups
-            .entry(g.clone())
-            .or_insert_with(|| {
-                order.push(g);
-                Vec::new()
-            })
-            .push(el);
+        let h = group_hash(&el.labels, modifier);
+        let g = groups.entry(h).or_insert_with(|| {
+            order.push((h, group_labels(&el.labels, modifier)));
+            Vec::new()
+        });
+        g.push(el);
     }
     let mut out = Vec::new();
     match op {
@@ -756,8 +784,8 @@ fn aggregate(
             }
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             let k = k.min(1e9) as usize;
-            for g in order {
-                let mut els = groups.remove(&g).unwrap_or_default();
+            for (h, _) in order {
+                let mut els = groups.remove(&h).unwrap_or_default();
                 // NaN is the smallest for topk and the largest for bottomk.
                 els.sort_by(|a, b| {
                     let (x, y) = (a.value, b.value);
@@ -780,8 +808,8 @@ fn aggregate(
         }
         _ => {}
     }
-    for g in order {
-        let els = groups.remove(&g).unwrap_or_default();
+    for (h, g) in order {
+        let els = groups.remove(&h).unwrap_or_default();
         // A grouping that keeps `__name__` drops it later if any member was to drop it.
         let drop_name = g.contains_key(NAME) && els.iter().any(|e| e.drop_name);
         let values = els.iter().map(|e| e.value);

@@ -64,15 +64,16 @@ fn range_arg(engine: &mut Engine<'_>, e: &Expr, t: i64) -> Result<RangeArg, Eval
 }
 
 fn map_values(v: Vec<Element>, f: impl Fn(f64) -> f64) -> Result<Value, EvalError> {
-    let out = v
-        .into_iter()
-        .map(|mut el| {
-            el.value = f(el.value);
-            el.drop_name = true;
-            el
-        })
-        .collect();
-    check_unique(out).map(Value::Vector)
+    // Names are removed (and duplicates checked) at the end of the query.
+    Ok(Value::Vector(
+        v.into_iter()
+            .map(|mut el| {
+                el.value = f(el.value);
+                el.drop_name = true;
+                el
+            })
+            .collect(),
+    ))
 }
 
 /// Applies `f` to each series of a range argument; `None` drops the series.
@@ -87,7 +88,9 @@ fn over_time(arg: RangeArg, keep_name: bool, f: impl Fn(&[(i64, f64)]) -> Option
             });
         }
     }
-    check_unique(out).map(Value::Vector)
+    // The series of a range argument are distinct, and names are removed at the end of the
+    // query (where duplicates are checked), so no check here.
+    Ok(Value::Vector(out))
 }
 
 /// Prometheus's `extrapolatedRate` for `rate`, `increase` and `delta`.
