@@ -510,6 +510,12 @@ impl Router {
             }
             self.aggregate.process(points);
         }
+        // A rule group whose time has come is evaluated now, not at the next tick: alert
+        // latency is then the group's interval boundary, not the tick.
+        if matches!(&*b.records, Records::Metrics(_)) && self.rules.as_ref().is_some_and(|r| r.due(self.watermarks.watermark(now))) {
+            let wm = self.watermarks.watermark(now);
+            self.evaluate_rules(wm).await;
+        }
         if let Records::Traces(spans) = &*b.records {
             self.span_metrics.process(spans);
             let wm = self.watermarks.watermark(now);

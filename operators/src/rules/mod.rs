@@ -535,6 +535,7 @@ impl RuleEngine {
         if self.earliest_ms.is_none() && self.next_eval.iter().all(Option::is_none) {
             return;
         }
+        let evaluations = out.evaluations;
         loop {
             // The group due earliest goes first, so recorded series feed later evaluations.
             let mut due: Option<(i64, usize)> = None;
@@ -561,7 +562,18 @@ impl RuleEngine {
             self.eval_group(gi, t, out);
             self.next_eval[gi] = Some(t + interval);
         }
-        self.store.trim(wm - self.retention_ms);
+        // Trimming walks every series: only when something was evaluated.
+        if out.evaluations > evaluations {
+            self.store.trim(wm - self.retention_ms);
+        }
+    }
+
+    /// Whether a group is due at `watermark` (ns): a cheap check for the driver, which can
+    /// then evaluate right after a batch rather than at its next tick.
+    pub fn due(&self, watermark: EventTime) -> bool {
+        let wm = i64::try_from(watermark / 1_000_000).unwrap_or(i64::MAX);
+        self.next_eval.iter().any(|n| n.is_some_and(|n| n <= wm))
+            || (self.earliest_ms.is_some() && self.next_eval.iter().any(Option::is_none))
     }
 
     /// Evaluates group `gi` at `t` ms.

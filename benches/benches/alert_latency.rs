@@ -1,0 +1,112 @@
+//! Alert latency through the whole pipeline: from producing the sample that crosses a rule's
+//! threshold to the alert's record on the alerts topic, with a real broker (Tansu) and the
+//! release worker. A ticker series (a sample every 100 ms, event time = wall time) keeps the
+//! watermark moving, as a live deployment's other series do; `allowed_lateness_ms` is 0 and the
+//! rule group's interval 1 s, so the crossing sample is evaluated at the next 1-second boundary
+//! once data past it has arrived, then shipped at the next 500 ms router tick.
+//!
+//! eval "$(deploy/local/stack.sh env)"; cargo build --release -p dwcp-monitor
+//! cargo bench -p dwcp-benches --bench alert_latency
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dwcp_schemas::avro::{DerivedKind, SingleObjectCodec};
+use dwcp_tests::{create_topics, metric_sum, unique, Worker};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+fn gauge(name: &str, id: &str, value: f64) -> Vec<u8> {
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!(
+        r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"cloud.region","value":{{"stringValue":"r"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"{name}","gauge":{{"dataPoints":[{{"timeUnixNano":"{t}","asDouble":{value},"attributes":[{{"key":"id","value":{{"stringValue":"{id}"}}}}]}}]}}}}]}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let Ok(brokers) = std::env::var("DWCP_TEST_KAFKA") else {
+        eprintln!("skipped: DWCP_TEST_KAFKA not set (deploy/local/stack.sh up)");
+        return;
+    };
+    let id = unique("alertlat");
+    let (topic, alerts) = (format!("{id}.metrics"), format!("{id}.alerts"));
+    create_topics(&brokers, &[&topic, &alerts, &format!("{id}.dlq")], 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: lat\n    interval: 1s\n    rules:\n      - alert: Hot\n        expr: temp > 90\n",
+    )
+    .expect("rules");
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  consumer_options: {{fetch.wait.max.ms: \"10\"}}\n  topics:\n    - {{name: \"{topic}\", signal: metrics, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\noperators:\n  allowed_lateness_ms: 0\n  idle_timeout_ms: 600000\n\
+         rules:\n  files: [\"{}\"]\nderived_topics:\n  alerts: \"{alerts}\"\n",
+        rules.display()
+    );
+    let w = Worker::start(dir.path(), "worker", &yaml);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    let p = producer.clone();
+    let t = topic.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            let payload = gauge("tick", "t", 1.0);
+            let _ = p.send(FutureRecord::<(), [u8]>::to(&t).payload(&payload), Duration::from_secs(5)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    w.wait_for("dwcp_source_messages_total", &[], 20.0, Duration::from_secs(180)).await;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&alerts]).expect("subscribe");
+    let codec = SingleObjectCodec::for_kind(DerivedKind::Alert).expect("codec");
+    let mut latencies = Vec::new();
+    for k in 0..20 {
+        let key = format!("k{k}");
+        let payload = gauge("temp", &key, 95.0);
+        let sent = Instant::now();
+        producer
+            .send(FutureRecord::<(), [u8]>::to(&topic).payload(&payload), Duration::from_secs(5))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        'wait: while Instant::now() < deadline {
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(5)) else { continue };
+            let Some(bytes) = m.payload() else { continue };
+            let text = format!("{:?}", codec.decode(bytes));
+            if text.contains(&format!("\"{key}\"")) && text.contains("\"firing\"") {
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                break 'wait;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    ticker.abort();
+    latencies.sort_by(f64::total_cmp);
+    let n = latencies.len();
+    assert!(n > 0, "no alert arrived; worker log:\n{}", w.log_text());
+    println!(
+        "crossing sample produced → alert record consumed, {n} alerts: min {:.0} ms, median {:.0} ms, p95 {:.0} ms, max {:.0} ms; rule evaluations {}",
+        latencies[0],
+        latencies[n / 2],
+        latencies[(n * 95 / 100).min(n - 1)],
+        latencies[n - 1],
+        metric_sum(&w.metrics().await, "dwcp_rule_evaluations_total", &[])
+    );
+}
