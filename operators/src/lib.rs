@@ -18,12 +18,14 @@
 #![warn(missing_docs)]
 
 pub mod activity;
+pub mod anomaly;
 pub mod aggregate;
 pub mod alerts;
 pub mod capacity;
 pub mod cardinality;
 pub mod derived;
 pub mod health;
+pub mod nab;
 pub mod network;
 pub mod prom;
 pub mod promql;

@@ -56,6 +56,19 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Score the anomaly detectors on labeled CSV series with the Numenta Anomaly Benchmark's
+    /// method.
+    EvalAnomaly {
+        /// Directory of `category/file.csv` series (`timestamp,value`).
+        #[arg(long)]
+        data: PathBuf,
+        /// Labeled windows: `{"category/file.csv": [[start, end], ...]}`.
+        #[arg(long)]
+        labels: PathBuf,
+        /// standard, reward_low_FP or reward_low_FN (default: all three).
+        #[arg(long)]
+        profile: Option<String>,
+    },
     /// Run the whole pipeline on an embedded Kafka with simulated regions, until Ctrl-C.
     Demo {
         /// Stop after this many seconds (default: run until Ctrl-C).
@@ -100,6 +113,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
+            }
+        }
+        Command::EvalAnomaly { data, labels, profile } => {
+            match dwcp_pipeline::eval_anomaly::run(&data, &labels, profile.as_deref()) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::ValidateConfig { file } => match config::load(&file) {

@@ -1,0 +1,115 @@
+use super::*;
+
+const STEP: u64 = 864_000_000_000; // 100 points a day
+
+/// Deterministic standard normal noise (LCG + Box–Muller).
+struct Noise(u64);
+
+impl Noise {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+/// 1,000 points of a daily sine (amplitude 10 around 50) with unit noise; `anomaly` changes the
+/// points from 700 on.
+fn series(anomaly: impl Fn(usize, f64, f64) -> f64) -> Vec<(u64, f64)> {
+    let mut n = Noise(42);
+    (0..1000)
+        .map(|i| {
+            let season = 10.0 * (2.0 * std::f64::consts::PI * i as f64 / 100.0).sin();
+            let noise = n.normal();
+            let v = if i >= 700 { anomaly(i, season, noise) } else { 50.0 + season + noise };
+            (1_700_000_000_000_000_000 / STEP * STEP + i as u64 * STEP, v)
+        })
+        .collect()
+}
+
+fn run(points: &[(u64, f64)]) -> (Vec<PointScore>, Vec<Episode>) {
+    let c = AnomalyConfig::default();
+    let mut d = SeriesDetector::new(&c);
+    let mut scores = Vec::new();
+    let mut episodes = Vec::new();
+    for (t, v) in points {
+        let (s, e) = d.update(&c, *t, *v);
+        scores.push(s);
+        episodes.extend(e);
+    }
+    episodes.extend(d.open_episode().cloned());
+    (scores, episodes)
+}
+
+fn first_alarm(scores: &[PointScore]) -> Option<usize> {
+    let th = AnomalyConfig::default().threshold;
+    scores.iter().position(|s| s.score >= th)
+}
+
+#[test]
+fn clean_seasonal_noise_raises_nothing() {
+    let (scores, episodes) = run(&series(|_, s, n| 50.0 + s + n));
+    assert!(episodes.is_empty(), "{episodes:?}");
+    assert!(scores[..100].iter().all(|s| s.learning && s.score == 0.0));
+    let max = scores.iter().map(|s| s.score).fold(0.0, f64::max);
+    assert!(max < AnomalyConfig::default().threshold, "max score {max}");
+}
+
+#[test]
+fn a_spike_is_found_at_once_by_several_detectors() {
+    // +60: 8.5 window deviations, far beyond its hour of the day too.
+    let (scores, episodes) = run(&series(|i, s, n| 50.0 + s + n + if i == 700 { 60.0 } else { 0.0 }));
+    assert_eq!(first_alarm(&scores), Some(700));
+    assert_eq!(episodes.len(), 1, "{episodes:?}");
+    let e = &episodes[0];
+    assert!(e.detectors.contains(&"three_sigma".to_string()), "{:?}", e.detectors);
+    assert!(e.detectors.contains(&"seasonal".to_string()));
+    assert!((e.value - e.expected).abs() > e.band);
+    assert_eq!(e.baseline.count, 700);
+}
+
+#[test]
+fn a_level_shift_is_found() {
+    let (scores, _) = run(&series(|_, s, n| 75.0 + s + n));
+    assert_eq!(first_alarm(&scores), Some(700));
+}
+
+#[test]
+fn a_variance_change_is_found_within_ten_points() {
+    let (scores, _) = run(&series(|_, s, n| 50.0 + s + 8.0 * n));
+    let at = first_alarm(&scores).expect("found");
+    assert!((700..710).contains(&at), "{at}");
+}
+
+#[test]
+fn broken_seasonality_is_found_by_the_seasonal_detector() {
+    // From 700 the daily cycle runs backwards: the values stay in their usual range.
+    let (scores, _) = run(&series(|_, s, n| 50.0 - s + n));
+    let at = first_alarm(&scores).expect("found");
+    assert!((700..716).contains(&at), "{at}");
+    let th = AnomalyConfig::default().threshold;
+    assert!(scores[at].detectors[3] >= th, "{:?}", scores[at].detectors);
+    assert!(scores[at].detectors[0] < th, "the values alone look normal: {:?}", scores[at].detectors);
+}
+
+#[test]
+fn a_snapshot_restored_mid_series_gives_the_same_scores() {
+    let points = series(|i, s, n| 50.0 + s + n + if i == 800 { 30.0 } else { 0.0 });
+    let c = AnomalyConfig::default();
+    let (whole, _) = run(&points);
+    let mut d = SeriesDetector::new(&c);
+    let mut scores = Vec::new();
+    for (t, v) in &points[..500] {
+        scores.push(d.update(&c, *t, *v).0);
+    }
+    let json = serde_json::to_string(&d).expect("snapshot");
+    let mut d: SeriesDetector = serde_json::from_str(&json).expect("restore");
+    for (t, v) in &points[500..] {
+        scores.push(d.update(&c, *t, *v).0);
+    }
+    assert_eq!(scores, whole);
+    assert!(d.state_bytes() <= 4096, "{} bytes", d.state_bytes());
+}
