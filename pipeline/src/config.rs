@@ -122,6 +122,8 @@ pub struct DerivedTopicsConfig {
     pub health: String,
     /// Alert state changes.
     pub alerts: String,
+    /// Anomaly episodes.
+    pub anomalies: String,
     /// Extra librdkafka producer settings.
     pub producer_options: BTreeMap<String, String>,
 }
@@ -134,6 +136,7 @@ impl Default for DerivedTopicsConfig {
             sla: "dwcp.sla".into(),
             health: "dwcp.health".into(),
             alerts: "dwcp.alerts".into(),
+            anomalies: "dwcp.anomalies".into(),
             producer_options: BTreeMap::new(),
         }
     }
@@ -319,6 +322,8 @@ pub struct OperatorsConfig {
     pub capacity: Vec<CapacitySpec>,
     /// Reporting and bounds of the SLA, health, network and capacity operator.
     pub derived: DerivedLimits,
+    /// Anomaly detection on the series matching `anomaly.series`.
+    pub anomaly: dwcp_operators::anomaly::operator::AnomalyOperatorConfig,
     /// Directory for local snapshots of operator state (SLA budgets, health, capacity
     /// history), restored at start; none: state starts empty after a restart.
     pub state_dir: Option<PathBuf>,
@@ -387,6 +392,7 @@ impl Default for OperatorsConfig {
             network: None,
             capacity: Vec::new(),
             derived: DerivedLimits::default(),
+            anomaly: dwcp_operators::anomaly::operator::AnomalyOperatorConfig::default(),
             state_dir: None,
             checkpoint_interval_ms: 60_000,
         }
@@ -665,6 +671,9 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
             format!("operators.{}", e.field)
         };
         return Err(invalid(&field, e.message));
+    }
+    if let Err(e) = dwcp_operators::anomaly::operator::AnomalyOperator::new(config.operators.anomaly.clone()) {
+        return Err(invalid(&format!("operators.anomaly.{}", e.split_once(": ").map_or("series", |x| x.0)), e));
     }
     if config.operators.checkpoint_interval_ms == 0 {
         return Err(invalid("operators.checkpoint_interval_ms", "must be at least 1".into()));

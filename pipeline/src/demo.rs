@@ -371,7 +371,7 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
     for topic in ["otlp_metrics", "otlp_spans", "otlp_logs", "dwcp.dlq"] {
         cluster.create_topic(topic, 3, 1)?;
     }
-    for topic in ["dwcp.sla", "dwcp.health", "dwcp.alerts"] {
+    for topic in ["dwcp.sla", "dwcp.health", "dwcp.alerts", "dwcp.anomalies"] {
         cluster.create_topic(topic, 1, 1)?;
     }
     // The design's rules, from deploy/rules, written where the config can name them.
@@ -589,6 +589,12 @@ fn summary(r: &dwcp_operators::activity::ActivityReport, metrics: &str, t: u64, 
         sum_metric(metrics, "dwcp_alert_transitions_total", Some(("state", "pending"))),
         sum_metric(metrics, "dwcp_alert_transitions_total", Some(("state", "firing"))),
         sum_metric(metrics, "dwcp_alert_transitions_total", Some(("state", "resolved"))),
+    );
+    let _ = writeln!(
+        s,
+        "anomalies: {} episodes over {} series (round trips and CPU; learning the first 100 points; each on dwcp.anomalies)",
+        sum_metric(metrics, "dwcp_anomaly_episodes_total", None),
+        sum_metric(metrics, "dwcp_anomaly_series", None),
     );
     let _ = writeln!(
         s,

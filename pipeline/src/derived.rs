@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dwcp_operators::alerts::AlertTransition;
+use dwcp_operators::anomaly::operator::AnomalyRecord;
 use dwcp_operators::derived::{HealthChange, SlaRecord};
 use dwcp_operators::health::{ComponentStatus, Trend};
 use dwcp_operators::sla::SlaKind;
@@ -102,6 +103,65 @@ impl From<&AlertTransition> for AlertAvro {
     }
 }
 
+/// The `dwcp.anomalies` record.
+#[derive(Debug, Serialize)]
+pub struct AnomalyAvro {
+    series: String,
+    metric: String,
+    labels: BTreeMap<String, String>,
+    region: String,
+    start_time: i64,
+    end_time: Option<i64>,
+    peak_time: i64,
+    value: f64,
+    expected: f64,
+    band_lower: f64,
+    band_upper: f64,
+    score: f64,
+    detectors: Vec<String>,
+    baseline: BaselineAvro,
+}
+
+#[derive(Debug, Serialize)]
+struct BaselineAvro {
+    mean: f64,
+    stddev: f64,
+    min: f64,
+    max: f64,
+    median: f64,
+    points: i64,
+}
+
+impl From<&AnomalyRecord> for AnomalyAvro {
+    fn from(r: &AnomalyRecord) -> Self {
+        let e = &r.episode;
+        let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+        AnomalyAvro {
+            series: r.series(),
+            metric: r.labels.get("__name__").cloned().unwrap_or_default(),
+            labels: r.labels.iter().filter(|(k, _)| k.as_str() != "__name__").map(|(k, v)| (k.clone(), v.clone())).collect(),
+            region: r.labels.get("region").cloned().unwrap_or_default(),
+            start_time: ms(e.start),
+            end_time: r.closed.then(|| ms(e.end)),
+            peak_time: ms(e.peak_time),
+            value: e.value,
+            expected: finite(e.expected),
+            band_lower: finite(e.expected - e.band),
+            band_upper: finite(e.expected + e.band),
+            score: e.peak_score,
+            detectors: e.detectors.clone(),
+            baseline: BaselineAvro {
+                mean: e.baseline.mean,
+                stddev: e.baseline.stddev,
+                min: finite(e.baseline.min),
+                max: finite(e.baseline.max),
+                median: e.baseline.median,
+                points: i64::try_from(e.baseline.count).unwrap_or(i64::MAX),
+            },
+        }
+    }
+}
+
 fn ms(ns: u64) -> i64 {
     i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX)
 }
@@ -180,6 +240,7 @@ pub struct DerivedProducer {
     sla: SingleObjectCodec,
     health: SingleObjectCodec,
     alerts: SingleObjectCodec,
+    anomalies: SingleObjectCodec,
     telemetry: Arc<Telemetry>,
 }
 
@@ -203,6 +264,7 @@ impl DerivedProducer {
             sla: SingleObjectCodec::for_kind(DerivedKind::SlaReport)?,
             health: SingleObjectCodec::for_kind(DerivedKind::RegionHealth)?,
             alerts: SingleObjectCodec::for_kind(DerivedKind::Alert)?,
+            anomalies: SingleObjectCodec::for_kind(DerivedKind::Anomaly)?,
             telemetry,
         })
     }
@@ -225,6 +287,15 @@ impl DerivedProducer {
             let key = format!("{}/{}", c.region, ms(c.time));
             let payload = self.health.encode_serde(&HealthAvro::from(c));
             self.send(&self.config.health, key, payload);
+        }
+    }
+
+    /// Encodes and enqueues anomaly episodes; key `<series>/<start ms>`.
+    pub fn publish_anomalies(&self, records: &[AnomalyRecord]) {
+        for r in records {
+            let key = format!("{}/{}", r.series(), ms(r.episode.start));
+            let payload = self.anomalies.encode_serde(&AnomalyAvro::from(r));
+            self.send(&self.config.anomalies, key, payload);
         }
     }
 
@@ -342,5 +413,36 @@ mod tests {
         let text = format!("{:?}", codec.decode(&bytes).expect("decode"));
         assert!(text.contains("Enum(2, \"degrading\")"), "{text}");
         assert!(text.contains("Enum(1, \"degraded\")"), "{text}");
+
+        let a = AnomalyRecord {
+            labels: [("__name__".to_string(), "rtt_ms".to_string()), ("region".into(), "eu".into())].into(),
+            episode: dwcp_operators::anomaly::Episode {
+                start: 1_000_000_000,
+                end: 2_000_000_000,
+                peak_time: 1_500_000_000,
+                peak_score: 0.9,
+                value: 130.0,
+                expected: 50.0,
+                band: 8.0,
+                detectors: vec!["three_sigma".into(), "seasonal".into()],
+                baseline: dwcp_operators::anomaly::Baseline {
+                    count: 700,
+                    mean: 50.0,
+                    stddev: 2.0,
+                    min: 40.0,
+                    max: 60.0,
+                    median: 50.0,
+                    moving_average: 50.0,
+                    ewma: 50.0,
+                },
+            },
+            closed: true,
+        };
+        let codec = SingleObjectCodec::for_kind(DerivedKind::Anomaly).expect("codec");
+        let bytes = codec.encode_serde(&AnomalyAvro::from(&a)).expect("encode");
+        let text = format!("{:?}", codec.decode(&bytes).expect("decode"));
+        assert!(text.contains("(\"metric\", String(\"rtt_ms\"))"), "{text}");
+        assert!(text.contains("Union(1, TimestampMillis(2000))"), "{text}");
+        assert!(text.contains("Double(42.0)"), "band_lower: {text}");
     }
 }

@@ -115,6 +115,10 @@ pub struct Telemetry {
     pub rule_series: Gauge,
     /// Samples the rule store dropped, by reason (`out_of_order`, `series_limit`).
     pub rule_samples_dropped: Family<Labels, Counter>,
+    /// Anomaly episodes found.
+    pub anomaly_episodes: Counter<u64, AtomicU64>,
+    /// Series under anomaly detection.
+    pub anomaly_series: Gauge,
     /// Local state snapshots by result (`written`, `failed`).
     pub checkpoints: Family<Labels, Counter>,
     /// Duration of the last local state snapshot, seconds.
@@ -345,6 +349,16 @@ impl Telemetry {
                 "rule_samples_dropped",
                 "Samples the rule store dropped, by reason",
                 Family::default()
+            ),
+            anomaly_episodes: reg!(
+                "anomaly_episodes",
+                "Anomaly episodes found (one per episode, when it ends)",
+                Counter::default()
+            ),
+            anomaly_series: reg!(
+                "anomaly_series",
+                "Series under anomaly detection",
+                Gauge::default()
             ),
             checkpoints: reg!(
                 "state_checkpoints",

@@ -53,6 +53,9 @@ pub struct Handles {
 /// The file the derived operator's state is snapshotted to, under `operators.state_dir`.
 const DERIVED_STATE_FILE: &str = "derived.json";
 
+/// The file the anomaly operator's state is snapshotted to.
+const ANOMALY_STATE_FILE: &str = "anomaly.json";
+
 /// Reads a snapshot of the derived operator's state, if there is one.
 fn load_derived_state(dir: &std::path::Path) -> anyhow::Result<Option<DerivedState>> {
     let path = dir.join(DERIVED_STATE_FILE);
@@ -66,14 +69,14 @@ fn load_derived_state(dir: &std::path::Path) -> anyhow::Result<Option<DerivedSta
 }
 
 /// Writes a snapshot atomically: a temporary file, fsync, rename.
-fn write_snapshot(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+fn write_snapshot(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{DERIVED_STATE_FILE}.tmp"));
+    let tmp = dir.join(format!("{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(DERIVED_STATE_FILE))
+    std::fs::rename(&tmp, dir.join(name))
 }
 
 /// Wall-clock now in nanoseconds; the only clock the pipeline reads (operators read none).
@@ -267,6 +270,31 @@ pub async fn run(
     router.producer = producer;
     router.derived_view = Some(derived_view);
     router.alertmanagers = alertmanagers;
+    if !oc.anomaly.series.is_empty() {
+        let mut op = dwcp_operators::anomaly::operator::AnomalyOperator::new(oc.anomaly.clone())
+            .map_err(|e| anyhow::anyhow!("{}: operators.anomaly.{e}", config.file.display()))?;
+        if let Some(dir) = &oc.state_dir {
+            let path = dir.join(ANOMALY_STATE_FILE);
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let state = serde_json::from_slice(&bytes)
+                        .map_err(|e| anyhow::anyhow!("{}: not an anomaly state snapshot: {e}", path.display()))?;
+                    op.restore(state);
+                    tracing::info!(dir = %dir.display(), "anomaly state restored from snapshot");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+            }
+        }
+        router.anomaly = Some(op);
+        if router.producer.is_none() && config.config.derived_topics.enabled {
+            router.producer = Some(DerivedProducer::new(
+                config.config.derived_topics.clone(),
+                &config.config.source.brokers,
+                telemetry.clone(),
+            )?);
+        }
+    }
     if !config.rule_groups.is_empty() {
         let n: usize = config.rule_groups.iter().map(|g| g.rules.len()).sum();
         tracing::info!(groups = config.rule_groups.len(), rules = n, "rules loaded");
@@ -325,6 +353,9 @@ struct Router {
     alertmanagers: Vec<AlertmanagerSink>,
     rules: Option<RuleEngine>,
     rules_reported: (u64, u64),
+    anomaly: Option<dwcp_operators::anomaly::operator::AnomalyOperator>,
+    anomaly_scores: Vec<dwcp_operators::prom::Sample>,
+    anomaly_records: Vec<dwcp_operators::anomaly::operator::AnomalyRecord>,
     state_dir: Option<std::path::PathBuf>,
     checkpoint_every: Duration,
     last_checkpoint: std::time::Instant,
@@ -389,6 +420,9 @@ impl Router {
             alertmanagers: Vec::new(),
             rules: None,
             rules_reported: (0, 0),
+            anomaly: None,
+            anomaly_scores: Vec::new(),
+            anomaly_records: Vec::new(),
             state_dir: oc.state_dir.clone(),
             checkpoint_every: Duration::from_millis(oc.checkpoint_interval_ms),
             last_checkpoint: std::time::Instant::now(),
@@ -425,6 +459,10 @@ impl Router {
                     }
                     self.close_derived(wm).await;
                     self.evaluate_rules(wm).await;
+                    self.ship_anomalies().await;
+                    if self.last_checkpoint.elapsed() >= self.checkpoint_every {
+                        self.checkpoint().await;
+                    }
                     let stale = self.guard.expire();
                     self.publish_admitted(stale, "stale", None).await;
                 }
@@ -552,7 +590,7 @@ impl Router {
 
     /// Whether anything reads Prometheus samples.
     fn wants_samples(&self) -> bool {
-        !self.remote_write.is_empty() || self.derived.is_some() || self.rules.is_some()
+        !self.remote_write.is_empty() || self.derived.is_some() || self.rules.is_some() || self.anomaly.is_some()
     }
 
     /// Feeds samples to the derived operator and the rule store.
@@ -563,6 +601,27 @@ impl Router {
         if let Some(r) = &mut self.rules {
             r.process(samples);
         }
+        if let Some(a) = &mut self.anomaly {
+            a.process(samples, &mut self.anomaly_scores, &mut self.anomaly_records);
+        }
+    }
+
+    /// Ships anomaly scores (remote-write) and finished episodes (the anomalies topic).
+    async fn ship_anomalies(&mut self) {
+        let Some(a) = &self.anomaly else { return };
+        self.telemetry.anomaly_series.set(i64::try_from(a.tracked()).unwrap_or(i64::MAX));
+        let records = std::mem::take(&mut self.anomaly_records);
+        if !records.is_empty() {
+            self.telemetry.anomaly_episodes.inc_by(records.len() as u64);
+            for r in &records {
+                tracing::info!(series = %r.series(), score = r.episode.peak_score, detectors = ?r.episode.detectors, "anomaly episode");
+            }
+            if let Some(p) = &self.producer {
+                p.publish_anomalies(&records);
+            }
+        }
+        let scores = std::mem::take(&mut self.anomaly_scores);
+        self.publish(scores, "anomaly", None).await;
     }
 
     /// Evaluates the rule groups due at the watermark; ships alerts and recorded series.
@@ -642,26 +701,34 @@ impl Router {
         }
         self.ship_alerts(&out.alerts).await;
         self.publish(out.samples, "derived", None).await;
-        if self.last_checkpoint.elapsed() >= self.checkpoint_every {
-            self.checkpoint().await;
-        }
     }
 
     /// Snapshots the derived operator's state to `state_dir`, off the async threads.
     async fn checkpoint(&mut self) {
         self.last_checkpoint = std::time::Instant::now();
-        let (Some(d), Some(dir)) = (&self.derived, self.state_dir.clone()) else {
+        let Some(dir) = self.state_dir.clone() else { return };
+        let mut files = Vec::new();
+        if let Some(d) = &self.derived {
+            files.push((DERIVED_STATE_FILE, serde_json::to_vec(&d.snapshot())));
+        }
+        if let Some(a) = &self.anomaly {
+            files.push((ANOMALY_STATE_FILE, serde_json::to_vec(&a.snapshot())));
+        }
+        if files.is_empty() {
             return;
-        };
+        }
         let started = std::time::Instant::now();
-        let bytes = match serde_json::to_vec(&d.snapshot()) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "derived state could not be serialized");
-                return;
+        let mut ready = Vec::new();
+        for (name, bytes) in files {
+            match bytes {
+                Ok(b) => ready.push((name, b)),
+                Err(e) => tracing::error!(error = %e, file = name, "state could not be serialized"),
             }
-        };
-        let result = tokio::task::spawn_blocking(move || write_snapshot(&dir, &bytes)).await;
+        }
+        let result = tokio::task::spawn_blocking(move || {
+            ready.iter().try_for_each(|(name, b)| write_snapshot(&dir, name, b))
+        })
+        .await;
         let ok = match result {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {

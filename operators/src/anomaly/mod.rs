@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::EventTime;
 
+pub mod operator;
+
 /// Configuration, shared by all series of a selector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -113,3 +113,40 @@ fn a_snapshot_restored_mid_series_gives_the_same_scores() {
     assert_eq!(scores, whole);
     assert!(d.state_bytes() <= 4096, "{} bytes", d.state_bytes());
 }
+
+#[test]
+fn the_operator_scores_matching_series_and_emits_one_record_per_episode() {
+    use crate::prom::{labels_of, Sample};
+    use operator::{AnomalyOperator, AnomalyOperatorConfig};
+    let mut op = AnomalyOperator::new(AnomalyOperatorConfig {
+        series: vec![r#"rtt_ms{region="eu"}"#.into()],
+        ..AnomalyOperatorConfig::default()
+    })
+    .expect("config");
+    let points = series(|i, s, n| 50.0 + s + n + if (700..705).contains(&i) { 80.0 } else { 0.0 });
+    let eu = labels_of([("__name__", "rtt_ms"), ("region", "eu")]);
+    let us = labels_of([("__name__", "rtt_ms"), ("region", "us")]);
+    let (mut scores, mut records) = (Vec::new(), Vec::new());
+    for (t, v) in &points {
+        let ms = i64::try_from(t / 1_000_000).expect("ms");
+        op.process(
+            &[Sample::new(eu.clone(), *v, ms), Sample::new(us.clone(), *v, ms)],
+            &mut scores,
+            &mut records,
+        );
+    }
+    // Only eu is selected; scores after learning, one per point.
+    assert_eq!(op.tracked(), 1);
+    assert_eq!(scores.len(), 900);
+    assert!(scores.iter().all(|s| s.name() == "dwcp_anomaly_score" && s.label("metric") == Some("rtt_ms")));
+    // One episode, closed 150 points after the burst.
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!(r.series(), r#"rtt_ms{region="eu"}"#);
+    assert_eq!(r.episode.start, points[700].0);
+    assert!(r.episode.peak_score >= 0.375);
+    assert!(r.closed);
+    // Snapshot and restore carry the state.
+    let state = op.snapshot();
+    assert_eq!(state.len(), 1);
+}
