@@ -545,6 +545,10 @@ impl Router {
                 self.converter.convert(points, &mut samples);
                 self.derive_from(&samples);
                 self.publish(samples, "converted", Some(&b.ack)).await;
+                // Anomaly scores go out with the samples they score (and their offsets wait for
+                // them), so a receiver sees them in time order with the raw series.
+                let scores = std::mem::take(&mut self.anomaly_scores);
+                self.publish(scores, "anomaly", Some(&b.ack)).await;
             }
             self.aggregate.process(points);
         }

@@ -1595,3 +1595,78 @@ async fn high_latency_fires_at_the_right_time_and_reaches_a_webhook_through_aler
     );
     assert!(w.stop());
 }
+
+/// OTLP/JSON of a round-trip gauge (ms) of one region at `t_s`.
+fn rtt_message(t_s: u64, value: f64) -> Vec<u8> {
+    let t = t_s * 1_000_000_000;
+    format!(
+        r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"cloud.region","value":{{"stringValue":"eu-west-1"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"dwcp.network.rtt","unit":"ms","gauge":{{"dataPoints":[{{"timeUnixNano":"{t}","asDouble":{value},"attributes":[{{"key":"peer_region","value":{{"stringValue":"us-east-1"}}}}]}}]}}}}]}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+/// Anomaly detection through the whole path: a round-trip series with one spike at point 300;
+/// the score reaches Prometheus as `dwcp_anomaly_score` (quiet before, above the threshold at
+/// the spike) and the episode, once 150 quiet points have closed it, is one record on the
+/// anomalies topic that decodes with anomaly.avsc.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anomaly_episode_reaches_kafka_as_avro_and_its_score_prometheus() {
+    let Some(brokers) = kafka() else { return };
+    let id = unique("anomaly");
+    let topic = format!("{id}.metrics");
+    let anomalies = format!("{id}.anomalies");
+    create_topics(&brokers, &[&topic, &format!("{id}.dlq"), &anomalies], 1).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    // 500 points 5 s apart: 41 minutes, inside the hour Prometheus accepts behind its newest sample.
+    let t0 = now_s / 60 * 60 - 60 * 60;
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{topic}\", signal: metrics, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\noperators:\n  prometheus:\n    target_info: false\n  anomaly:\n    series: [dwcp_network_rtt_milliseconds]\n\
+         derived_topics:\n  anomalies: \"{anomalies}\"\n\
+         sinks:\n  prometheus_remote_write:\n    - {{url: \"{}\", batch_wait_ms: 100}}\n",
+        prom.write_url()
+    );
+    let p = producer(&brokers);
+    for i in 0..500u64 {
+        let season = 10.0 * (2.0 * std::f64::consts::PI * i as f64 / 100.0).sin();
+        let noise = ((i * 7) % 13) as f64 / 13.0 - 0.5;
+        let v = 50.0 + season + noise + if i == 300 { 200.0 } else { 0.0 };
+        produce(&p, &topic, None, &rtt_message(t0 + i * 5, v), None, Some(0)).await;
+    }
+    let mut w = Worker::start(work.path(), "worker", &yaml);
+    w.wait_for("dwcp_anomaly_episodes_total", &[], 1.0, Duration::from_secs(120)).await;
+    let records = decode_avro(&consume_all(&brokers, &anomalies, 1, Duration::from_secs(60)), "anomaly.avsc");
+    assert_eq!(records.len(), 1, "one record per episode: {records:?}");
+    let r = &records[0];
+    let t0_ms = i64::try_from(t0 * 1000).expect("ms");
+    assert_eq!(avro_ms(&r["start_time"]) - t0_ms, 1_500_000);
+    assert_eq!(avro_ms(&r["peak_time"]) - t0_ms, 1_500_000);
+    assert_eq!(avro_str(&r["metric"]), "dwcp_network_rtt_milliseconds");
+    assert_eq!(avro_str(&r["region"]), "eu-west-1");
+    assert!(avro_f64(&r["value"]) > 200.0);
+    assert!(avro_f64(&r["band_upper"]) < avro_f64(&r["value"]));
+    assert!(avro_f64(&r["score"]) >= 0.375);
+    match &r["detectors"] {
+        apache_avro::types::Value::Array(d) => assert!(d.iter().any(|x| avro_str(x) == "three_sigma"), "{d:?}"),
+        other => panic!("detectors: {other:?}"),
+    }
+    // The score in Prometheus: quiet a minute before the spike, above the threshold at it.
+    let q = r#"dwcp_anomaly_score{metric="dwcp_network_rtt_milliseconds"}"#;
+    let at = |s: u64| (t0 + s) as f64;
+    let spike = dwcp_tests::wait_query(&prom.url(), q, at(1500), 1, Duration::from_secs(30)).await;
+    assert!(
+        spike.first().is_some_and(|x| x.1 >= 0.375),
+        "{spike:?}\nworker log:\n{}\nworker metrics:\n{}\nprometheus:\n{}",
+        w.log_text().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).take(5).collect::<Vec<_>>().join("\n"),
+        w.metrics().await.lines().filter(|l| l.contains("samples") || l.contains("anomaly") || l.contains("remote")).collect::<Vec<_>>().join("\n"),
+        prom.log()
+    );
+    let before = dwcp_tests::instant_query(&prom.url(), q, at(1440)).await;
+    assert!(before.first().is_some_and(|x| x.1 < 0.375), "{before:?}");
+    assert!(w.stop());
+}

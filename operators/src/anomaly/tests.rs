@@ -150,3 +150,29 @@ fn the_operator_scores_matching_series_and_emits_one_record_per_episode() {
     let state = op.snapshot();
     assert_eq!(state.len(), 1);
 }
+
+/// Each detector alone: finds a spike and a level shift, and raises nothing on clean seasonal
+/// noise (the seasonal detector alone is tested on broken seasonality above).
+#[test]
+fn each_detector_alone_finds_spikes_and_shifts_and_stays_quiet_on_clean_data() {
+    for (k, name) in DETECTORS.iter().enumerate() {
+        let mut enabled = [false; 4];
+        enabled[k] = true;
+        let c = AnomalyConfig {
+            enabled,
+            ..AnomalyConfig::default()
+        };
+        let score = |points: &[(u64, f64)]| -> Vec<f64> {
+            let mut d = SeriesDetector::new(&c);
+            points.iter().map(|(t, v)| d.update(&c, *t, *v).0.score).collect()
+        };
+        let clean = score(&series(|_, s, n| 50.0 + s + n));
+        let max = clean.iter().copied().fold(0.0, f64::max);
+        assert!(max < c.threshold, "{name} on clean data: {max}");
+        let spike = score(&series(|i, s, n| 50.0 + s + n + if i == 700 { 90.0 } else { 0.0 }));
+        assert!(spike[700] >= c.threshold, "{name} misses the spike: {}", spike[700]);
+        let shift = score(&series(|_, s, n| 140.0 + s + n));
+        let at = shift.iter().position(|x| *x >= c.threshold);
+        assert_eq!(at, Some(700), "{name} on the level shift");
+    }
+}
