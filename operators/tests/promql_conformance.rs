@@ -16,107 +16,24 @@ fn conformance_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/promql")
 }
 
-/// A promql duration (`1h30m`, `5m`, `100ms`, `0`) in ms.
+/// A duration of the test files: promql's (`1h30m`, `5m`, `0`), negative, or bare seconds.
 fn duration_ms(s: &str) -> Option<i64> {
     let (neg, s) = s.strip_prefix('-').map_or((false, s), |r| (true, r));
-    if s == "0" {
-        return Some(0);
-    }
-    let mut total = 0i64;
-    let mut num = String::new();
-    let chars: Vec<char> = s.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c.is_ascii_digit() {
-            num.push(c);
-            i += 1;
-            continue;
-        }
-        let n: i64 = num.parse().ok()?;
-        num.clear();
-        let unit = if c == 'm' && chars.get(i + 1) == Some(&'s') {
-            i += 2;
-            1
-        } else {
-            i += 1;
-            match c {
-                's' => 1000,
-                'm' => 60_000,
-                'h' => 3_600_000,
-                'd' => 86_400_000,
-                'w' => 604_800_000,
-                'y' => 31_536_000_000,
-                _ => return None,
-            }
-        };
-        total += n * unit;
-    }
-    if !num.is_empty() {
-        // A bare number is seconds.
-        total += num.parse::<i64>().ok()? * 1000;
-    }
-    Some(if neg { -total } else { total })
+    let ms = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse::<i64>().ok()? * 1000
+    } else {
+        dwcp_operators::rules::parse_duration(s)?
+    };
+    Some(if neg { -ms } else { ms })
 }
 
 fn parse_value(s: &str) -> Option<f64> {
-    match s {
-        "Inf" | "+Inf" | "inf" | "+inf" => Some(f64::INFINITY),
-        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
-        "NaN" | "nan" => Some(f64::NAN),
-        "stale" => Some(f64::from_bits(dwcp_operators::prom::STALE_NAN_BITS)),
-        _ => {
-            if let Some(h) = s.strip_prefix("0x") {
-                return i64::from_str_radix(h, 16).ok().map(|v| v as f64);
-            }
-            s.parse().ok()
-        }
-    }
+    expand(&[s]).and_then(|v| v.first().copied().flatten())
 }
 
-/// Expands the promtool series notation into optional values (None = missing).
+/// Expands the promtool series notation (shared with `dwcp-monitor test-rules`).
 fn expand(tokens: &[&str]) -> Option<Vec<Option<f64>>> {
-    let mut out = Vec::new();
-    for tok in tokens {
-        if *tok == "_" {
-            out.push(None);
-            continue;
-        }
-        if let Some(n) = tok.strip_prefix("_x") {
-            let n: usize = n.parse().ok()?;
-            out.extend(std::iter::repeat_n(None, n));
-            continue;
-        }
-        if let Some(xpos) = tok.rfind('x') {
-            // `0x10` is 0 repeated, as in promtool's notation, not hexadecimal.
-            if xpos > 0 {
-                let (head, n) = (&tok[..xpos], &tok[xpos + 1..]);
-                let n: usize = n.parse().ok()?;
-                // head is a, a+b or a-b.
-                let bytes: Vec<char> = head.chars().collect();
-                let mut split = None;
-                for (i, c) in bytes.iter().enumerate().skip(1) {
-                    if (*c == '+' || *c == '-') && !matches!(bytes[i - 1], 'e' | 'E') {
-                        split = Some(i);
-                    }
-                }
-                let (a, b) = match split {
-                    Some(i) => {
-                        let a = parse_value(&head[..i])?;
-                        let b = parse_value(&head[i + 1..])?;
-                        (a, if bytes[i] == '-' { -b } else { b })
-                    }
-                    None => (parse_value(head)?, 0.0),
-                };
-                for k in 0..=n {
-                    out.push(Some(a + b * k as f64));
-                }
-                continue;
-            }
-        }
-        out.push(Some(parse_value(tok)?));
-    }
-    Some(out)
+    dwcp_operators::rules::expand_values(&tokens.join(" ")).ok()
 }
 
 /// Splits `metric{a="b c"} 1 2` into the series descriptor and the rest.

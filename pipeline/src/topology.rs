@@ -56,12 +56,12 @@ const DERIVED_STATE_FILE: &str = "derived.json";
 /// The file the anomaly operator's state is snapshotted to.
 const ANOMALY_STATE_FILE: &str = "anomaly.json";
 
-/// Reads a snapshot of the derived operator's state, if there is one.
-fn load_derived_state(dir: &std::path::Path) -> anyhow::Result<Option<DerivedState>> {
-    let path = dir.join(DERIVED_STATE_FILE);
+/// Reads a state snapshot `name` from `dir`, if there is one.
+fn load_state<T: serde::de::DeserializeOwned>(dir: &std::path::Path, name: &str) -> anyhow::Result<Option<T>> {
+    let path = dir.join(name);
     match std::fs::read(&path) {
         Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
-            anyhow::anyhow!("{}: not a snapshot of this version's derived state: {e}", path.display())
+            anyhow::anyhow!("{}: not a state snapshot of this version: {e}", path.display())
         })?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
@@ -141,17 +141,24 @@ pub async fn run(
         let mut op = DerivedOperator::new(derived_config)
             .map_err(|e| anyhow::anyhow!("{}: operators.{e}", config.file.display()))?;
         if let Some(dir) = &oc.state_dir {
-            if let Some(state) = load_derived_state(dir)? {
+            if let Some(state) = load_state::<DerivedState>(dir, DERIVED_STATE_FILE)? {
                 op.restore(state);
                 tracing::info!(dir = %dir.display(), "derived state restored from snapshot");
             }
         }
         derived = Some(op);
-        let dt = &config.config.derived_topics;
-        if dt.enabled {
-            producer = Some(DerivedProducer::new(dt.clone(), &config.config.source.brokers, telemetry.clone())?);
-            tracing::info!(sla = %dt.sla, health = %dt.health, "derived topics: SLA reports and health changes as Avro");
-        }
+    }
+    // One producer for every derived topic, when anything produces derived records.
+    let dt = &config.config.derived_topics;
+    if dt.enabled && (derived.is_some() || !config.rule_groups.is_empty() || !oc.anomaly.series.is_empty()) {
+        producer = Some(DerivedProducer::new(dt.clone(), &config.config.source.brokers, telemetry.clone())?);
+        tracing::info!(
+            sla = %dt.sla,
+            health = %dt.health,
+            alerts = %dt.alerts,
+            anomalies = %dt.anomalies,
+            "derived topics: records as Avro"
+        );
     }
 
     let source = Arc::new(KafkaSource::new(config.clone(), telemetry.clone(), ready)?);
@@ -274,26 +281,12 @@ pub async fn run(
         let mut op = dwcp_operators::anomaly::operator::AnomalyOperator::new(oc.anomaly.clone())
             .map_err(|e| anyhow::anyhow!("{}: operators.anomaly.{e}", config.file.display()))?;
         if let Some(dir) = &oc.state_dir {
-            let path = dir.join(ANOMALY_STATE_FILE);
-            match std::fs::read(&path) {
-                Ok(bytes) => {
-                    let state = serde_json::from_slice(&bytes)
-                        .map_err(|e| anyhow::anyhow!("{}: not an anomaly state snapshot: {e}", path.display()))?;
-                    op.restore(state);
-                    tracing::info!(dir = %dir.display(), "anomaly state restored from snapshot");
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+            if let Some(state) = load_state(dir, ANOMALY_STATE_FILE)? {
+                op.restore(state);
+                tracing::info!(dir = %dir.display(), "anomaly state restored from snapshot");
             }
         }
         router.anomaly = Some(op);
-        if router.producer.is_none() && config.config.derived_topics.enabled {
-            router.producer = Some(DerivedProducer::new(
-                config.config.derived_topics.clone(),
-                &config.config.source.brokers,
-                telemetry.clone(),
-            )?);
-        }
     }
     if !config.rule_groups.is_empty() {
         let n: usize = config.rule_groups.iter().map(|g| g.rules.len()).sum();
@@ -301,13 +294,6 @@ pub async fn run(
         let mut engine = RuleEngine::new(config.rule_groups.clone(), config.config.rules.max_series);
         engine.prometheus2 = config.config.rules.prometheus_version == 2;
         router.rules = Some(engine);
-        if router.producer.is_none() && config.config.derived_topics.enabled {
-            router.producer = Some(DerivedProducer::new(
-                config.config.derived_topics.clone(),
-                &config.config.source.brokers,
-                telemetry.clone(),
-            )?);
-        }
     }
     let router = tokio::spawn(router.run(batch_rx));
 

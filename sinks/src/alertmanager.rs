@@ -12,7 +12,6 @@
 //! `alertmanagers` list (an Alertmanager cluster deduplicates).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dwcp_operators::alerts::{AlertState, AlertTransition};
@@ -22,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::prometheus::remote_write::{Auth, TlsConfig};
+pub use crate::prometheus::remote_write::BuildError;
+use crate::prometheus::remote_write::{with_ca_file, Auth, TlsConfig};
 
 /// One Alertmanager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,22 +91,6 @@ pub struct AlertmanagerStats {
     pub failed: Counter,
     /// Alerts firing, re-posted every interval.
     pub firing: Gauge,
-}
-
-/// Errors building the client.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// The CA file could not be read.
-    #[error("tls.ca_file {path}: {source}")]
-    CaFile {
-        /// Its path.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The client could not be built.
-    #[error("{0}")]
-    Client(#[from] reqwest::Error),
 }
 
 /// The sender task's handle.
@@ -204,18 +188,12 @@ impl AlertmanagerSink {
     /// # Errors
     /// When the client cannot be built (CA file).
     pub fn start(config: AlertmanagerConfig, stats: AlertmanagerStats) -> Result<Self, BuildError> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .user_agent(concat!("dwcp-monitor/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = config.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
-            let pem = std::fs::read(ca).map_err(|source| BuildError::CaFile {
-                path: PathBuf::from(ca).display().to_string(),
-                source,
-            })?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+        let builder = with_ca_file(
+            reqwest::Client::builder()
+                .timeout(Duration::from_millis(config.timeout_ms))
+                .user_agent(concat!("dwcp-monitor/", env!("CARGO_PKG_VERSION"))),
+            config.tls.as_ref(),
+        )?;
         let sender = Sender {
             client: builder.build()?,
             url: format!("{}/api/v2/alerts", config.url.trim_end_matches('/')),

@@ -64,6 +64,14 @@ impl<'a> Engine<'a> {
                 .or_default()
                 .push(i);
         }
+        Self::build(series, std::borrow::Cow::Owned(by_name), None)
+    }
+
+    fn build(
+        series: &'a [Series],
+        by_name: std::borrow::Cow<'a, HashMap<String, Vec<usize>>>,
+        postings: Option<&'a HashMap<(String, String), Vec<usize>>>,
+    ) -> Self {
         Engine {
             series,
             lookback_ms: 300_000,
@@ -71,8 +79,8 @@ impl<'a> Engine<'a> {
             closed_ranges: false,
             start: 0,
             end: 0,
-            by_name: std::borrow::Cow::Owned(by_name),
-            postings: None,
+            by_name,
+            postings,
         }
     }
 
@@ -83,16 +91,7 @@ impl<'a> Engine<'a> {
         by_name: &'a HashMap<String, Vec<usize>>,
         postings: &'a HashMap<(String, String), Vec<usize>>,
     ) -> Self {
-        Engine {
-            series,
-            lookback_ms: 300_000,
-            default_subquery_step_ms: 60_000,
-            closed_ranges: false,
-            start: 0,
-            end: 0,
-            by_name: std::borrow::Cow::Borrowed(by_name),
-            postings: Some(postings),
-        }
+        Self::build(series, std::borrow::Cow::Borrowed(by_name), Some(postings))
     }
 
     /// An instant query at `t` ms.
@@ -115,16 +114,26 @@ impl<'a> Engine<'a> {
     pub fn range(&mut self, e: &Expr, start: i64, end: i64, step: i64) -> Result<Vec<Series>, EvalError> {
         self.start = start;
         self.end = end;
+        let steps = std::iter::successors(Some(start), |t| (step > 0).then(|| t + step)).take_while(|t| *t <= end);
+        self.eval_steps(e, steps, "range queries")
+    }
+
+    /// Evaluates `e` at each timestamp, one series per label set (names removed as at the end
+    /// of a query): range queries and subqueries.
+    fn eval_steps(
+        &mut self,
+        e: &Expr,
+        steps: impl Iterator<Item = i64>,
+        what: &str,
+    ) -> Result<Vec<Series>, EvalError> {
         let mut out: Vec<Series> = Vec::new();
         let mut index: HashMap<Labels, usize> = HashMap::new();
-        let mut t = start;
-        while t <= end {
-            let v = self.eval(e, t)?;
-            let elems = match v {
+        for t in steps {
+            let elems = match self.eval(e, t)? {
                 Value::Scalar(x) => vec![Element::new(Labels::new(), x)],
                 Value::Vector(v) => finalize(v)?,
                 Value::String(_) | Value::Matrix(_) => {
-                    return Err("range queries need a scalar or instant-vector expression".into())
+                    return Err(format!("{what} need a scalar or instant-vector expression"));
                 }
             };
             for el in elems {
@@ -137,10 +146,6 @@ impl<'a> Engine<'a> {
                 });
                 out[i].samples.push((t, el.value));
             }
-            if step <= 0 {
-                break;
-            }
-            t += step;
         }
         Ok(out)
     }
@@ -250,28 +255,8 @@ impl<'a> Engine<'a> {
         if ts < mint || (ts == mint && !self.closed_ranges) {
             ts += step;
         }
-        let mut out: Vec<Series> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::new();
-        while ts <= rt {
-            let v = self.eval(&sq.expr, ts)?;
-            let elems = match v {
-                Value::Scalar(x) => vec![Element::new(Labels::new(), x)],
-                Value::Vector(v) => finalize(v)?,
-                _ => return Err("subqueries need a scalar or instant-vector expression".into()),
-            };
-            for el in elems {
-                let i = *index.entry(el.labels.clone()).or_insert_with(|| {
-                    out.push(Series {
-                        labels: el.labels.clone(),
-                        samples: Vec::new(),
-                    });
-                    out.len() - 1
-                });
-                out[i].samples.push((ts, el.value));
-            }
-            ts += step;
-        }
-        Ok(out)
+        let steps = std::iter::successors(Some(ts), |t| Some(t + step)).take_while(|t| *t <= rt);
+        self.eval_steps(&sq.expr, steps, "subqueries")
     }
 
     /// Evaluates `e` at `t` ms.

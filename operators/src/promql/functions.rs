@@ -491,14 +491,7 @@ pub(crate) fn call(engine: &mut Engine<'_>, c: &Call, t: i64) -> Result<Value, E
                 if let Some(caps) = re.captures(&src_v) {
                     let mut res = String::new();
                     caps.expand(&repl, &mut res);
-                    if res.is_empty() {
-                        el.labels.remove(&dst);
-                    } else {
-                        el.labels.insert(dst.clone(), res);
-                    }
-                    if dst == NAME {
-                        el.drop_name = false;
-                    }
+                    set_label(&mut el, &dst, res);
                 }
                 out.push(el);
             }
@@ -522,14 +515,7 @@ pub(crate) fn call(engine: &mut Engine<'_>, c: &Call, t: i64) -> Result<Value, E
                     .map(|s| el.labels.get(s).cloned().unwrap_or_default())
                     .collect::<Vec<_>>()
                     .join(&sep);
-                if joined.is_empty() {
-                    el.labels.remove(&dst);
-                } else {
-                    el.labels.insert(dst.clone(), joined);
-                }
-                if dst == NAME {
-                    el.drop_name = false;
-                }
+                set_label(&mut el, &dst, joined);
                 out.push(el);
             }
             check_unique(out).map(Value::Vector)
@@ -569,6 +555,19 @@ pub(crate) fn call(engine: &mut Engine<'_>, c: &Call, t: i64) -> Result<Value, E
             Ok(Value::Vector(out))
         }
         other => Err(format!("unsupported function {other}")),
+    }
+}
+
+/// Sets (or, when empty, removes) a label, as label_replace and label_join do; setting
+/// `__name__` keeps the name at the end of the query.
+fn set_label(el: &mut Element, dst: &str, value: String) {
+    if value.is_empty() {
+        el.labels.remove(dst);
+    } else {
+        el.labels.insert(dst.to_string(), value);
+    }
+    if dst == NAME {
+        el.drop_name = false;
     }
 }
 

@@ -117,6 +117,52 @@ pub fn parse_duration(s: &str) -> Option<i64> {
     (any && num.is_empty()).then_some(total)
 }
 
+/// Expands promtool's series notation into optional values (`None`: no sample).
+///
+/// # Errors
+/// The token that does not parse.
+pub fn expand_values(text: &str) -> Result<Vec<Option<f64>>, String> {
+    let num = |s: &str| -> Result<f64, String> {
+        match s {
+            "Inf" | "+Inf" => Ok(f64::INFINITY),
+            "-Inf" => Ok(f64::NEG_INFINITY),
+            "NaN" => Ok(f64::NAN),
+            "stale" => Ok(crate::prom::stale_nan()),
+            _ => s.parse().map_err(|_| format!("{s:?} is not a number")),
+        }
+    };
+    let mut out = Vec::new();
+    for tok in text.split_whitespace() {
+        if tok == "_" {
+            out.push(None);
+        } else if let Some(n) = tok.strip_prefix("_x") {
+            let n: usize = n.parse().map_err(|_| format!("{tok:?}: bad repeat"))?;
+            out.extend(std::iter::repeat_n(None, n));
+        } else if let Some(x) = tok.rfind('x').filter(|x| *x > 0) {
+            let (head, n) = (&tok[..x], &tok[x + 1..]);
+            let n: usize = n.parse().map_err(|_| format!("{tok:?}: bad repeat"))?;
+            let chars: Vec<char> = head.chars().collect();
+            let split = (1..chars.len())
+                .rev()
+                .find(|i| (chars[*i] == '+' || chars[*i] == '-') && !matches!(chars[i - 1], 'e' | 'E'));
+            let (a, b) = match split {
+                Some(i) => {
+                    let b = num(&head[i + 1..])?;
+                    (num(&head[..i])?, if chars[i] == '-' { -b } else { b })
+                }
+                None => (num(head)?, 0.0),
+            };
+            for k in 0..=n {
+                #[allow(clippy::cast_precision_loss)]
+                out.push(Some(a + b * k as f64));
+            }
+        } else {
+            out.push(Some(num(tok)?));
+        }
+    }
+    Ok(out)
+}
+
 /// A checked rule.
 #[derive(Debug, Clone)]
 pub struct Rule {

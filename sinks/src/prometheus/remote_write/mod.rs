@@ -30,7 +30,7 @@ mod sink;
 
 pub use config::{Auth, RemoteWriteConfig, TlsConfig};
 pub use encoder::{encode, encode_uncompressed, proto, write_request};
-pub use service::{RemoteWriteService, SendError};
+pub use service::{with_ca_file, BuildError, RemoteWriteService, SendError};
 pub use sink::{RemoteWriteSink, RemoteWriteStats, SampleBatch};
 
 #[cfg(test)]

@@ -52,6 +52,26 @@ pub enum BuildError {
     Client(#[from] reqwest::Error),
 }
 
+/// Adds the CA certificates of `tls.ca_file`, if any, to a client being built.
+///
+/// # Errors
+/// When the file cannot be read or holds no valid PEM certificates.
+pub fn with_ca_file(
+    mut builder: reqwest::ClientBuilder,
+    tls: Option<&super::TlsConfig>,
+) -> Result<reqwest::ClientBuilder, BuildError> {
+    if let Some(ca) = tls.and_then(|t| t.ca_file.as_ref()) {
+        let pem = std::fs::read(ca).map_err(|source| BuildError::CaFile {
+            path: ca.display().to_string(),
+            source,
+        })?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
+}
+
 impl RemoteWriteService {
     /// A client for `config`.
     ///
@@ -66,19 +86,13 @@ impl RemoteWriteService {
             USER_AGENT,
             HeaderValue::from_static(concat!("dwcp-monitor/", env!("CARGO_PKG_VERSION"))),
         );
-        let mut builder = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .pool_max_idle_per_host(config.shards.max(1));
-        if let Some(ca) = config.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
-            let pem = std::fs::read(ca).map_err(|source| BuildError::CaFile {
-                path: ca.display().to_string(),
-                source,
-            })?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
+        let builder = with_ca_file(
+            reqwest::Client::builder()
+                .default_headers(headers)
+                .timeout(Duration::from_millis(config.timeout_ms))
+                .pool_max_idle_per_host(config.shards.max(1)),
+            config.tls.as_ref(),
+        )?;
         Ok(RemoteWriteService {
             client: builder.build()?,
             url: config.url.clone(),
