@@ -542,7 +542,9 @@ impl WebhookReceiver {
         tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             loop {
-                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
                 let b = b.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
@@ -554,7 +556,9 @@ impl WebhookReceiver {
                             return;
                         }
                         buf.extend_from_slice(&chunk[..n]);
-                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
                         let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
                         let len: usize = head
                             .lines()
@@ -564,7 +568,9 @@ impl WebhookReceiver {
                             if let Ok(v) = serde_json::from_slice(&buf[end + 4..end + 4 + len]) {
                                 b.lock().expect("lock").push(v);
                             }
-                            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                            let _ = sock
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                .await;
                             return;
                         }
                     }

@@ -61,11 +61,17 @@ async fn main() {
     let ticker = tokio::spawn(async move {
         loop {
             let payload = gauge("tick", "t", 1.0);
-            let _ = p.send(FutureRecord::<(), [u8]>::to(&t).payload(&payload), Duration::from_secs(5)).await;
+            let _ = p
+                .send(
+                    FutureRecord::<(), [u8]>::to(&t).payload(&payload),
+                    Duration::from_secs(5),
+                )
+                .await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    w.wait_for("dwcp_source_messages_total", &[], 20.0, Duration::from_secs(180)).await;
+    w.wait_for("dwcp_source_messages_total", &[], 20.0, Duration::from_secs(180))
+        .await;
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("group.id", unique("reader"))
@@ -81,13 +87,18 @@ async fn main() {
         let payload = gauge("temp", &key, 95.0);
         let sent = Instant::now();
         producer
-            .send(FutureRecord::<(), [u8]>::to(&topic).payload(&payload), Duration::from_secs(5))
+            .send(
+                FutureRecord::<(), [u8]>::to(&topic).payload(&payload),
+                Duration::from_secs(5),
+            )
             .await
             .map_err(|(e, _)| e)
             .expect("produce");
         let deadline = Instant::now() + Duration::from_secs(30);
         'wait: while Instant::now() < deadline {
-            let Some(Ok(m)) = consumer.poll(Duration::from_millis(5)) else { continue };
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(5)) else {
+                continue;
+            };
             let Some(bytes) = m.payload() else { continue };
             let text = format!("{:?}", codec.decode(bytes));
             if text.contains(&format!("\"{key}\"")) && text.contains("\"firing\"") {

@@ -32,7 +32,9 @@ fn main() {
     let mut anomalous = 0usize;
     for k in 300..300 + points {
         for (i, s) in d.iter_mut().enumerate() {
-            let v = 100.0 + (k as f64 * 0.1 + i as f64).sin() * 10.0 + if (k + i as u64).is_multiple_of(5000) { 80.0 } else { 0.0 };
+            let v = 100.0
+                + (k as f64 * 0.1 + i as f64).sin() * 10.0
+                + if (k + i as u64).is_multiple_of(5000) { 80.0 } else { 0.0 };
             let (score, _) = s.update(&config, t0 + k * step, v);
             anomalous += usize::from(score.score >= config.threshold);
         }

@@ -56,7 +56,10 @@ fn network() -> NetworkSpec {
 fn run(name: &str, config: DerivedConfig, series: &[(Vec<(&str, String)>, bool)], seconds: u64) {
     let mut op = DerivedOperator::new(config).expect("config");
     // Label sets built once, as the converter's interned labels are.
-    let labels: Vec<_> = series.iter().map(|(l, _)| labels_of(l.iter().map(|(k, v)| (*k, v.as_str())))).collect();
+    let labels: Vec<_> = series
+        .iter()
+        .map(|(l, _)| labels_of(l.iter().map(|(k, v)| (*k, v.as_str()))))
+        .collect();
     let t0 = 1_793_491_200u64;
     let mut samples = Vec::with_capacity(series.len());
     let mut out = DerivedOutput::default();

@@ -43,8 +43,8 @@
 //! State is serde data ([`DerivedState`]): snapshot and restore give the same outputs as an
 //! uninterrupted run.
 
-use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::alerts::{fingerprint, AlertState, AlertTransition};
 use crate::capacity::{rank_bottlenecks, Bottleneck, CapacityTracker, Forecast};
@@ -607,7 +607,10 @@ impl DerivedOperator {
         let mut index = Index::default();
         let mut names = std::collections::HashSet::new();
         if config.report_interval_ms == 0 || !config.report_interval_ms.is_multiple_of(60_000) {
-            return Err(err("report_interval_ms", "must be a positive multiple of 60000 (a minute)"));
+            return Err(err(
+                "report_interval_ms",
+                "must be a positive multiple of 60000 (a minute)",
+            ));
         }
         for (i, s) in config.sla.iter().enumerate() {
             let f = |name: &str| format!("sla[{i}].{name}");
@@ -621,7 +624,9 @@ impl DerivedOperator {
                 return Err(err(f("period_days"), "must be at least 1"));
             }
             let need = |field: &str, v: &Option<String>| -> Result<Selector, SpecError> {
-                let text = v.as_deref().ok_or_else(|| err(f(field), format!("required for a {:?} SLA", s.kind)))?;
+                let text = v
+                    .as_deref()
+                    .ok_or_else(|| err(f(field), format!("required for a {:?} SLA", s.kind)))?;
                 sel(&f(field), text)
             };
             match s.kind {
@@ -643,7 +648,10 @@ impl DerivedOperator {
                 SlaKind::Latency => {
                     let h = need("histogram", &s.histogram)?;
                     if !s.threshold.is_some_and(f64::is_finite) {
-                        return Err(err(f("threshold"), "required for a latency SLA, in the histogram's unit"));
+                        return Err(err(
+                            f("threshold"),
+                            "required for a latency SLA, in the histogram's unit",
+                        ));
                     }
                     index.add(h.with_suffix("_bucket"), Input::SlaBucket(i));
                     index.add(h.with_suffix("_count"), Input::SlaCount(i));
@@ -668,7 +676,10 @@ impl DerivedOperator {
                 }
                 if let Some(r) = &spec.ratio {
                     index.add(sel(&f("ratio.numerator"), &r.numerator)?, Input::Health(k, Part::Num));
-                    index.add(sel(&f("ratio.denominator"), &r.denominator)?, Input::Health(k, Part::Den));
+                    index.add(
+                        sel(&f("ratio.denominator"), &r.denominator)?,
+                        Input::Health(k, Part::Den),
+                    );
                     n += 1;
                 }
                 if let Some(hm) = &spec.histogram_mean {
@@ -739,8 +750,10 @@ impl DerivedOperator {
     /// longer configured are dropped, new ones start empty. An SLA whose kind or target changed
     /// keeps its counts under the new definition.
     pub fn restore(&mut self, mut state: DerivedState) {
-        let mut sla: BTreeMap<String, BTreeMap<String, SlaGroup>> =
-            std::mem::take(&mut state.sla_names).into_iter().zip(std::mem::take(&mut state.sla)).collect();
+        let mut sla: BTreeMap<String, BTreeMap<String, SlaGroup>> = std::mem::take(&mut state.sla_names)
+            .into_iter()
+            .zip(std::mem::take(&mut state.sla))
+            .collect();
         state.sla = self
             .config
             .sla
@@ -893,9 +906,13 @@ impl DerivedOperator {
                 }
             }
             Input::Net(n) => {
-                let Some(spec) = self.config.network.clone() else { return };
+                let Some(spec) = self.config.network.clone() else {
+                    return;
+                };
                 let peer = s.label(&spec.peer_label).unwrap_or("unknown");
-                let Some(pair) = self.pair(region, peer, &spec.thresholds) else { return };
+                let Some(pair) = self.pair(region, peer, &spec.thresholds) else {
+                    return;
+                };
                 pair.last_data_minute = pair.last_data_minute.max(minute);
                 match n {
                     NetInput::Latency => pair.telemetry.transit(s.value * spec.latency_scale_ms * 1e6),
@@ -1014,12 +1031,16 @@ impl DerivedOperator {
     /// open minute: hop latency is reported for the minute its trace was decided in.
     #[allow(clippy::cast_precision_loss)]
     pub fn hop(&mut self, from: &str, to: &str, latency_ns: u64, t: EventTime) {
-        let Some(spec) = self.config.network.clone() else { return };
+        let Some(spec) = self.config.network.clone() else {
+            return;
+        };
         let minute = (t / MINUTE).max(self.state.closed_minute);
         if self.state.closed_minute == 0 {
             self.state.earliest = Some(self.state.earliest.map_or(minute, |e| e.min(minute)));
         }
-        let Some(pair) = self.pair(from, to, &spec.thresholds) else { return };
+        let Some(pair) = self.pair(from, to, &spec.thresholds) else {
+            return;
+        };
         pair.last_data_minute = pair.last_data_minute.max(minute);
         let ms = latency_ns as f64 / 1e6;
         let e = pair.hops.entry(minute).or_insert((0, 0.0, 0.0));
@@ -1085,7 +1106,13 @@ impl DerivedOperator {
         }
         // Health.
         if let Some(spec) = &self.config.health {
-            let specs = [&spec.availability, &spec.utilization, &spec.latency, &spec.error_rate, &spec.consensus];
+            let specs = [
+                &spec.availability,
+                &spec.utilization,
+                &spec.latency,
+                &spec.error_rate,
+                &spec.consensus,
+            ];
             let expire = self.config.expire_minutes;
             self.state.health.retain(|_, rh| rh.last_data_minute + expire > m);
             for (region, rh) in &mut self.state.health {
@@ -1142,8 +1169,20 @@ impl DerivedOperator {
                     let mean = sum / n as f64;
                     p.last_hops = Some((mean, max));
                     let l = [("region", region), ("peer_region", peer)];
-                    out.samples.push(sample("dwcp_cross_region_hop_latency_milliseconds", &l, &[("stat", "mean")], mean, end_ms));
-                    out.samples.push(sample("dwcp_cross_region_hop_latency_milliseconds", &l, &[("stat", "max")], max, end_ms));
+                    out.samples.push(sample(
+                        "dwcp_cross_region_hop_latency_milliseconds",
+                        &l,
+                        &[("stat", "mean")],
+                        mean,
+                        end_ms,
+                    ));
+                    out.samples.push(sample(
+                        "dwcp_cross_region_hop_latency_milliseconds",
+                        &l,
+                        &[("stat", "max")],
+                        max,
+                        end_ms,
+                    ));
                 }
                 p.hops.retain(|k, _| *k > m);
                 network_samples(region, peer, &p.telemetry.report(), end_ms, &mut out.samples);
@@ -1169,10 +1208,12 @@ impl DerivedOperator {
                     let Some(f) = &k.forecast else { continue };
                     for (d, v) in f.at_days {
                         let h = format!("{d}d");
-                        out.samples.push(sample("dwcp_capacity_forecast", &l, &[("horizon", &h)], v, end_ms));
+                        out.samples
+                            .push(sample("dwcp_capacity_forecast", &l, &[("horizon", &h)], v, end_ms));
                     }
                     if let Some(d) = f.days_to_capacity {
-                        out.samples.push(sample("dwcp_capacity_days_to_exhaustion", &l, &[], d, end_ms));
+                        out.samples
+                            .push(sample("dwcp_capacity_days_to_exhaustion", &l, &[], d, end_ms));
                     }
                     out.samples.push(sample(
                         "dwcp_capacity_nodes_needed",
@@ -1357,7 +1398,11 @@ fn minute_counts(spec: &SlaSpec, acc: Option<&SlaAcc>) -> Option<(f64, f64)> {
     match spec.kind {
         SlaKind::Throughput => {
             let total = acc.map_or(0.0, |a| a.total);
-            let good = if total / 60.0 >= spec.min_rate.unwrap_or(0.0) { 1.0 } else { 0.0 };
+            let good = if total / 60.0 >= spec.min_rate.unwrap_or(0.0) {
+                1.0
+            } else {
+                0.0
+            };
             Some((good, 1.0))
         }
         SlaKind::Availability => {
@@ -1375,11 +1420,7 @@ fn minute_counts(spec: &SlaSpec, acc: Option<&SlaAcc>) -> Option<(f64, f64)> {
             if a.count <= 0.0 {
                 return None;
             }
-            let good = a
-                .buckets
-                .iter()
-                .max_by(|x, y| x.0.total_cmp(&y.0))
-                .map_or(0.0, |b| b.1);
+            let good = a.buckets.iter().max_by(|x, y| x.0.total_cmp(&y.0)).map_or(0.0, |b| b.1);
             Some((good.min(a.count), a.count))
         }
     }
@@ -1431,13 +1472,41 @@ fn kind_str(k: SlaKind) -> &'static str {
 }
 
 fn sla_samples(spec: &SlaSpec, region: &str, r: &SlaReport, t_ms: i64, out: &mut Vec<Sample>) {
-    let l = [("sla", spec.name.as_str()), ("kind", kind_str(spec.kind)), ("region", region)];
+    let l = [
+        ("sla", spec.name.as_str()),
+        ("kind", kind_str(spec.kind)),
+        ("region", region),
+    ];
     out.push(sample("dwcp_sla_compliance_ratio", &l, &[], r.compliance, t_ms));
-    out.push(sample("dwcp_sla_month_compliance_ratio", &l, &[], r.month_compliance, t_ms));
+    out.push(sample(
+        "dwcp_sla_month_compliance_ratio",
+        &l,
+        &[],
+        r.month_compliance,
+        t_ms,
+    ));
     out.push(sample("dwcp_sla_target_ratio", &l, &[], spec.target, t_ms));
-    out.push(sample("dwcp_error_budget_remaining_ratio", &l, &[], r.budget_remaining, t_ms));
-    out.push(sample("dwcp_error_budget_consumed_ratio", &l, &[], r.budget_consumed, t_ms));
-    out.push(sample("dwcp_error_budget_remaining_seconds", &l, &[], r.budget_remaining_seconds, t_ms));
+    out.push(sample(
+        "dwcp_error_budget_remaining_ratio",
+        &l,
+        &[],
+        r.budget_remaining,
+        t_ms,
+    ));
+    out.push(sample(
+        "dwcp_error_budget_consumed_ratio",
+        &l,
+        &[],
+        r.budget_consumed,
+        t_ms,
+    ));
+    out.push(sample(
+        "dwcp_error_budget_remaining_seconds",
+        &l,
+        &[],
+        r.budget_remaining_seconds,
+        t_ms,
+    ));
     for (w, v) in &r.burn_rates {
         out.push(sample("dwcp_sla_burn_rate", &l, &[("window", w)], *v, t_ms));
     }
@@ -1452,7 +1521,13 @@ fn sla_samples(spec: &SlaSpec, region: &str, r: &SlaReport, t_ms: i64, out: &mut
 fn health_samples(region: &str, h: &Health, t_ms: i64, out: &mut Vec<Sample>) {
     let l = [("region", region)];
     out.push(sample("dwcp_region_health_score", &l, &[], h.score, t_ms));
-    out.push(sample("dwcp_region_healthy", &l, &[], if h.healthy { 1.0 } else { 0.0 }, t_ms));
+    out.push(sample(
+        "dwcp_region_healthy",
+        &l,
+        &[],
+        if h.healthy { 1.0 } else { 0.0 },
+        t_ms,
+    ));
     let trend = match h.trend {
         Trend::Improving => 1.0,
         Trend::Stable => 0.0,
@@ -1460,7 +1535,13 @@ fn health_samples(region: &str, h: &Health, t_ms: i64, out: &mut Vec<Sample>) {
     };
     out.push(sample("dwcp_region_health_trend", &l, &[], trend, t_ms));
     for c in &h.components {
-        out.push(sample("dwcp_region_health_factor_score", &l, &[("factor", &c.name)], c.score, t_ms));
+        out.push(sample(
+            "dwcp_region_health_factor_score",
+            &l,
+            &[("factor", &c.name)],
+            c.score,
+            t_ms,
+        ));
     }
 }
 
@@ -1469,7 +1550,13 @@ fn network_samples(region: &str, peer: &str, r: &PairReport, t_ms: i64, out: &mu
     out.push(sample("dwcp_network_jitter_milliseconds", &l, &[], r.jitter_ms, t_ms));
     out.push(sample("dwcp_network_latency_milliseconds", &l, &[], r.latency_ms, t_ms));
     out.push(sample("dwcp_network_packet_loss_ratio", &l, &[], r.loss, t_ms));
-    out.push(sample("dwcp_network_sent_bytes_per_second", &l, &[], r.sent_bytes_per_second, t_ms));
+    out.push(sample(
+        "dwcp_network_sent_bytes_per_second",
+        &l,
+        &[],
+        r.sent_bytes_per_second,
+        t_ms,
+    ));
     out.push(sample(
         "dwcp_network_received_bytes_per_second",
         &l,

@@ -18,9 +18,9 @@
 #![warn(missing_docs)]
 
 pub mod activity;
-pub mod anomaly;
 pub mod aggregate;
 pub mod alerts;
+pub mod anomaly;
 pub mod capacity;
 pub mod cardinality;
 pub mod derived;

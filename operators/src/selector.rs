@@ -49,7 +49,9 @@ impl Selector {
             .matchers
             .matchers
             .into_iter()
-            .filter(|m| !(m.name == "__name__" && matches!(m.op, MatchOp::Equal) && vs.name.as_deref() == Some(&m.value)))
+            .filter(|m| {
+                !(m.name == "__name__" && matches!(m.op, MatchOp::Equal) && vs.name.as_deref() == Some(&m.value))
+            })
             .collect();
         Ok(Selector {
             text: text.to_string(),
@@ -132,16 +134,39 @@ mod tests {
             .expect("selector");
         assert_eq!(s.name(), Some("http_total"));
         let m = |pairs: &[(&str, &str)]| s.matches(&sample(pairs));
-        assert!(m(&[("__name__", "http_total"), ("code", "503"), ("region", "us"), ("job", "api"), ("path", "/x")]));
-        assert!(!m(&[("__name__", "http_total"), ("code", "200"), ("region", "us"), ("job", "api")]));
-        assert!(!m(&[("__name__", "http_total"), ("code", "500"), ("region", "eu"), ("job", "api")]));
-        assert!(!m(&[("__name__", "http_total"), ("code", "500"), ("job", "api"), ("path", "/healthz")]));
+        assert!(m(&[
+            ("__name__", "http_total"),
+            ("code", "503"),
+            ("region", "us"),
+            ("job", "api"),
+            ("path", "/x")
+        ]));
+        assert!(!m(&[
+            ("__name__", "http_total"),
+            ("code", "200"),
+            ("region", "us"),
+            ("job", "api")
+        ]));
+        assert!(!m(&[
+            ("__name__", "http_total"),
+            ("code", "500"),
+            ("region", "eu"),
+            ("job", "api")
+        ]));
+        assert!(!m(&[
+            ("__name__", "http_total"),
+            ("code", "500"),
+            ("job", "api"),
+            ("path", "/healthz")
+        ]));
         // Regexes are anchored: "5.." does not match "1500".
         assert!(!m(&[("__name__", "http_total"), ("code", "1500"), ("job", "api")]));
         assert!(!m(&[("__name__", "other"), ("code", "500"), ("job", "api")]));
         let any = Selector::parse(r#"{job="api"}"#).expect("selector");
         assert!(any.matches(&sample(&[("__name__", "x"), ("job", "api")])));
-        let suffixed = Selector::parse(r#"lat{job="api"}"#).expect("selector").with_suffix("_bucket");
+        let suffixed = Selector::parse(r#"lat{job="api"}"#)
+            .expect("selector")
+            .with_suffix("_bucket");
         assert!(suffixed.matches(&sample(&[("__name__", "lat_bucket"), ("job", "api"), ("le", "1")])));
     }
 

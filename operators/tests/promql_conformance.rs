@@ -228,8 +228,10 @@ fn run_case(series: &[Series], c: &Case) -> Result<(), String> {
                 }
                 _ => Vec::new(),
             };
-            let nonempty: Vec<&(Labels, Vec<Option<f64>>)> =
-                want.iter().filter(|(_, vals)| vals.iter().any(Option::is_some)).collect();
+            let nonempty: Vec<&(Labels, Vec<Option<f64>>)> = want
+                .iter()
+                .filter(|(_, vals)| vals.iter().any(Option::is_some))
+                .collect();
             if nonempty.len() != m.len() {
                 return Err(format!("{} series, want {}: got {m:?}", m.len(), nonempty.len()));
             }
@@ -238,11 +240,7 @@ fn run_case(series: &[Series], c: &Case) -> Result<(), String> {
                     return Err(format!("{labels:?} missing: got {m:?}"));
                 };
                 let want_points: Vec<(i64, f64)> = if c.range_vector.is_some() || c.range.is_some() {
-                    steps
-                        .iter()
-                        .zip(vals)
-                        .filter_map(|(t, v)| v.map(|v| (*t, v)))
-                        .collect()
+                    steps.iter().zip(vals).filter_map(|(t, v)| v.map(|v| (*t, v))).collect()
                 } else {
                     Vec::new()
                 };
@@ -323,7 +321,11 @@ fn parse_time_spec(rest: &str) -> Option<TimeSpec> {
         let (s, r) = r.split_once(" to ")?;
         let (e, r) = r.split_once(" step ")?;
         let (st, q) = r.split_once(' ')?;
-        return Some((None, Some((duration_ms(s)?, duration_ms(e)?, duration_ms(st)?)), q.trim().to_string()));
+        return Some((
+            None,
+            Some((duration_ms(s)?, duration_ms(e)?, duration_ms(st)?)),
+            q.trim().to_string(),
+        ));
     }
     None
 }
@@ -355,9 +357,7 @@ fn run_file(path: &Path) -> FileResult {
             if t.is_empty() {
                 break;
             }
-            if !l.starts_with([' ', '\t'])
-                && (t.starts_with("load") || t.starts_with("eval") || t == "clear")
-            {
+            if !l.starts_with([' ', '\t']) && (t.starts_with("load") || t.starts_with("eval") || t == "clear") {
                 break;
             }
             if !t.starts_with('#') {
@@ -457,7 +457,10 @@ fn run_file(path: &Path) -> FileResult {
                     bad = true;
                     continue;
                 }
-                match (parse_labels(desc), expand(&points.split_whitespace().collect::<Vec<_>>())) {
+                match (
+                    parse_labels(desc),
+                    expand(&points.split_whitespace().collect::<Vec<_>>()),
+                ) {
                     (Some(l), Some(v)) => expected_series.push((l, v)),
                     _ => bad = true,
                 }
@@ -491,7 +494,9 @@ fn run_file(path: &Path) -> FileResult {
                     .collect();
                 match run_case(&data, &case) {
                     Ok(()) => result.passed += 1,
-                    Err(e) => result.failures.push(format!("line {}: {} -> {e}", case.line, case.query)),
+                    Err(e) => result
+                        .failures
+                        .push(format!("line {}: {} -> {e}", case.line, case.query)),
                 }
             }
         }
@@ -514,13 +519,26 @@ fn prometheus_promql_test_files_through_our_evaluator() {
         .collect();
     files.sort();
     let (mut cases, mut eligible, mut passed) = (0, 0, 0);
-    println!("{:<28} {:>6} {:>9} {:>7} {:>7}", "file", "cases", "eligible", "passed", "%");
+    println!(
+        "{:<28} {:>6} {:>9} {:>7} {:>7}",
+        "file", "cases", "eligible", "passed", "%"
+    );
     let verbose = std::env::var("PROMQL_CONFORMANCE_VERBOSE").is_ok();
     for f in &files {
         let r = run_file(f);
-        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let pct = if r.eligible > 0 { 100.0 * r.passed as f64 / r.eligible as f64 } else { 100.0 };
-        println!("{name:<28} {:>6} {:>9} {:>7} {pct:>6.1}%", r.cases, r.eligible, r.passed);
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let pct = if r.eligible > 0 {
+            100.0 * r.passed as f64 / r.eligible as f64
+        } else {
+            100.0
+        };
+        println!(
+            "{name:<28} {:>6} {:>9} {:>7} {pct:>6.1}%",
+            r.cases, r.eligible, r.passed
+        );
         if verbose {
             for fl in &r.failures {
                 println!("    {fl}");
@@ -532,5 +550,8 @@ fn prometheus_promql_test_files_through_our_evaluator() {
     }
     let pct = 100.0 * passed as f64 / eligible.max(1) as f64;
     println!("{:<28} {cases:>6} {eligible:>9} {passed:>7} {pct:>6.1}%", "total");
-    assert!(pct >= 90.0, "{passed} of {eligible} eligible cases pass ({pct:.1} %), below 90 %");
+    assert!(
+        pct >= 90.0,
+        "{passed} of {eligible} eligible cases pass ({pct:.1} %), below 90 %"
+    );
 }

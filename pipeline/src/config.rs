@@ -673,14 +673,19 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
         return Err(invalid(&field, e.message));
     }
     if let Err(e) = dwcp_operators::anomaly::operator::AnomalyOperator::new(config.operators.anomaly.clone()) {
-        return Err(invalid(&format!("operators.anomaly.{}", e.split_once(": ").map_or("series", |x| x.0)), e));
+        return Err(invalid(
+            &format!("operators.anomaly.{}", e.split_once(": ").map_or("series", |x| x.0)),
+            e,
+        ));
     }
     if config.operators.checkpoint_interval_ms == 0 {
         return Err(invalid("operators.checkpoint_interval_ms", "must be at least 1".into()));
     }
-    if config.derived_topics.enabled && (config.derived_topics.sla.is_empty()
+    if config.derived_topics.enabled
+        && (config.derived_topics.sla.is_empty()
             || config.derived_topics.health.is_empty()
-            || config.derived_topics.alerts.is_empty()) {
+            || config.derived_topics.alerts.is_empty())
+    {
         return Err(invalid("derived_topics", "topic names must not be empty".into()));
     }
     let c = &config.operators.cardinality;

@@ -78,7 +78,9 @@ fn counter(name: &str, unit: &str, attrs: &[pc::KeyValue], value: u64, start: u6
                 attributes: attrs.to_vec(),
                 start_time_unix_nano: start,
                 time_unix_nano: now,
-                value: Some(pm::number_data_point::Value::AsInt(i64::try_from(value).unwrap_or(i64::MAX))),
+                value: Some(pm::number_data_point::Value::AsInt(
+                    i64::try_from(value).unwrap_or(i64::MAX),
+                )),
                 ..Default::default()
             }],
             aggregation_temporality: 2,
@@ -239,7 +241,11 @@ impl Agent {
         self.packets.0 += sent;
         self.packets.1 += received;
         self.bytes.0 += rng.random_range(4_000_000..6_000_000);
-        self.bytes.1 += if peer_dark { 0 } else { rng.random_range(3_000_000..5_000_000) };
+        self.bytes.1 += if peer_dark {
+            0
+        } else {
+            rng.random_range(3_000_000..5_000_000)
+        };
         let base_rtt = 20.0 + 15.0 * (REGIONS.iter().position(|r| *r == self.region).unwrap_or(0) as f64);
         let rtt = base_rtt * if slow { 10.0 } else { 1.0 } + rng.random_range(0.0..4.0);
         let cpu = if slow { 0.92 } else { 0.45 } + rng.random_range(0.0..0.05);
@@ -273,8 +279,22 @@ impl Agent {
                             ..Default::default()
                         },
                         counter("dwcp.errors", "{request}", &attrs, self.errors, self.start, now),
-                        counter("dwcp.network.packets.sent", "{packet}", &link, self.packets.0, self.start, now),
-                        counter("dwcp.network.packets.received", "{packet}", &link, self.packets.1, self.start, now),
+                        counter(
+                            "dwcp.network.packets.sent",
+                            "{packet}",
+                            &link,
+                            self.packets.0,
+                            self.start,
+                            now,
+                        ),
+                        counter(
+                            "dwcp.network.packets.received",
+                            "{packet}",
+                            &link,
+                            self.packets.1,
+                            self.start,
+                            now,
+                        ),
                         counter("dwcp.network.io.sent", "By", &link, self.bytes.0, self.start, now),
                         counter("dwcp.network.io.received", "By", &link, self.bytes.1, self.start, now),
                         gauge("dwcp.network.rtt", "ms", &link, rtt, now),
@@ -621,7 +641,12 @@ fn derived_summary(v: &dwcp_operators::derived::DerivedView, s: &mut String) {
         "SLA", "region", "compliance", "target", "budget", "burn 5m"
     );
     for r in &v.sla {
-        let burn = r.report.burn_rates.iter().find(|(w, _)| w == "5m").map_or(0.0, |(_, b)| *b);
+        let burn = r
+            .report
+            .burn_rates
+            .iter()
+            .find(|(w, _)| w == "5m")
+            .map_or(0.0, |(_, b)| *b);
         let alert = match r.report.alert {
             Some(dwcp_operators::sla::BurnAlert::Page) => "PAGE",
             Some(dwcp_operators::sla::BurnAlert::Ticket) => "ticket",

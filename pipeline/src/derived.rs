@@ -139,7 +139,12 @@ impl From<&AnomalyRecord> for AnomalyAvro {
         AnomalyAvro {
             series: r.series(),
             metric: r.labels.get("__name__").cloned().unwrap_or_default(),
-            labels: r.labels.iter().filter(|(k, _)| k.as_str() != "__name__").map(|(k, v)| (k.clone(), v.clone())).collect(),
+            labels: r
+                .labels
+                .iter()
+                .filter(|(k, _)| k.as_str() != "__name__")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             region: r.labels.get("region").cloned().unwrap_or_default(),
             start_time: ms(e.start),
             end_time: r.closed.then(|| ms(e.end)),
@@ -415,7 +420,11 @@ mod tests {
         assert!(text.contains("Enum(1, \"degraded\")"), "{text}");
 
         let a = AnomalyRecord {
-            labels: [("__name__".to_string(), "rtt_ms".to_string()), ("region".into(), "eu".into())].into(),
+            labels: [
+                ("__name__".to_string(), "rtt_ms".to_string()),
+                ("region".into(), "eu".into()),
+            ]
+            .into(),
             episode: dwcp_operators::anomaly::Episode {
                 start: 1_000_000_000,
                 end: 2_000_000_000,

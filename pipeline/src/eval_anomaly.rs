@@ -173,7 +173,10 @@ mod tests {
     fn timestamps_as_nab_writes_them() {
         assert_eq!(parse_timestamp("1970-01-01 00:00:00"), Some(0.0));
         assert_eq!(parse_timestamp("2014-02-14 14:30:00"), Some(1_392_388_200.0));
-        assert_eq!(parse_timestamp("2014-02-14 14:30:00.000001"), Some(1_392_388_200.000_001));
+        assert_eq!(
+            parse_timestamp("2014-02-14 14:30:00.000001"),
+            Some(1_392_388_200.000_001)
+        );
         assert_eq!(parse_timestamp("2000-03-01 00:00:00"), Some(951_868_800.0));
         assert_eq!(parse_timestamp("garbage"), None);
     }

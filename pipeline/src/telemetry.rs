@@ -320,11 +320,7 @@ impl Telemetry {
                 "Alerts firing, re-sent to each Alertmanager every resend interval",
                 Family::default()
             ),
-            alert_transitions: reg!(
-                "alert_transitions",
-                "Alert state changes by state",
-                Family::default()
-            ),
+            alert_transitions: reg!("alert_transitions", "Alert state changes by state", Family::default()),
             rule_evaluations: reg!(
                 "rule_evaluations",
                 "Rule evaluations (one rule at one timestamp)",
@@ -340,11 +336,7 @@ impl Telemetry {
                 "Wall time of the last tick's rule evaluations",
                 Gauge::default()
             ),
-            rule_series: reg!(
-                "rule_series",
-                "Series held for rule evaluation",
-                Gauge::default()
-            ),
+            rule_series: reg!("rule_series", "Series held for rule evaluation", Gauge::default()),
             rule_samples_dropped: reg!(
                 "rule_samples_dropped",
                 "Samples the rule store dropped, by reason",
@@ -355,11 +347,7 @@ impl Telemetry {
                 "Anomaly episodes found (one per episode, when it ends)",
                 Counter::default()
             ),
-            anomaly_series: reg!(
-                "anomaly_series",
-                "Series under anomaly detection",
-                Gauge::default()
-            ),
+            anomaly_series: reg!("anomaly_series", "Series under anomaly detection", Gauge::default()),
             checkpoints: reg!(
                 "state_checkpoints",
                 "Local state snapshots by result",

@@ -149,7 +149,10 @@ pub fn parse_series(text: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 fn to_sample(labels: &BTreeMap<String, String>, v: f64, t: i64) -> Sample {
-    let l: Vec<Label> = labels.iter().map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str()))).collect();
+    let l: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
+        .collect();
     Sample::new(l, v, t)
 }
 
@@ -270,7 +273,9 @@ pub fn run_file(path: &Path, prometheus2: bool) -> Result<Vec<String>, String> {
                         want.push((parse_series(&s.labels)?, s.value));
                     }
                     let ok = got.len() == want.len()
-                        && want.iter().all(|(l, v)| got.iter().any(|(gl, gv)| gl == l && floats_equal(*gv, *v)));
+                        && want
+                            .iter()
+                            .all(|(l, v)| got.iter().any(|(gl, gv)| gl == l && floats_equal(*gv, *v)));
                     if !ok {
                         failures.push(format!(
                             "{name}: expr: {:?}, time: {}:\n    exp: {want:?}\n    got: {got:?}",
@@ -281,7 +286,9 @@ pub fn run_file(path: &Path, prometheus2: bool) -> Result<Vec<String>, String> {
             }
         }
         for (group, rule, err) in &out.errors {
-            failures.push(format!("{name}: group {group:?}, rule {rule}: evaluation failed: {err}"));
+            failures.push(format!(
+                "{name}: group {group:?}, rule {rule}: evaluation failed: {err}"
+            ));
         }
     }
     Ok(failures)

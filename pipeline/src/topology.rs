@@ -17,8 +17,8 @@ use dwcp_operators::activity::{ActivityConfig, ActivityOperator, ActivityReport}
 use dwcp_operators::aggregate::AggregateOperator;
 use dwcp_operators::cardinality::CardinalityGuard;
 use dwcp_operators::derived::{DerivedOperator, DerivedOutput, DerivedState, DerivedView};
-use dwcp_operators::rules::{RuleEngine, RuleOutput};
 use dwcp_operators::prom::PromConverter;
+use dwcp_operators::rules::{RuleEngine, RuleOutput};
 use dwcp_operators::spanmetrics::SpanMetrics;
 use dwcp_operators::traces::{Decision, TraceOperator, TraceOutput, TraceStats};
 use dwcp_operators::watermark::{WatermarkConfig, WatermarkTracker};
@@ -151,7 +151,11 @@ pub async fn run(
     // One producer for every derived topic, when anything produces derived records.
     let dt = &config.config.derived_topics;
     if dt.enabled && (derived.is_some() || !config.rule_groups.is_empty() || !oc.anomaly.series.is_empty()) {
-        producer = Some(DerivedProducer::new(dt.clone(), &config.config.source.brokers, telemetry.clone())?);
+        producer = Some(DerivedProducer::new(
+            dt.clone(),
+            &config.config.source.brokers,
+            telemetry.clone(),
+        )?);
         tracing::info!(
             sla = %dt.sla,
             health = %dt.health,
@@ -540,7 +544,12 @@ impl Router {
         }
         // A rule group whose time has come is evaluated now, not at the next tick: alert
         // latency is then the group's interval boundary, not the tick.
-        if matches!(&*b.records, Records::Metrics(_)) && self.rules.as_ref().is_some_and(|r| r.due(self.watermarks.watermark(now))) {
+        if matches!(&*b.records, Records::Metrics(_))
+            && self
+                .rules
+                .as_ref()
+                .is_some_and(|r| r.due(self.watermarks.watermark(now)))
+        {
             let wm = self.watermarks.watermark(now);
             self.evaluate_rules(wm).await;
         }
@@ -599,7 +608,9 @@ impl Router {
     /// Ships anomaly scores (remote-write) and finished episodes (the anomalies topic).
     async fn ship_anomalies(&mut self) {
         let Some(a) = &self.anomaly else { return };
-        self.telemetry.anomaly_series.set(i64::try_from(a.tracked()).unwrap_or(i64::MAX));
+        self.telemetry
+            .anomaly_series
+            .set(i64::try_from(a.tracked()).unwrap_or(i64::MAX));
         let records = std::mem::take(&mut self.anomaly_records);
         if !records.is_empty() {
             self.telemetry.anomaly_episodes.inc_by(records.len() as u64);
@@ -715,10 +726,9 @@ impl Router {
                 Err(e) => tracing::error!(error = %e, file = name, "state could not be serialized"),
             }
         }
-        let result = tokio::task::spawn_blocking(move || {
-            ready.iter().try_for_each(|(name, b)| write_snapshot(&dir, name, b))
-        })
-        .await;
+        let result =
+            tokio::task::spawn_blocking(move || ready.iter().try_for_each(|(name, b)| write_snapshot(&dir, name, b)))
+                .await;
         let ok = match result {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {

@@ -159,7 +159,13 @@ fn shipped_alertmanager_config_passes_amtool() {
     };
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let text = std::fs::read_to_string(&file).expect("read");
-    for want in ["group_wait: 30s", "repeat_interval: 1h", "pagerduty_configs", "slack_configs", "email_configs"] {
+    for want in [
+        "group_wait: 30s",
+        "repeat_interval: 1h",
+        "pagerduty_configs",
+        "slack_configs",
+        "email_configs",
+    ] {
         assert!(text.contains(want), "{want}");
     }
 }

@@ -64,7 +64,10 @@ fn input() -> Vec<(String, String)> {
             write!(inf, "{cinf} ").ok();
         }
         for (le, v) in [("50", b50), ("250", b250), ("+Inf", inf)] {
-            s.push((format!(r#"dwcp_latency_milliseconds_bucket{{region="{region}", le="{le}"}}"#), v));
+            s.push((
+                format!(r#"dwcp_latency_milliseconds_bucket{{region="{region}", le="{le}"}}"#),
+                v,
+            ));
         }
     }
     let (mut req, mut err) = (String::new(), String::new());
@@ -120,9 +123,16 @@ fn promtool_agrees_with_our_alerts_and_recorded_values_at_every_step() {
     samples.sort_by_key(|s| s.timestamp_ms);
     engine.process(&samples);
 
-    let mut test = String::from("rule_files: [rules.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n");
+    let mut test =
+        String::from("rule_files: [rules.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n");
     for (desc, values) in &series {
-        writeln!(test, "      - series: {}\n        values: {}", yaml_str(desc), yaml_str(values.trim())).ok();
+        writeln!(
+            test,
+            "      - series: {}\n        values: {}",
+            yaml_str(desc),
+            yaml_str(values.trim())
+        )
+        .ok();
     }
     let mut alerts_part = String::from("    alert_rule_test:\n");
     let mut expr_part = String::from("    promql_expr_test:\n");
@@ -146,7 +156,12 @@ fn promtool_agrees_with_our_alerts_and_recorded_values_at_every_step() {
             for a in firing {
                 let labels: BTreeMap<&String, &String> =
                     a.labels.iter().filter(|(k, _)| k.as_str() != "alertname").collect();
-                writeln!(alerts_part, "          - exp_labels: {}", serde_json::to_string(&labels).unwrap_or_default()).ok();
+                writeln!(
+                    alerts_part,
+                    "          - exp_labels: {}",
+                    serde_json::to_string(&labels).unwrap_or_default()
+                )
+                .ok();
                 writeln!(
                     alerts_part,
                     "            exp_annotations: {}",
@@ -157,8 +172,16 @@ fn promtool_agrees_with_our_alerts_and_recorded_values_at_every_step() {
         }
         // The recorded series at this step, as our store holds it.
         let e = promql::parse("dwcp:latency:p95:5m").expect("expr");
-        if let Ok(Value::Vector(v)) = engine.store().engine(true).instant(&e, i64::try_from(m).unwrap_or(0) * 60_000) {
-            writeln!(expr_part, "      - expr: dwcp:latency:p95:5m\n        eval_time: {m}m\n        exp_samples:").ok();
+        if let Ok(Value::Vector(v)) = engine
+            .store()
+            .engine(true)
+            .instant(&e, i64::try_from(m).unwrap_or(0) * 60_000)
+        {
+            writeln!(
+                expr_part,
+                "      - expr: dwcp:latency:p95:5m\n        eval_time: {m}m\n        exp_samples:"
+            )
+            .ok();
             if v.is_empty() {
                 expr_part.truncate(expr_part.trim_end_matches("        exp_samples:\n").len());
                 writeln!(expr_part, "        exp_samples: []").ok();
@@ -181,7 +204,10 @@ fn promtool_agrees_with_our_alerts_and_recorded_values_at_every_step() {
         }
     }
     resolved_seen += out.alerts.iter().filter(|a| a.state == AlertState::Resolved).count();
-    assert!(firing_seen >= 10, "the scenario fires alerts ({firing_seen} firing checks)");
+    assert!(
+        firing_seen >= 10,
+        "the scenario fires alerts ({firing_seen} firing checks)"
+    );
     assert!(resolved_seen >= 2, "and resolves them: {:?}", out.alerts);
     assert!(out.errors.is_empty(), "{:?}", out.errors);
     test.push_str(&alerts_part);
@@ -189,7 +215,12 @@ fn promtool_agrees_with_our_alerts_and_recorded_values_at_every_step() {
     let test_file = dir.path().join("test.yml");
     std::fs::write(&test_file, &test).expect("test file");
 
-    let prom = Command::new("promtool").arg("test").arg("rules").arg(&test_file).output().expect("promtool");
+    let prom = Command::new("promtool")
+        .arg("test")
+        .arg("rules")
+        .arg(&test_file)
+        .output()
+        .expect("promtool");
     assert!(
         prom.status.success(),
         "promtool disagrees:\n{}\n{}\ntest file:\n{test}",

@@ -238,7 +238,9 @@ async fn run(sender: Sender, mut rx: mpsc::Receiver<Vec<AlertTransition>>, resen
     let mut tick = tokio::time::interval(resend);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let ends_ahead = u64::try_from(resend.as_nanos()).unwrap_or(u64::MAX / 8).saturating_mul(4);
+    let ends_ahead = u64::try_from(resend.as_nanos())
+        .unwrap_or(u64::MAX / 8)
+        .saturating_mul(4);
     loop {
         tokio::select! {
             batch = rx.recv() => {
@@ -290,7 +292,11 @@ mod tests {
         AlertTransition {
             fingerprint: fp,
             state,
-            labels: [("alertname".to_string(), format!("A{fp}")), ("severity".into(), "warning".into())].into(),
+            labels: [
+                ("alertname".to_string(), format!("A{fp}")),
+                ("severity".into(), "warning".into()),
+            ]
+            .into(),
             annotations: [("summary".to_string(), "s".to_string())].into(),
             value: 1.0,
             active_since: Some(1_000_000_000_000),
@@ -327,8 +333,11 @@ mod tests {
         cfg.resend_interval_ms = 700;
         let stats = AlertmanagerStats::default();
         let sink = AlertmanagerSink::start(cfg, stats.clone()).expect("sink");
-        sink.send(vec![transition(AlertState::Pending, 1), transition(AlertState::Firing, 2)])
-            .await;
+        sink.send(vec![
+            transition(AlertState::Pending, 1),
+            transition(AlertState::Firing, 2),
+        ])
+        .await;
         tokio::time::sleep(Duration::from_millis(1800)).await;
         sink.send(vec![transition(AlertState::Resolved, 2)]).await;
         sink.close().await;

@@ -1195,7 +1195,10 @@ fn counters_message(region: &str, t_s: u64, requests: u64, errors: u64) -> Vec<u
 
 /// The Avro records of a derived topic, decoded with the `.avsc` shipped in schemas/avro
 /// (single-object encoding: 2 marker bytes and the 8-byte Rabin fingerprint, then the datum).
-fn decode_avro(messages: &[rdkafka::message::OwnedMessage], avsc: &str) -> Vec<BTreeMap<String, apache_avro::types::Value>> {
+fn decode_avro(
+    messages: &[rdkafka::message::OwnedMessage],
+    avsc: &str,
+) -> Vec<BTreeMap<String, apache_avro::types::Value>> {
     let text = std::fs::read_to_string(format!("{}/../schemas/avro/{avsc}", env!("CARGO_MANIFEST_DIR"))).expect("avsc");
     let schema = apache_avro::Schema::parse_str(&text).expect("schema");
     let fp = schema.fingerprint::<apache_avro::rabin::Rabin>();
@@ -1245,7 +1248,12 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
     let id = unique("sla");
     let topic = format!("{id}.metrics");
     let (sla_topic, health_topic, alerts_topic) = (format!("{id}.sla"), format!("{id}.health"), format!("{id}.alerts"));
-    create_topics(&brokers, &[&topic, &format!("{id}.dlq"), &sla_topic, &health_topic, &alerts_topic], 1).await;
+    create_topics(
+        &brokers,
+        &[&topic, &format!("{id}.dlq"), &sla_topic, &health_topic, &alerts_topic],
+        1,
+    )
+    .await;
     let alertmanager = std::env::var("DWCP_TEST_ALERTMANAGER").expect("the stack's Alertmanager");
     let work = tempfile::tempdir().expect("tempdir");
     let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
@@ -1297,7 +1305,10 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
     )
     .await;
     assert!(w.stop(), "clean stop; log:\n{}", w.log_text());
-    assert!(work.path().join("state/derived.json").exists(), "snapshot written at stop");
+    assert!(
+        work.path().join("state/derived.json").exists(),
+        "snapshot written at stop"
+    );
 
     let mut second_half = send(300..600);
     // A sample at 605 s moves the watermark past the end of minute 9.
@@ -1317,13 +1328,20 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
         Duration::from_secs(120),
     )
     .await;
-    assert!(w.log_text().contains("derived state restored from snapshot"), "{}", w.log_text());
+    assert!(
+        w.log_text().contains("derived state restored from snapshot"),
+        "{}",
+        w.log_text()
+    );
 
     // Region a: 59 increments of 10 requests over both halves (the base sample at 0 s is the
     // only one not counted, the restart continues each counter), 29 failed in the first half.
     let want_a = (590.0 - 29.0) / 590.0;
     let want_global = (1180.0 - 29.0) / 1180.0;
-    let records = decode_avro(&consume_all(&brokers, &sla_topic, 30, Duration::from_secs(60)), "sla_report.avsc");
+    let records = decode_avro(
+        &consume_all(&brokers, &sla_topic, 30, Duration::from_secs(60)),
+        "sla_report.avsc",
+    );
     assert_eq!(records.len(), 30, "10 minutes × 3 groups");
     let end_ms = i64::try_from((t0 + 600) * 1000).expect("ms");
     let last = |region: &str| {
@@ -1372,7 +1390,10 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
     assert!((burn[0].1 - 10.0).abs() < 1e-9, "{burn:?}");
 
     // Health: region a unhealthy while 10 % failed, healthy again after; b healthy throughout.
-    let health = decode_avro(&consume_all(&brokers, &health_topic, 3, Duration::from_secs(60)), "region_health.avsc");
+    let health = decode_avro(
+        &consume_all(&brokers, &health_topic, 3, Duration::from_secs(60)),
+        "region_health.avsc",
+    );
     let a: Vec<bool> = health
         .iter()
         .filter(|r| avro_str(&r["region"]) == "a")
@@ -1386,7 +1407,10 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
     // 29 / (290 + 60 (m − 4)) / 1 % after minute m: 5.47 < 6 first after minute 8, so the page
     // resolves at 540 s and a ticket (3d and 6h above 1×) takes its place. Global burns 5×: a
     // ticket from the first minute. Region b: nothing.
-    let alerts = decode_avro(&consume_all(&brokers, &alerts_topic, 4, Duration::from_secs(60)), "alert.avsc");
+    let alerts = decode_avro(
+        &consume_all(&brokers, &alerts_topic, 4, Duration::from_secs(60)),
+        "alert.avsc",
+    );
     let seen: Vec<(String, String, String, i64)> = alerts
         .iter()
         .map(|r| {
@@ -1468,7 +1492,10 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
     );
     let a_warning = am_alerts.iter().find(|a| a["labels"]["region"] == "a").expect("a");
     let starts = a_warning["startsAt"].as_str().expect("startsAt");
-    assert!(starts.starts_with(&dwcp_sinks::alertmanager::rfc3339((t0 + 540) * 1_000_000_000)[..19]), "{starts}");
+    assert!(
+        starts.starts_with(&dwcp_sinks::alertmanager::rfc3339((t0 + 540) * 1_000_000_000)[..19]),
+        "{starts}"
+    );
     assert!(w.stop());
 }
 
@@ -1569,7 +1596,10 @@ async fn high_latency_fires_at_the_right_time_and_reaches_a_webhook_through_aler
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let records = decode_avro(&consume_all(&brokers, &alerts_topic, 20, Duration::from_secs(20)), "alert.avsc");
+    let records = decode_avro(
+        &consume_all(&brokers, &alerts_topic, 20, Duration::from_secs(20)),
+        "alert.avsc",
+    );
     let high: Vec<(String, i64, f64)> = records
         .iter()
         .filter(|r| avro_str(&r["alertname"]) == "HighLatency")
@@ -1587,11 +1617,19 @@ async fn high_latency_fires_at_the_right_time_and_reaches_a_webhook_through_aler
         })
         .collect();
     let states: Vec<(&str, i64)> = high.iter().map(|(s, t, _)| (s.as_str(), *t)).collect();
-    assert_eq!(states, [("pending", 600), ("firing", 900), ("resolved", 1365)], "{high:?}");
+    assert_eq!(
+        states,
+        [("pending", 600), ("firing", 900), ("resolved", 1365)],
+        "{high:?}"
+    );
     // The value is the p95: the 250 ms bound while any slow request is in the window.
     assert_eq!(high[1].2, 250.0);
     assert!(
-        metric_sum(&w.metrics().await, "dwcp_alertmanager_alerts_total", &[("result", "posted")]) >= 2.0
+        metric_sum(
+            &w.metrics().await,
+            "dwcp_alertmanager_alerts_total",
+            &[("result", "posted")]
+        ) >= 2.0
     );
     assert!(w.stop());
 }
@@ -1639,8 +1677,12 @@ async fn an_anomaly_episode_reaches_kafka_as_avro_and_its_score_prometheus() {
         produce(&p, &topic, None, &rtt_message(t0 + i * 5, v), None, Some(0)).await;
     }
     let mut w = Worker::start(work.path(), "worker", &yaml);
-    w.wait_for("dwcp_anomaly_episodes_total", &[], 1.0, Duration::from_secs(120)).await;
-    let records = decode_avro(&consume_all(&brokers, &anomalies, 1, Duration::from_secs(60)), "anomaly.avsc");
+    w.wait_for("dwcp_anomaly_episodes_total", &[], 1.0, Duration::from_secs(120))
+        .await;
+    let records = decode_avro(
+        &consume_all(&brokers, &anomalies, 1, Duration::from_secs(60)),
+        "anomaly.avsc",
+    );
     assert_eq!(records.len(), 1, "one record per episode: {records:?}");
     let r = &records[0];
     let t0_ms = i64::try_from(t0 * 1000).expect("ms");
@@ -1662,8 +1704,18 @@ async fn an_anomaly_episode_reaches_kafka_as_avro_and_its_score_prometheus() {
     assert!(
         spike.first().is_some_and(|x| x.1 >= 0.375),
         "{spike:?}\nworker log:\n{}\nworker metrics:\n{}\nprometheus:\n{}",
-        w.log_text().lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).take(5).collect::<Vec<_>>().join("\n"),
-        w.metrics().await.lines().filter(|l| l.contains("samples") || l.contains("anomaly") || l.contains("remote")).collect::<Vec<_>>().join("\n"),
+        w.log_text()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        w.metrics()
+            .await
+            .lines()
+            .filter(|l| l.contains("samples") || l.contains("anomaly") || l.contains("remote"))
+            .collect::<Vec<_>>()
+            .join("\n"),
         prom.log()
     );
     let before = dwcp_tests::instant_query(&prom.url(), q, at(1440)).await;

@@ -225,7 +225,11 @@ impl SeriesDetector {
 
     /// Scores the point `x` at `t` against the state before it, then learns it. A finished
     /// episode is returned when this point ends one.
-    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
     pub fn update(&mut self, config: &AnomalyConfig, t: EventTime, x: f64) -> (PointScore, Option<Episode>) {
         if !x.is_finite() {
             return (

@@ -7,7 +7,10 @@ struct Noise(u64);
 
 impl Noise {
     fn uniform(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
     fn normal(&mut self) -> f64 {
@@ -24,7 +27,11 @@ fn series(anomaly: impl Fn(usize, f64, f64) -> f64) -> Vec<(u64, f64)> {
         .map(|i| {
             let season = 10.0 * (2.0 * std::f64::consts::PI * i as f64 / 100.0).sin();
             let noise = n.normal();
-            let v = if i >= 700 { anomaly(i, season, noise) } else { 50.0 + season + noise };
+            let v = if i >= 700 {
+                anomaly(i, season, noise)
+            } else {
+                50.0 + season + noise
+            };
             (1_700_000_000_000_000_000 / STEP * STEP + i as u64 * STEP, v)
         })
         .collect()
@@ -92,7 +99,11 @@ fn broken_seasonality_is_found_by_the_seasonal_detector() {
     assert!((700..716).contains(&at), "{at}");
     let th = AnomalyConfig::default().threshold;
     assert!(scores[at].detectors[3] >= th, "{:?}", scores[at].detectors);
-    assert!(scores[at].detectors[0] < th, "the values alone look normal: {:?}", scores[at].detectors);
+    assert!(
+        scores[at].detectors[0] < th,
+        "the values alone look normal: {:?}",
+        scores[at].detectors
+    );
 }
 
 #[test]
@@ -138,7 +149,9 @@ fn the_operator_scores_matching_series_and_emits_one_record_per_episode() {
     // Only eu is selected; scores after learning, one per point.
     assert_eq!(op.tracked(), 1);
     assert_eq!(scores.len(), 900);
-    assert!(scores.iter().all(|s| s.name() == "dwcp_anomaly_score" && s.label("metric") == Some("rtt_ms")));
+    assert!(scores
+        .iter()
+        .all(|s| s.name() == "dwcp_anomaly_score" && s.label("metric") == Some("rtt_ms")));
     // One episode, closed 150 points after the burst.
     assert_eq!(records.len(), 1, "{records:?}");
     let r = &records[0];

@@ -69,7 +69,14 @@ fn availability_from_counters_per_region_and_global() {
     d.on_watermark(180 * SEC, &mut out);
     // The first sample of each counter is its base: minute 0 has 5 increments, minutes 1 and 2
     // have 6. Region a: 153 good of 170; b: 170 of 170; global: 323 of 340.
-    let rec = |region: &str| out.sla.iter().rev().find(|r| r.region == region).expect("record").clone();
+    let rec = |region: &str| {
+        out.sla
+            .iter()
+            .rev()
+            .find(|r| r.region == region)
+            .expect("record")
+            .clone()
+    };
     assert!((rec("a").report.compliance - 153.0 / 170.0).abs() < 1e-12);
     assert_eq!(rec("b").report.compliance, 1.0);
     assert!((rec("global").report.compliance - 323.0 / 340.0).abs() < 1e-12);
@@ -83,7 +90,10 @@ fn availability_from_counters_per_region_and_global() {
     assert!((burn - 10.0).abs() < 1e-9, "{burn}");
     assert_eq!(last_value(&out.samples, "dwcp_sla_target_ratio", &lbl), 0.99);
     // A report per closed minute (interval 60 s), at the minute's end.
-    assert_eq!(find(&out.samples, "dwcp_sla_compliance_ratio", &[("region", "a")]).len(), 3);
+    assert_eq!(
+        find(&out.samples, "dwcp_sla_compliance_ratio", &[("region", "a")]).len(),
+        3
+    );
     assert_eq!(rec("a").period_end, 180 * SEC);
     // Violations: every minute of a is below 99 %, one open interval from minute 0.
     let v = &rec("a").report.violations;
@@ -160,7 +170,11 @@ fn latency_uses_the_largest_bucket_bound_at_or_under_the_threshold() {
     let mut out = DerivedOutput::default();
     d.on_watermark(60 * SEC, &mut out);
     // Threshold 200 is not a bound: the largest bound under it is 100, so 35 of 50 are good.
-    assert!((out.sla[0].report.compliance - 0.7).abs() < 1e-12, "{}", out.sla[0].report.compliance);
+    assert!(
+        (out.sla[0].report.compliance - 0.7).abs() < 1e-12,
+        "{}",
+        out.sla[0].report.compliance
+    );
 }
 
 #[test]
@@ -192,7 +206,12 @@ fn up_style_availability() {
     });
     let mut v = Vec::new();
     for (i, t) in (0..60).step_by(15).enumerate() {
-        v.push(s("up", &[("job", "dwcp"), ("region", "a")], if i == 1 { 0.0 } else { 1.0 }, t));
+        v.push(s(
+            "up",
+            &[("job", "dwcp"), ("region", "a")],
+            if i == 1 { 0.0 } else { 1.0 },
+            t,
+        ));
     }
     d.process(&v);
     let mut out = DerivedOutput::default();
@@ -269,10 +288,14 @@ fn health_from_series_scores_the_design_example_and_publishes_changes() {
     }
     // availability 99.5 → 72.222; utilization 65 → 100; latency 25 → 100; error rate 0.5 % →
     // 100 − 20 × 0.4 / 0.9 = 91.111; consensus 95 → 75.
-    let want = 0.3 * (50.0 + 40.0 * 0.5 / 0.9) + 0.2 * 100.0 + 0.2 * 100.0 + 0.2 * (100.0 - 20.0 * 0.4 / 0.9) + 0.1 * 75.0;
+    let want =
+        0.3 * (50.0 + 40.0 * 0.5 / 0.9) + 0.2 * 100.0 + 0.2 * 100.0 + 0.2 * (100.0 - 20.0 * 0.4 / 0.9) + 0.1 * 75.0;
     let score = last_value(&out.samples, "dwcp_region_health_score", &[("region", "eu")]);
     assert!((score - want).abs() < 1e-9, "{score} vs {want}");
-    assert_eq!(last_value(&out.samples, "dwcp_region_healthy", &[("region", "eu")]), 1.0);
+    assert_eq!(
+        last_value(&out.samples, "dwcp_region_healthy", &[("region", "eu")]),
+        1.0
+    );
     // Minute 0 has only 1 increment per counter but the same ratios: five scores, one change.
     assert_eq!(find(&out.samples, "dwcp_region_health_score", &[]).len(), 5);
     assert_eq!(out.health.len(), 1, "{:?}", out.health);
@@ -285,7 +308,10 @@ fn health_from_series_scores_the_design_example_and_publishes_changes() {
     let last = out.health.last().expect("a change");
     assert_eq!(last.health.trend, Trend::Degrading);
     assert!(!last.health.healthy);
-    assert_eq!(last_value(&out.samples, "dwcp_region_health_trend", &[("region", "eu")]), -1.0);
+    assert_eq!(
+        last_value(&out.samples, "dwcp_region_health_trend", &[("region", "eu")]),
+        -1.0
+    );
     assert_eq!(d.view().health[0].0, "eu");
 }
 
@@ -331,14 +357,25 @@ fn network_pairs_from_series_and_trace_hops() {
     assert!((j - 2.385_253_906_25).abs() < 1e-9, "{j}");
     assert!((last_value(&out.samples, "dwcp_network_packet_loss_ratio", &p) - 0.02).abs() < 1e-12);
     assert_eq!(last_value(&out.samples, "dwcp_network_sent_bytes_per_second", &p), 5e5);
-    assert_eq!(last_value(&out.samples, "dwcp_network_received_bytes_per_second", &p), 1e5);
+    assert_eq!(
+        last_value(&out.samples, "dwcp_network_received_bytes_per_second", &p),
+        1e5
+    );
     assert_eq!(last_value(&out.samples, "dwcp_network_utilization_ratio", &p), 0.5);
     // 2 % loss > 1 %: the tunnel is up but degraded.
     assert_eq!(last_value(&out.samples, "dwcp_tunnel_status", &p), 0.5);
-    let mean = last_value(&out.samples, "dwcp_cross_region_hop_latency_milliseconds", &[("stat", "mean")]);
+    let mean = last_value(
+        &out.samples,
+        "dwcp_cross_region_hop_latency_milliseconds",
+        &[("stat", "mean")],
+    );
     assert!((mean - 90.0).abs() < 1e-9);
     assert_eq!(
-        last_value(&out.samples, "dwcp_cross_region_hop_latency_milliseconds", &[("stat", "max")]),
+        last_value(
+            &out.samples,
+            "dwcp_cross_region_hop_latency_milliseconds",
+            &[("stat", "max")]
+        ),
         100.0
     );
     assert_eq!(d.view().network[0].report.status, TunnelStatus::Degraded);
@@ -371,7 +408,10 @@ fn capacity_forecast_on_a_linear_series_gives_exact_days_to_capacity() {
     assert!((f30 - (0.295 + 0.72)).abs() < 1e-6, "{f30}");
     // 90 days: 0.295 + 2.16 = 2.455 of capacity 1 at 70 %: ceil(4 × 2.455 / 0.7) = 15 nodes.
     assert_eq!(last_value(&out.samples, "dwcp_capacity_nodes_needed", &[]), 15.0);
-    assert_eq!(last_value(&out.samples, "dwcp_capacity_bottleneck_rank", &[("resource", "cpu")]), 1.0);
+    assert_eq!(
+        last_value(&out.samples, "dwcp_capacity_bottleneck_rank", &[("resource", "cpu")]),
+        1.0
+    );
 }
 
 #[test]
@@ -414,7 +454,10 @@ fn configuration_errors_name_the_field() {
         sla: vec![a],
         ..DerivedConfig::default()
     });
-    assert!(msg.starts_with("sla[0].good:") && msg.contains("function call"), "{msg}");
+    assert!(
+        msg.starts_with("sla[0].good:") && msg.contains("function call"),
+        "{msg}"
+    );
     let l = sla("l", SlaKind::Latency, 1.5);
     let msg = e(DerivedConfig {
         sla: vec![l],
@@ -458,7 +501,10 @@ fn burn_rate_alerts_fire_swap_and_resolve() {
     let mut minute = |d: &mut DerivedOperator, m: u64, bad: f64, out: &mut DerivedOutput| {
         req += 1000.0;
         err += bad;
-        d.process(&[s("req_total", &[], req, m * 60 + 30), s("err_total", &[], err, m * 60 + 30)]);
+        d.process(&[
+            s("req_total", &[], req, m * 60 + 30),
+            s("err_total", &[], err, m * 60 + 30),
+        ]);
         d.on_watermark((m + 1) * 60 * SEC, out);
     };
     for m in 0..120 {
@@ -485,7 +531,10 @@ fn burn_rate_alerts_fire_swap_and_resolve() {
         .iter()
         .map(|a| (a.labels["severity"].as_str(), a.state))
         .collect();
-    assert_eq!(states, [("critical", AlertState::Resolved), ("warning", AlertState::Firing)]);
+    assert_eq!(
+        states,
+        [("critical", AlertState::Resolved), ("warning", AlertState::Firing)]
+    );
     assert_eq!(out.alerts[0].active_since, Some(60 * SEC));
     assert_eq!(out.alerts[0].event_time, 141 * 60 * SEC);
     assert_eq!(out.alerts[1].event_time, 141 * 60 * SEC);

@@ -120,12 +120,7 @@ impl<'a> Engine<'a> {
 
     /// Evaluates `e` at each timestamp, one series per label set (names removed as at the end
     /// of a query): range queries and subqueries.
-    fn eval_steps(
-        &mut self,
-        e: &Expr,
-        steps: impl Iterator<Item = i64>,
-        what: &str,
-    ) -> Result<Vec<Series>, EvalError> {
+    fn eval_steps(&mut self, e: &Expr, steps: impl Iterator<Item = i64>, what: &str) -> Result<Vec<Series>, EvalError> {
         let mut out: Vec<Series> = Vec::new();
         let mut index: HashMap<Labels, usize> = HashMap::new();
         for t in steps {
@@ -164,11 +159,10 @@ impl<'a> Engine<'a> {
     /// The series a selector's matchers select.
     fn select<'s>(&'s self, vs: &'s VectorSelector) -> impl Iterator<Item = &'a Series> + 's {
         // The shortest list among the name's and the equality matchers' postings.
-        let mut best: Option<&[usize]> = vs.name.as_ref().map(|n| {
-            self.by_name
-                .get(n.as_str())
-                .map_or(&[][..], Vec::as_slice)
-        });
+        let mut best: Option<&[usize]> = vs
+            .name
+            .as_ref()
+            .map(|n| self.by_name.get(n.as_str()).map_or(&[][..], Vec::as_slice));
         if let Some(postings) = self.postings {
             if vs.matchers.or_matchers.is_empty() {
                 for m in &vs.matchers.matchers {
@@ -214,10 +208,7 @@ impl<'a> Engine<'a> {
             if too_old || is_stale(v) {
                 continue;
             }
-            out.push((
-                Element::new(s.labels.clone(), v),
-                ts,
-            ));
+            out.push((Element::new(s.labels.clone(), v), ts));
         }
         out
     }
@@ -233,7 +224,11 @@ impl<'a> Engine<'a> {
                 s.samples.partition_point(|(ts, _)| *ts <= rt - range_ms)
             };
             let hi = s.samples.partition_point(|(ts, _)| *ts <= rt);
-            let samples: Vec<(i64, f64)> = s.samples[lo..hi].iter().copied().filter(|(_, v)| !is_stale(*v)).collect();
+            let samples: Vec<(i64, f64)> = s.samples[lo..hi]
+                .iter()
+                .copied()
+                .filter(|(_, v)| !is_stale(*v))
+                .collect();
             if samples.is_empty() {
                 continue;
             }
@@ -469,15 +464,25 @@ fn signature(labels: &Labels, matching: Option<&LabelModifier>) -> Vec<(String, 
 }
 
 fn set_op(op: &str, l: Vec<Element>, r: Vec<Element>, matching: Option<&LabelModifier>) -> Vec<Element> {
-    let rsigs: std::collections::HashSet<Vec<(String, String)>> = r.iter().map(|e| signature(&e.labels, matching)).collect();
+    let rsigs: std::collections::HashSet<Vec<(String, String)>> =
+        r.iter().map(|e| signature(&e.labels, matching)).collect();
     match op {
-        "and" => l.into_iter().filter(|e| rsigs.contains(&signature(&e.labels, matching))).collect(),
-        "unless" => l.into_iter().filter(|e| !rsigs.contains(&signature(&e.labels, matching))).collect(),
+        "and" => l
+            .into_iter()
+            .filter(|e| rsigs.contains(&signature(&e.labels, matching)))
+            .collect(),
+        "unless" => l
+            .into_iter()
+            .filter(|e| !rsigs.contains(&signature(&e.labels, matching)))
+            .collect(),
         _ => {
             let lsigs: std::collections::HashSet<Vec<(String, String)>> =
                 l.iter().map(|e| signature(&e.labels, matching)).collect();
             let mut out = l;
-            out.extend(r.into_iter().filter(|e| !lsigs.contains(&signature(&e.labels, matching))));
+            out.extend(
+                r.into_iter()
+                    .filter(|e| !lsigs.contains(&signature(&e.labels, matching))),
+            );
             out
         }
     }
@@ -518,9 +523,15 @@ fn vector_vector(
         let sig = signature(&m.labels, matching);
         let Some(o) = one_by_sig.get(&sig) else { continue };
         if one_to_one && !matched.insert(sig.clone()) {
-            return Err("multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into());
+            return Err(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+            );
         }
-        let (vl, vr) = if swapped { (o.value, m.value) } else { (m.value, o.value) };
+        let (vl, vr) = if swapped {
+            (o.value, m.value)
+        } else {
+            (m.value, o.value)
+        };
         let (mut value, keep) = elem_op(op, vl, vr)?;
         if return_bool {
             value = if keep { 1.0 } else { 0.0 };
@@ -566,7 +577,11 @@ pub(crate) fn format_go(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         format!("{v}")
     }

@@ -169,8 +169,13 @@ fn instant_value(arg: RangeArg, is_rate: bool) -> Result<Value, EvalError> {
 /// Least squares of the samples with x in seconds from `intercept_t`: (slope, intercept).
 #[allow(clippy::cast_precision_loss)]
 fn linear_regression(s: &[(i64, f64)], intercept_t: i64) -> (f64, f64) {
-    let (mut n, mut sx, mut sy, mut sxy, mut sx2) =
-        (0.0, Kahan::default(), Kahan::default(), Kahan::default(), Kahan::default());
+    let (mut n, mut sx, mut sy, mut sxy, mut sx2) = (
+        0.0,
+        Kahan::default(),
+        Kahan::default(),
+        Kahan::default(),
+        Kahan::default(),
+    );
     let init = s[0].1;
     let mut const_y = true;
     for (i, &(t, v)) in s.iter().enumerate() {
@@ -348,10 +353,16 @@ pub(crate) fn call(engine: &mut Engine<'_>, c: &Call, t: i64) -> Result<Value, E
         }),
         "count_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| Some(s.len() as f64)),
         "min_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
-            Some(s.iter().fold(f64::NAN, |m, p| if m.is_nan() || p.1 < m { p.1 } else { m }))
+            Some(
+                s.iter()
+                    .fold(f64::NAN, |m, p| if m.is_nan() || p.1 < m { p.1 } else { m }),
+            )
         }),
         "max_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
-            Some(s.iter().fold(f64::NAN, |m, p| if m.is_nan() || p.1 > m { p.1 } else { m }))
+            Some(
+                s.iter()
+                    .fold(f64::NAN, |m, p| if m.is_nan() || p.1 > m { p.1 } else { m }),
+            )
         }),
         "stddev_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
             Some(variance(s.iter().map(|p| p.1)).sqrt())
@@ -452,7 +463,10 @@ pub(crate) fn call(engine: &mut Engine<'_>, c: &Call, t: i64) -> Result<Value, E
             };
             check_unique(out).map(Value::Vector)
         }
-        "vector" => Ok(Value::Vector(vec![Element::new(Labels::new(), engine.eval_scalar(arg(c, 0)?, t)?)])),
+        "vector" => Ok(Value::Vector(vec![Element::new(
+            Labels::new(),
+            engine.eval_scalar(arg(c, 0)?, t)?,
+        )])),
         "scalar" => {
             let v = engine.eval_vector(arg(c, 0)?, t)?;
             Ok(Value::Scalar(if v.len() == 1 { v[0].value } else { f64::NAN }))

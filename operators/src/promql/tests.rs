@@ -1,7 +1,10 @@
 use super::*;
 
 fn series(name: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
-    let mut l: Labels = labels.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
+    let mut l: Labels = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect();
     l.insert("__name__".into(), name.into());
     Series {
         labels: l,
@@ -11,9 +14,15 @@ fn series(name: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> Series
 
 #[test]
 fn unsupported_constructs_are_load_time_errors_naming_them() {
-    assert_eq!(parse("limitk(2, x)").expect_err("limitk"), "unsupported aggregation limitk");
+    assert_eq!(
+        parse("limitk(2, x)").expect_err("limitk"),
+        "unsupported aggregation limitk"
+    );
     assert_eq!(parse("sin(x)").expect_err("sin"), "unsupported function sin");
-    assert_eq!(parse("histogram_count(x)").expect_err("x"), "unsupported function histogram_count");
+    assert_eq!(
+        parse("histogram_count(x)").expect_err("x"),
+        "unsupported function histogram_count"
+    );
     assert!(parse("x +").is_err());
     assert!(parse(r#"histogram_quantile(0.95, sum by (le) (rate(x_bucket[5m]))) > 0.1"#).is_ok());
 }
@@ -25,7 +34,11 @@ fn the_design_rule_over_buckets_gives_the_interpolated_p95() {
     for (region, under_50) in [("a", 0.9), ("b", 0.99)] {
         for (le, share) in [("50", under_50), ("250", 1.0), ("+Inf", 1.0)] {
             let samples: Vec<(i64, f64)> = (0..=600).map(|s| (s * 1000, s as f64 * 100.0 * share)).collect();
-            data.push(series("dwcp_latency_bucket", &[("region", region), ("le", le)], &samples));
+            data.push(series(
+                "dwcp_latency_bucket",
+                &[("region", region), ("le", le)],
+                &samples,
+            ));
         }
     }
     let e = parse("histogram_quantile(0.95, rate(dwcp_latency_bucket[5m])) > 100").expect("parse");

@@ -271,7 +271,9 @@ pub fn load(text: &str, file: &str, default_interval_ms: i64) -> Result<Vec<Grou
                         return Err(format!("{at}: record: {rec:?} is not a valid metric name"));
                     }
                     if r.for_.is_some() || r.keep_firing_for.is_some() || !r.annotations.is_empty() {
-                        return Err(format!("{at}: for, keep_firing_for and annotations apply to alerting rules only"));
+                        return Err(format!(
+                            "{at}: for, keep_firing_for and annotations apply to alerting rules only"
+                        ));
                     }
                     false
                 }
@@ -296,11 +298,17 @@ pub fn load(text: &str, file: &str, default_interval_ms: i64) -> Result<Vec<Grou
                 if !promql::valid_label_name(k) {
                     return Err(format!("{at}: labels: {k:?} is not a valid label name"));
                 }
-                labels.push((k.clone(), Template::parse(v).map_err(|e| format!("{at}: labels.{k}: {e}"))?));
+                labels.push((
+                    k.clone(),
+                    Template::parse(v).map_err(|e| format!("{at}: labels.{k}: {e}"))?,
+                ));
             }
             let mut annotations = Vec::new();
             for (k, v) in &r.annotations {
-                annotations.push((k.clone(), Template::parse(v).map_err(|e| format!("{at}: annotations.{k}: {e}"))?));
+                annotations.push((
+                    k.clone(),
+                    Template::parse(v).map_err(|e| format!("{at}: annotations.{k}: {e}"))?,
+                ));
             }
             rules.push(Rule {
                 name: what,
@@ -499,7 +507,10 @@ pub struct RuleEngine {
 const MAX_CATCH_UP: i64 = 1000;
 
 fn sample(labels: &Labels, value: f64, t: i64) -> Sample {
-    let l: Vec<Label> = labels.iter().map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str()))).collect();
+    let l: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
+        .collect();
     Sample::new(l, value, t)
 }
 
@@ -636,7 +647,11 @@ impl RuleEngine {
                 Ok(Value::Vector(v)) => v,
                 Ok(Value::Scalar(x)) => vec![promql::Element::new(Labels::new(), x)],
                 Ok(_) => {
-                    out.errors.push((g.name.clone(), r.name.clone(), "expression is not a vector or scalar".into()));
+                    out.errors.push((
+                        g.name.clone(),
+                        r.name.clone(),
+                        "expression is not a vector or scalar".into(),
+                    ));
                     continue;
                 }
                 Err(e) => {

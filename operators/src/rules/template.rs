@@ -382,16 +382,36 @@ mod tests {
 
     #[test]
     fn renders_labels_values_and_humanized_values() {
-        let t = Template::parse("p95 in {{ $labels.region }} is {{ humanize $value }}ms ({{ $value }}), {{ $value | printf \"%.2f\" }}")
-            .expect("parse");
+        let t = Template::parse(
+            "p95 in {{ $labels.region }} is {{ humanize $value }}ms ({{ $value }}), {{ $value | printf \"%.2f\" }}",
+        )
+        .expect("parse");
         assert_eq!(
             t.render(&labels(), 123_456.789),
             "p95 in us-east-1 is 123.5kms (123456.789), 123456.79"
         );
-        assert_eq!(Template::parse("{{ humanizePercentage $value }}").expect("t").render(&labels(), 0.1234), "12.34%");
-        assert_eq!(Template::parse("{{ humanizeDuration $value }}").expect("t").render(&labels(), 3723.0), "1h 2m 3s");
-        assert_eq!(Template::parse("{{ humanize $value }}").expect("t").render(&labels(), 0.00123), "1.23m");
-        assert_eq!(Template::parse("a {{- $value -}} b").expect("t").render(&labels(), 1.5), "a1.5b");
+        assert_eq!(
+            Template::parse("{{ humanizePercentage $value }}")
+                .expect("t")
+                .render(&labels(), 0.1234),
+            "12.34%"
+        );
+        assert_eq!(
+            Template::parse("{{ humanizeDuration $value }}")
+                .expect("t")
+                .render(&labels(), 3723.0),
+            "1h 2m 3s"
+        );
+        assert_eq!(
+            Template::parse("{{ humanize $value }}")
+                .expect("t")
+                .render(&labels(), 0.00123),
+            "1.23m"
+        );
+        assert_eq!(
+            Template::parse("a {{- $value -}} b").expect("t").render(&labels(), 1.5),
+            "a1.5b"
+        );
         assert_eq!(go_float(1_000_000.0), "1e+06");
         assert_eq!(go_float(150.0), "150");
         assert_eq!(go_float(0.00001), "1e-05");

@@ -2,7 +2,11 @@ use super::*;
 use crate::prom::labels_of;
 
 fn gauge(name: &str, labels: &[(&str, &str)], value: f64, t_ms: i64) -> Sample {
-    Sample::new(labels_of(std::iter::once(("__name__", name)).chain(labels.iter().copied())), value, t_ms)
+    Sample::new(
+        labels_of(std::iter::once(("__name__", name)).chain(labels.iter().copied())),
+        value,
+        t_ms,
+    )
 }
 
 const RULES: &str = r#"
@@ -27,11 +31,22 @@ groups:
 fn load_errors_name_the_file_line_group_and_rule() {
     let bad = RULES.replace("max by (job) (x)", "max by (job) (foo(x))");
     let e = load(&bad, "r.yml", 60_000).expect_err("bad expr");
-    assert!(e.starts_with("r.yml:6: group \"test\", rule 1 (job:x:max): expr:"), "{e}");
+    assert!(
+        e.starts_with("r.yml:6: group \"test\", rule 1 (job:x:max): expr:"),
+        "{e}"
+    );
     let bad = RULES.replace("{{ $labels.job }}-oncall", "{{ range . }}");
     let e = load(&bad, "r.yml", 60_000).expect_err("bad template");
-    assert!(e.contains("rule 2 (XHigh): labels.team: unsupported template construct"), "{e}");
-    let e = load("groups:\n  - name: g\n    rules:\n      - alert: A\n        exprr: x\n", "r.yml", 60_000).expect_err("field");
+    assert!(
+        e.contains("rule 2 (XHigh): labels.team: unsupported template construct"),
+        "{e}"
+    );
+    let e = load(
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        exprr: x\n",
+        "r.yml",
+        60_000,
+    )
+    .expect_err("field");
     assert!(e.starts_with("r.yml:5:"), "{e}");
     let e = load(&RULES.replace("for: 2m", "for: soon"), "r.yml", 60_000).expect_err("for");
     assert!(e.contains("rule 2 (XHigh): for: \"soon\" is not a duration"), "{e}");
@@ -50,12 +65,20 @@ fn pending_firing_keep_firing_and_resolved_on_event_time() {
         #[allow(clippy::cast_sign_loss)]
         e.on_watermark(t as u64 * 1_000_000, &mut out);
     }
-    let seen: Vec<(AlertState, u64)> = out.alerts.iter().map(|a| (a.state, a.event_time / 1_000_000_000)).collect();
+    let seen: Vec<(AlertState, u64)> = out
+        .alerts
+        .iter()
+        .map(|a| (a.state, a.event_time / 1_000_000_000))
+        .collect();
     // Pending at 2m; firing 2m later at 4m; the condition clears at 9m, keep_firing_for 1m
     // holds it through 9m, resolved at 10m.
     assert_eq!(
         seen,
-        vec![(AlertState::Pending, 120), (AlertState::Firing, 240), (AlertState::Resolved, 600)]
+        vec![
+            (AlertState::Pending, 120),
+            (AlertState::Firing, 240),
+            (AlertState::Resolved, 600)
+        ]
     );
     let fired = &out.alerts[1];
     assert_eq!(fired.labels["team"], "api-oncall");
@@ -95,7 +118,11 @@ fn a_pending_alert_that_clears_goes_inactive_without_firing() {
         e.process(&[gauge("y", &[], v, t)]);
         e.on_watermark(t as u64 * 1_000_000, &mut out);
     }
-    let seen: Vec<(AlertState, u64)> = out.alerts.iter().map(|a| (a.state, a.event_time / 1_000_000_000)).collect();
+    let seen: Vec<(AlertState, u64)> = out
+        .alerts
+        .iter()
+        .map(|a| (a.state, a.event_time / 1_000_000_000))
+        .collect();
     assert_eq!(seen, vec![(AlertState::Pending, 0), (AlertState::Inactive, 60)]);
 }
 
@@ -104,7 +131,10 @@ fn the_shipped_rules_load() {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/rules/dwcp.rules.yml"))
         .expect("deploy/rules/dwcp.rules.yml");
     let groups = load(&text, "dwcp.rules.yml", 60_000).expect("valid");
-    let names: Vec<&str> = groups.iter().flat_map(|g| g.rules.iter().map(|r| r.name.as_str())).collect();
+    let names: Vec<&str> = groups
+        .iter()
+        .flat_map(|g| g.rules.iter().map(|r| r.name.as_str()))
+        .collect();
     for want in ["HighLatency", "DWCPServiceDown", "SLAViolation"] {
         assert!(names.contains(&want), "{names:?}");
     }
