@@ -99,6 +99,13 @@ impl Selector {
         }
         self.matchers.iter().all(|m| m.is_match(s.label(&m.name).unwrap_or("")))
     }
+
+    /// Whether a series with these labels (`__name__` among them) matches.
+    pub fn matches_labels(&self, labels: &crate::promql::Labels) -> bool {
+        let get = |k: &str| labels.get(k).map_or("", String::as_str);
+        self.name.as_deref().is_none_or(|n| get("__name__") == n)
+            && self.matchers.iter().all(|m| m.is_match(get(&m.name)))
+    }
 }
 
 fn kind(e: &Expr) -> &'static str {

@@ -80,6 +80,114 @@ pub struct Config {
     pub derived_topics: DerivedTopicsConfig,
     /// Prometheus alerting and recording rules.
     pub rules: RulesConfig,
+    /// The monitoring API on the HTTP port.
+    pub api: ApiConfig,
+}
+
+/// A secret from the configuration: shown as `***` in debug output, so it is never logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// The monitoring API (`/api/v1/...`, `/openapi.json`) on `http.listen`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Keep a PromQL window of the samples the worker writes (else the query endpoints answer 503).
+    pub enabled: bool,
+    /// How much event time the window keeps, ms. Memory: about 16 bytes per sample plus the labels
+    /// per series.
+    pub retention_ms: u64,
+    /// Series in the window at most; samples of further series are dropped and counted.
+    pub max_series: usize,
+    /// API keys; none: the API is open.
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            retention_ms: 3_600_000,
+            max_series: 100_000,
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// One API key: the secret inline (`key`) or from an environment variable (`key_env`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A name for messages and logs.
+    pub name: String,
+    /// The secret.
+    #[serde(default)]
+    pub key: Option<Secret>,
+    /// The environment variable holding the secret.
+    #[serde(default)]
+    pub key_env: Option<String>,
+    /// `metrics`, `traces` (traces and logs), `admin` (everything).
+    pub scopes: Vec<crate::api::Scope>,
+}
+
+/// Grafana: annotations for alerts and anomalies, and the dashboards at startup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrafanaSinkConfig {
+    /// Grafana's base URL, `http://grafana:3000`.
+    pub url: String,
+    /// A service-account token.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// The environment variable holding the token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Post alert and anomaly annotations.
+    #[serde(default = "yes")]
+    pub annotations: bool,
+    /// Push the generated dashboards when the worker starts.
+    #[serde(default)]
+    pub push_dashboards: bool,
+    /// The folder dashboards go into (created when missing); none: General.
+    #[serde(default)]
+    pub folder_uid: Option<String>,
+    /// Request timeout, ms.
+    #[serde(default = "grafana_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn grafana_timeout() -> u64 {
+    10_000
+}
+
+/// Reads a secret given inline or by environment variable; `field` names both in errors.
+fn secret(
+    inline: Option<&Secret>,
+    env: Option<&str>,
+    field: &str,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
+    match (inline, env) {
+        (Some(_), Some(_)) => Err(format!("{field}: give either the secret or {field}_env, not both")),
+        (Some(s), None) if s.0.is_empty() => Err(format!("{field}: must not be empty")),
+        (Some(s), None) => Ok(Some(s.0.clone())),
+        (None, Some(var)) => match vars(var) {
+            Some(v) if !v.is_empty() => Ok(Some(v)),
+            _ => Err(format!("{field}_env: environment variable {var} is not set")),
+        },
+        (None, None) => Ok(None),
+    }
 }
 
 /// Prometheus rule files evaluated on event time.
@@ -411,6 +519,8 @@ pub struct SinksConfig {
     pub elasticsearch: Option<EsConfig>,
     /// Alertmanagers; each gets every alert.
     pub alertmanager: Vec<AlertmanagerConfig>,
+    /// Grafana annotations (and dashboards at startup).
+    pub grafana: Option<GrafanaSinkConfig>,
 }
 
 /// A topic after validation: its regex compiled and region shared.
@@ -443,6 +553,10 @@ pub struct ValidatedConfig {
     pub rule_groups: Vec<dwcp_operators::rules::Group>,
     /// Topics with compiled patterns, in config order (the first match wins).
     pub topics: Vec<ResolvedTopic>,
+    /// API keys with their secrets read.
+    pub api_keys: Vec<crate::api::ApiKey>,
+    /// The Grafana token, read.
+    pub grafana_token: Option<String>,
     /// Where it came from, for messages.
     pub file: PathBuf,
 }
@@ -764,10 +878,63 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
         .map_err(|e| invalid(&format!("rules.files[{i}]"), e))?;
         rule_groups.extend(groups);
     }
+    let vars = |k: &str| std::env::var(k).ok();
+    let mut api_keys: Vec<crate::api::ApiKey> = Vec::new();
+    for (i, k) in config.api.keys.iter().enumerate() {
+        let field = format!("api.keys[{i}].key");
+        let key = secret(k.key.as_ref(), k.key_env.as_deref(), &field, &vars)
+            .map_err(|m| {
+                let (f, rest) = m.split_once(": ").unwrap_or((&field, &m));
+                invalid(f, rest.to_string())
+            })?
+            .ok_or_else(|| invalid(&field, "give the secret as key or key_env".into()))?;
+        if k.scopes.is_empty() {
+            return Err(invalid(
+                &format!("api.keys[{i}].scopes"),
+                "must list at least one scope".into(),
+            ));
+        }
+        if k.name.is_empty() {
+            return Err(invalid(&format!("api.keys[{i}].name"), "must not be empty".into()));
+        }
+        if let Some(j) = api_keys.iter().position(|o| o.key == key || o.name == k.name) {
+            return Err(invalid(
+                &format!("api.keys[{i}]"),
+                format!("has the same name or secret as api.keys[{j}]"),
+            ));
+        }
+        api_keys.push(crate::api::ApiKey {
+            name: k.name.clone(),
+            key,
+            scopes: k.scopes.clone(),
+        });
+    }
+    if config.api.enabled && (config.api.retention_ms == 0 || config.api.max_series == 0) {
+        return Err(invalid(
+            "api.retention_ms",
+            "retention_ms and max_series must be at least 1".into(),
+        ));
+    }
+    let mut grafana_token = None;
+    if let Some(g) = &config.sinks.grafana {
+        if !(g.url.starts_with("http://") || g.url.starts_with("https://")) {
+            return Err(invalid(
+                "sinks.grafana.url",
+                format!("`{}` is not an http(s) URL", g.url),
+            ));
+        }
+        grafana_token =
+            secret(g.token.as_ref(), g.token_env.as_deref(), "sinks.grafana.token", &vars).map_err(|m| {
+                let (f, rest) = m.split_once(": ").unwrap_or(("sinks.grafana.token", &m));
+                invalid(f, rest.to_string())
+            })?;
+    }
     Ok(ValidatedConfig {
         config,
         rule_groups,
         topics,
+        api_keys,
+        grafana_token,
         file: file.into(),
     })
 }

@@ -1,5 +1,6 @@
 //! The worker's HTTP port: `/metrics` (Prometheus text), `/healthz` (the process is up) and
-//! `/readyz` (the consumer has joined its group and been given its partitions).
+//! `/readyz` (the consumer has joined its group and been given its partitions), and the
+//! monitoring API ([`crate::api`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,13 +54,16 @@ pub async fn serve(
     listen: &str,
     telemetry: Arc<Telemetry>,
     ready: Arc<AtomicBool>,
+    api: Arc<crate::api::ApiState>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<SocketAddr> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { telemetry, ready });
+        .with_state(AppState { telemetry, ready })
+        .merge(crate::api::router(api))
+        .route("/api/{*rest}", axum::routing::any(crate::api::not_found));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! The dwcp-monitor worker: configuration, the Kafka source, the topology that wires operators
 //! to sinks, the HTTP port, and the embedded demo. The binary in `main.rs` is a thin CLI over it.
 
+pub mod api;
 pub mod config;
 pub mod demo;
 pub mod derived;

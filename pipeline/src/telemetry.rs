@@ -123,6 +123,14 @@ pub struct Telemetry {
     pub checkpoints: Family<Labels, Counter>,
     /// Duration of the last local state snapshot, seconds.
     pub checkpoint_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Series and samples held in the monitoring API's window.
+    pub api_series: Gauge,
+    /// Samples the API window dropped, by reason (`out_of_order`, `series_limit`).
+    pub api_samples_dropped: Family<Labels, Counter>,
+    /// API requests by endpoint and status code.
+    pub api_requests: Family<Labels, Counter>,
+    /// Grafana annotations by result (`posted`, `updated`, `failed`).
+    pub grafana_annotations: Family<Labels, Counter>,
 }
 
 impl Telemetry {
@@ -357,6 +365,26 @@ impl Telemetry {
                 "state_checkpoint_duration_seconds",
                 "Duration of the last local state snapshot",
                 Gauge::default()
+            ),
+            api_series: reg!(
+                "api_series",
+                "Series held in the monitoring API's window",
+                Gauge::default()
+            ),
+            api_samples_dropped: reg!(
+                "api_samples_dropped",
+                "Samples the monitoring API's window did not keep, by reason",
+                Family::default()
+            ),
+            api_requests: reg!(
+                "api_requests",
+                "Monitoring API requests by endpoint and status code",
+                Family::default()
+            ),
+            grafana_annotations: reg!(
+                "grafana_annotations",
+                "Grafana annotations by result (posted, updated, failed)",
+                Family::default()
             ),
             registry: Registry::default(),
         };

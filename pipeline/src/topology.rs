@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dwcp_operators::activity::{ActivityConfig, ActivityOperator, ActivityReport};
 use dwcp_operators::aggregate::AggregateOperator;
+use dwcp_operators::alerts::AlertState;
 use dwcp_operators::cardinality::CardinalityGuard;
 use dwcp_operators::derived::{DerivedOperator, DerivedOutput, DerivedState, DerivedView};
 use dwcp_operators::prom::PromConverter;
@@ -25,12 +26,14 @@ use dwcp_operators::watermark::{WatermarkConfig, WatermarkTracker};
 use dwcp_operators::{EventTime, Operator};
 use dwcp_schemas::Records;
 use dwcp_sinks::alertmanager::{AlertmanagerSink, AlertmanagerStats};
-use dwcp_sinks::elasticsearch::{jaeger_span, log_document, EsSink, EsStats, Rejected};
+use dwcp_sinks::elasticsearch::{jaeger_span, log_document, EsQuery, EsSink, EsStats, Rejected};
 use dwcp_sinks::file::FileSinkStats;
 use dwcp_sinks::prometheus::remote_write::{RemoteWriteSink, RemoteWriteStats};
 use dwcp_sinks::Batch;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::api::window::MetricsWindow;
+use crate::api::ApiState;
 use crate::config::ValidatedConfig;
 use crate::derived::DerivedProducer;
 use crate::source::{KafkaSource, SourceBatch};
@@ -108,10 +111,34 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let ready = Arc::new(AtomicBool::new(false));
+    let ac = &config.config.api;
+    let window = ac
+        .enabled
+        .then(|| Arc::new(MetricsWindow::new(ac.retention_ms, ac.max_series)));
+    let (derived_view, derived_rx) = watch::channel(Arc::new(DerivedView::default()));
+    let (alerts_view, alerts_rx) = watch::channel(Arc::new(Vec::new()));
+    let api = Arc::new(ApiState {
+        window: window.clone(),
+        closed_ranges: config.config.rules.prometheus_version == 2,
+        derived: derived_rx.clone(),
+        alerts: alerts_rx,
+        es: config
+            .config
+            .sinks
+            .elasticsearch
+            .as_ref()
+            .map(|c| EsQuery::new(&c.url, &c.logs_index_prefix, &c.spans_index_prefix)),
+        keys: config.api_keys.clone(),
+        telemetry: telemetry.clone(),
+    });
+    if config.api_keys.is_empty() {
+        tracing::info!("api: no keys configured (api.keys); the monitoring API is open");
+    }
     let http_addr = crate::http::serve(
         &config.config.http.listen,
         telemetry.clone(),
         ready.clone(),
+        api,
         shutdown.clone(),
     )
     .await
@@ -122,9 +149,8 @@ pub async fn run(
             config.config.http.listen
         )
     })?;
-    tracing::info!(%http_addr, "http server listening (/metrics, /healthz, /readyz)");
+    tracing::info!(%http_addr, "http server listening (/metrics, /healthz, /readyz, /api/v1, /openapi.json)");
     let (reports, _) = broadcast::channel(256);
-    let (derived_view, derived_rx) = watch::channel(Arc::new(DerivedView::default()));
     let handles = Handles {
         telemetry: telemetry.clone(),
         reports: reports.clone(),
@@ -280,6 +306,8 @@ pub async fn run(
     router.derived = derived;
     router.producer = producer;
     router.derived_view = Some(derived_view);
+    router.alerts_view = Some(alerts_view);
+    router.window = window;
     router.alertmanagers = alertmanagers;
     if !oc.anomaly.series.is_empty() {
         let mut op = dwcp_operators::anomaly::operator::AnomalyOperator::new(oc.anomaly.clone())
@@ -343,6 +371,12 @@ struct Router {
     alertmanagers: Vec<AlertmanagerSink>,
     rules: Option<RuleEngine>,
     rules_reported: (u64, u64),
+    /// Alerts pending or firing, by fingerprint, for the API.
+    active_alerts: std::collections::BTreeMap<u64, dwcp_operators::alerts::AlertTransition>,
+    alerts_view: Option<watch::Sender<Arc<Vec<dwcp_operators::alerts::AlertTransition>>>>,
+    /// The API's PromQL window.
+    window: Option<Arc<MetricsWindow>>,
+    window_reported: (u64, u64),
     anomaly: Option<dwcp_operators::anomaly::operator::AnomalyOperator>,
     anomaly_scores: Vec<dwcp_operators::prom::Sample>,
     anomaly_records: Vec<dwcp_operators::anomaly::operator::AnomalyRecord>,
@@ -410,6 +444,10 @@ impl Router {
             alertmanagers: Vec::new(),
             rules: None,
             rules_reported: (0, 0),
+            active_alerts: std::collections::BTreeMap::new(),
+            alerts_view: None,
+            window: None,
+            window_reported: (0, 0),
             anomaly: None,
             anomaly_scores: Vec::new(),
             anomaly_records: Vec::new(),
@@ -452,6 +490,9 @@ impl Router {
                     self.ship_anomalies().await;
                     if self.last_checkpoint.elapsed() >= self.checkpoint_every {
                         self.checkpoint().await;
+                    }
+                    if let (Some(w), true) = (&self.window, wm > 0) {
+                        w.trim(i64::try_from(wm / MS).unwrap_or(i64::MAX));
                     }
                     let stale = self.guard.expire();
                     self.publish_admitted(stale, "stale", None).await;
@@ -589,7 +630,11 @@ impl Router {
 
     /// Whether anything reads Prometheus samples.
     fn wants_samples(&self) -> bool {
-        !self.remote_write.is_empty() || self.derived.is_some() || self.rules.is_some() || self.anomaly.is_some()
+        !self.remote_write.is_empty()
+            || self.derived.is_some()
+            || self.rules.is_some()
+            || self.anomaly.is_some()
+            || self.window.is_some()
     }
 
     /// Feeds samples to the derived operator and the rule store.
@@ -662,6 +707,11 @@ impl Router {
             return;
         }
         for a in alerts {
+            if matches!(a.state, AlertState::Pending | AlertState::Firing) {
+                self.active_alerts.insert(a.fingerprint, a.clone());
+            } else {
+                self.active_alerts.remove(&a.fingerprint);
+            }
             tracing::info!(
                 alert = %a.alertname(),
                 state = a.state.as_str(),
@@ -673,6 +723,9 @@ impl Router {
                 .alert_transitions
                 .get_or_create(&labels([("state", a.state.as_str())]))
                 .inc();
+        }
+        if let Some(v) = &self.alerts_view {
+            v.send_replace(Arc::new(self.active_alerts.values().cloned().collect()));
         }
         if let Some(p) = &self.producer {
             p.publish(&[], &[], alerts);
@@ -789,6 +842,9 @@ impl Router {
             .samples_out
             .get_or_create(&labels([("origin", origin)]))
             .inc_by(samples.len() as u64);
+        if let Some(w) = &self.window {
+            w.append(&samples);
+        }
         let n = self.remote_write.len();
         let mut samples = Some(samples);
         for (i, sink) in self.remote_write.iter().enumerate() {
@@ -858,6 +914,17 @@ impl Router {
             t.operator_state
                 .get_or_create(&labels([("operator", "derived")]))
                 .set(i64::try_from(dop.groups()).unwrap_or(i64::MAX));
+        }
+        if let Some(w) = &self.window {
+            let ws = w.stats();
+            t.api_series.set(i64::try_from(ws.series).unwrap_or(i64::MAX));
+            t.api_samples_dropped
+                .get_or_create(&labels([("reason", "out_of_order")]))
+                .inc_by(ws.out_of_order - self.window_reported.0);
+            t.api_samples_dropped
+                .get_or_create(&labels([("reason", "series_limit")]))
+                .inc_by(ws.dropped_series - self.window_reported.1);
+            self.window_reported = (ws.out_of_order, ws.dropped_series);
         }
         let d = self.span_metrics.dropped();
         t.span_metrics_dropped.inc_by(d - self.reported.span_metrics_dropped);

@@ -25,7 +25,8 @@ pub fn valid_metric_name(s: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
-use promql_parser::parser::{self, Expr};
+use promql_parser::parser;
+pub use promql_parser::parser::Expr;
 
 /// A label set, sorted by name; `__name__` included.
 pub type Labels = BTreeMap<String, String>;

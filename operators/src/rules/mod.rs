@@ -381,6 +381,11 @@ impl SeriesStore {
         self.series.is_empty()
     }
 
+    /// The series held, each with its samples in time order.
+    pub fn series(&self) -> &[Series] {
+        &self.series
+    }
+
     /// Samples held.
     pub fn samples(&self) -> usize {
         self.series.iter().map(|s| s.samples.len()).sum()
