@@ -44,6 +44,8 @@ pub struct DemoOptions {
     pub listen: String,
     /// Plain lines instead of redrawing the terminal.
     pub plain: bool,
+    /// A Prometheus remote-write URL to send every series to as well.
+    pub remote_write: Option<String>,
 }
 
 fn kv(k: &str, v: &str) -> pc::KeyValue {
@@ -130,6 +132,36 @@ struct Agent {
     bucket_counts: Vec<u64>,
     latency_sum: f64,
     start: u64,
+    /// DWCP messages by type, protocol errors by type.
+    messages: [u64; MESSAGE_TYPES.len()],
+    protocol_errors: [u64; PROTOCOL_ERRORS.len()],
+    /// The region's load balancer: requests and failures per backend.
+    lb_requests: [u64; BACKENDS.len()],
+    lb_failures: [u64; BACKENDS.len()],
+}
+
+const MESSAGE_TYPES: [&str; 5] = ["heartbeat", "replicate", "snapshot", "consensus_vote", "ack"];
+const PROTOCOL_ERRORS: [&str; 3] = ["checksum", "timeout", "version_mismatch"];
+const BACKENDS: [&str; 3] = ["gw-0", "gw-1", "gw-2"];
+
+/// A cumulative non-monotonic sum (an up-down counter): a gauge in Prometheus.
+fn updown(name: &str, unit: &str, attrs: &[pc::KeyValue], value: i64, start: u64, now: u64) -> pm::Metric {
+    pm::Metric {
+        name: name.into(),
+        unit: unit.into(),
+        data: Some(pm::metric::Data::Sum(pm::Sum {
+            data_points: vec![pm::NumberDataPoint {
+                attributes: attrs.to_vec(),
+                start_time_unix_nano: start,
+                time_unix_nano: now,
+                value: Some(pm::number_data_point::Value::AsInt(value)),
+                ..Default::default()
+            }],
+            aggregation_temporality: 2,
+            is_monotonic: false,
+        })),
+        ..Default::default()
+    }
 }
 
 const BOUNDS: [f64; 8] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
@@ -252,6 +284,91 @@ impl Agent {
         let consensus = if peer_dark { 0.66 } else { 0.99 };
         let link = vec![kv("peer_region", peer)];
         let attrs = vec![kv("operation", "replicate")];
+        // The protocol: per tick 20 replicate messages and as many acks, 2 heartbeats, a snapshot
+        // every 10 s, consensus votes; checksum errors in an error burst, timeouts toward a dark
+        // peer, one version mismatch a minute.
+        for (i, n) in [2, 20, u64::from(t % 10 == 0), 3, 20].into_iter().enumerate() {
+            self.messages[i] += n;
+        }
+        self.protocol_errors[0] += if failing { rng.random_range(2..6) } else { 0 };
+        self.protocol_errors[1] += if peer_dark { 4 } else { 0 };
+        self.protocol_errors[2] += u64::from(t % 60 == 5);
+        let compression = if slow { 1.6 } else { 3.2 } + rng.random_range(0.0..0.3);
+        // The load balancer spreads the 20 requests 8/7/5; gw-2 fails its health checks and a
+        // third of its requests in an error burst.
+        for (i, n) in [8u64, 7, 5].into_iter().enumerate() {
+            self.lb_requests[i] += n;
+            if failing && i == 2 {
+                self.lb_failures[i] += 2;
+            }
+        }
+        let mut extra = vec![updown(
+            "dwcp.active_connections",
+            "{connection}",
+            &[],
+            40 + rng.random_range(0..10) + if slow { 60 } else { 0 },
+            self.start,
+            now,
+        )];
+        for (i, ty) in MESSAGE_TYPES.iter().enumerate() {
+            extra.push(counter(
+                "dwcp.protocol.messages",
+                "{message}",
+                &[kv("message.type", ty)],
+                self.messages[i],
+                self.start,
+                now,
+            ));
+        }
+        for (i, ty) in PROTOCOL_ERRORS.iter().enumerate() {
+            extra.push(counter(
+                "dwcp.protocol.errors",
+                "{error}",
+                &[kv("error.type", ty)],
+                self.protocol_errors[i],
+                self.start,
+                now,
+            ));
+        }
+        extra.push(gauge("dwcp.compression.ratio", "1", &[], compression, now));
+        for (i, b) in BACKENDS.iter().enumerate() {
+            let backend = [kv("backend", b)];
+            let down = failing && i == 2;
+            extra.push(gauge(
+                "dwcp.lb.backend.up",
+                "",
+                &backend,
+                if down { 0.0 } else { 1.0 },
+                now,
+            ));
+            extra.push(counter(
+                "dwcp.lb.requests",
+                "{request}",
+                &backend,
+                self.lb_requests[i],
+                self.start,
+                now,
+            ));
+            extra.push(counter(
+                "dwcp.lb.failures",
+                "{request}",
+                &backend,
+                self.lb_failures[i],
+                self.start,
+                now,
+            ));
+            let active = rng.random_range(4..12) + if slow { 20 } else { 0 };
+            for (state, n) in [("active", active), ("idle", 32 - active.min(32))] {
+                extra.push(updown(
+                    "dwcp.lb.pool.connections",
+                    "{connection}",
+                    &[kv("backend", b), kv("state", state)],
+                    n,
+                    self.start,
+                    now,
+                ));
+            }
+        }
         let metrics = pm::MetricsData {
             resource_metrics: vec![pm::ResourceMetrics {
                 resource: Some(resource(self.region, "dwcp-gateway")),
@@ -319,7 +436,10 @@ impl Agent {
                             })),
                             ..Default::default()
                         },
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(extra)
+                    .collect(),
                     schema_url: String::new(),
                 }],
                 schema_url: String::new(),
@@ -404,6 +524,10 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
         rules_file.display(),
         DEMO_DERIVED.replace("\n", "\n  ").trim_end_matches(' ')
     );
+    let yaml = match &opts.remote_write {
+        Some(url) => format!("{yaml}sinks:\n  prometheus_remote_write:\n    - url: \"{url}\"\n"),
+        None => yaml,
+    };
     let cfg: ValidatedConfig = config::parse(&yaml, std::path::Path::new("<demo>"), &[])?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -443,6 +567,10 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
                 bucket_counts: vec![0; BOUNDS.len() + 1],
                 latency_sum: 0.0,
                 start,
+                messages: [0; MESSAGE_TYPES.len()],
+                protocol_errors: [0; PROTOCOL_ERRORS.len()],
+                lb_requests: [0; BACKENDS.len()],
+                lb_failures: [0; BACKENDS.len()],
             })
             .collect();
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -541,6 +669,12 @@ fn summary(r: &dwcp_operators::activity::ActivityReport, metrics: &str, t: u64, 
     let _ = writeln!(
         s,
         "dwcp-monitor demo · {t}s · embedded Kafka (mock cluster) · metrics at http://{http}/metrics"
+    );
+    let _ = writeln!(
+        s,
+        "API: http://{http}/api/v1/query?query=dwcp_region_health_score · /api/v1/alerts · /api/v1/sla · \
+         /api/v1/regions/health · /api/v1/network · /api/v1/capacity · /openapi.json \
+         (Grafana: a Prometheus datasource at http://{http})"
     );
     let _ = writeln!(s, "window of {secs:.0}s ending {} ms", r.window_end / 1_000_000);
     let _ = writeln!(

@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod derived;
 pub mod eval_anomaly;
+pub mod grafana;
 pub mod http;
 pub mod source;
 pub mod telemetry;

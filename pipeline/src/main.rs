@@ -69,6 +69,11 @@ enum Command {
         #[arg(long)]
         profile: Option<String>,
     },
+    /// Grafana: write the generated dashboards and provisioning files, or push the dashboards.
+    Grafana {
+        #[command(subcommand)]
+        action: GrafanaAction,
+    },
     /// Run the whole pipeline on an embedded Kafka with simulated regions, until Ctrl-C.
     Demo {
         /// Stop after this many seconds (default: run until Ctrl-C).
@@ -80,6 +85,31 @@ enum Command {
         /// Print the summary as plain lines instead of redrawing the screen.
         #[arg(long)]
         plain: bool,
+        /// Also write every series to this Prometheus remote-write URL
+        /// (`http://127.0.0.1:9090/api/v1/write`), to see the demo in Grafana.
+        #[arg(long)]
+        remote_write: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GrafanaAction {
+    /// Write DIR/dashboards/*.json and DIR/provisioning/{datasources,dashboards}/dwcp.yaml.
+    Export {
+        /// The directory (deploy/grafana in this repository).
+        dir: PathBuf,
+    },
+    /// Create or overwrite every dashboard through Grafana's HTTP API.
+    Push {
+        /// Grafana's URL.
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        url: String,
+        /// The environment variable holding a service-account token (never on the command line).
+        #[arg(long, default_value = "GRAFANA_TOKEN")]
+        token_env: String,
+        /// The folder to put them in (created when missing); default: General.
+        #[arg(long)]
+        folder_uid: Option<String>,
     },
 }
 
@@ -158,10 +188,51 @@ fn main() -> ExitCode {
                 topology::run(cfg, rx, |_| {}).await
             })
         }
+        Command::Grafana {
+            action: GrafanaAction::Export { dir },
+        } => match dwcp_pipeline::grafana::export(&dir) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Grafana {
+            action:
+                GrafanaAction::Push {
+                    url,
+                    token_env,
+                    folder_uid,
+                },
+        } => {
+            let token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
+            if token.is_none() {
+                eprintln!("warning: {token_env} is not set; pushing without a token");
+            }
+            runtime(async move {
+                let client =
+                    dwcp_pipeline::grafana::client::GrafanaClient::new(&url, token, std::time::Duration::from_secs(10))
+                        .map_err(|e| anyhow::anyhow!(e))?;
+                let uids = client
+                    .push_all(folder_uid.as_deref())
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                for u in uids {
+                    println!("{url}/d/{u}");
+                }
+                Ok(())
+            })
+        }
         Command::Demo {
             duration_secs,
             listen,
             plain,
+            remote_write,
         } => {
             init_logging(config::LogFormat::Human, "warn");
             runtime(async move {
@@ -173,7 +244,15 @@ fn main() -> ExitCode {
                         let _ = tx.send(true);
                     });
                 }
-                demo::run(demo::DemoOptions { listen, plain }, rx).await
+                demo::run(
+                    demo::DemoOptions {
+                        listen,
+                        plain,
+                        remote_write,
+                    },
+                    rx,
+                )
+                .await
             })
         }
     }

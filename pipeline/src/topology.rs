@@ -36,6 +36,7 @@ use crate::api::window::MetricsWindow;
 use crate::api::ApiState;
 use crate::config::ValidatedConfig;
 use crate::derived::DerivedProducer;
+use crate::grafana::client::{Annotator, GrafanaClient, Note};
 use crate::source::{KafkaSource, SourceBatch};
 use crate::telemetry::{labels, Telemetry};
 
@@ -301,6 +302,32 @@ pub async fn run(
         alertmanagers.push(sink);
     }
 
+    let mut annotator_task = None;
+    let mut annotator = None;
+    if let Some(g) = &config.config.sinks.grafana {
+        let client = GrafanaClient::new(
+            &g.url,
+            config.grafana_token.clone(),
+            Duration::from_millis(g.timeout_ms),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: sinks.grafana: {e}", config.file.display()))?;
+        if g.push_dashboards {
+            let (c, folder) = (client.clone(), g.folder_uid.clone());
+            tokio::spawn(async move {
+                match c.push_all(folder.as_deref()).await {
+                    Ok(uids) => tracing::info!(dashboards = ?uids, "grafana dashboards pushed"),
+                    Err(e) => tracing::error!(error = %e, "grafana dashboards not pushed"),
+                }
+            });
+        }
+        if g.annotations {
+            let (a, task) = Annotator::start(client, telemetry.grafana_annotations.clone());
+            annotator = Some(a);
+            annotator_task = Some(task);
+            tracing::info!(url = %g.url, "grafana annotations for alerts and anomalies");
+        }
+    }
+
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(config.config.source.queue_capacity);
     let mut router = Router::new(&config, file_tx, remote_write, es, reports, telemetry.clone());
     router.derived = derived;
@@ -309,6 +336,7 @@ pub async fn run(
     router.alerts_view = Some(alerts_view);
     router.window = window;
     router.alertmanagers = alertmanagers;
+    router.annotator = annotator;
     if !oc.anomaly.series.is_empty() {
         let mut op = dwcp_operators::anomaly::operator::AnomalyOperator::new(oc.anomaly.clone())
             .map_err(|e| anyhow::anyhow!("{}: operators.anomaly.{e}", config.file.display()))?;
@@ -337,6 +365,9 @@ pub async fn run(
         t.await?;
     }
     if let Some(t) = rejected_task {
+        t.await?;
+    }
+    if let Some(t) = annotator_task {
         t.await?;
     }
     source.final_commit();
@@ -369,6 +400,7 @@ struct Router {
     producer: Option<DerivedProducer>,
     derived_view: Option<watch::Sender<Arc<DerivedView>>>,
     alertmanagers: Vec<AlertmanagerSink>,
+    annotator: Option<Annotator>,
     rules: Option<RuleEngine>,
     rules_reported: (u64, u64),
     /// Alerts pending or firing, by fingerprint, for the API.
@@ -442,6 +474,7 @@ impl Router {
             producer: None,
             derived_view: None,
             alertmanagers: Vec::new(),
+            annotator: None,
             rules: None,
             rules_reported: (0, 0),
             active_alerts: std::collections::BTreeMap::new(),
@@ -661,6 +694,9 @@ impl Router {
             self.telemetry.anomaly_episodes.inc_by(records.len() as u64);
             for r in &records {
                 tracing::info!(series = %r.series(), score = r.episode.peak_score, detectors = ?r.episode.detectors, "anomaly episode");
+                if let Some(a) = &self.annotator {
+                    a.send(Note::Anomaly(Box::new(r.clone())));
+                }
             }
             if let Some(p) = &self.producer {
                 p.publish_anomalies(&records);
@@ -723,6 +759,9 @@ impl Router {
                 .alert_transitions
                 .get_or_create(&labels([("state", a.state.as_str())]))
                 .inc();
+            if let Some(n) = &self.annotator {
+                n.send(Note::Alert(a.clone()));
+            }
         }
         if let Some(v) = &self.alerts_view {
             v.send_replace(Arc::new(self.active_alerts.values().cloned().collect()));

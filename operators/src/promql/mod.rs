@@ -148,6 +148,34 @@ pub fn parse(text: &str) -> Result<Expr, String> {
     Ok(e)
 }
 
+/// The metric names an expression selects, in the order they appear.
+pub fn metric_names(e: &Expr) -> Vec<String> {
+    fn walk(e: &Expr, out: &mut Vec<String>) {
+        match e {
+            Expr::Aggregate(a) => {
+                walk(&a.expr, out);
+                if let Some(p) = &a.param {
+                    walk(p, out);
+                }
+            }
+            Expr::Unary(u) => walk(&u.expr, out),
+            Expr::Binary(b) => {
+                walk(&b.lhs, out);
+                walk(&b.rhs, out);
+            }
+            Expr::Paren(p) => walk(&p.expr, out),
+            Expr::Subquery(s) => walk(&s.expr, out),
+            Expr::VectorSelector(v) => out.extend(v.name.clone()),
+            Expr::MatrixSelector(m) => out.extend(m.vs.name.clone()),
+            Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, out)),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(e, &mut out);
+    out
+}
+
 /// Rejects constructs the evaluator does not implement, naming them.
 ///
 /// # Errors
