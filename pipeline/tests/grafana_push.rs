@@ -32,7 +32,13 @@ fn bad(msg: &str) -> axum::response::Response {
 }
 
 /// Grafana's API, checked: the rules each endpoint's documentation states.
-async fn grafana(State(g): State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+async fn grafana(
+    State(g): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {TOKEN}")) {
         return (StatusCode::UNAUTHORIZED, Json(json!({"message": "Unauthorized"}))).into_response();
     }
@@ -55,7 +61,11 @@ async fn grafana(State(g): State<Shared>, method: Method, uri: Uri, headers: Hea
             if st.folders.iter().any(|f| f == uid) {
                 Json(json!({"uid": uid, "title": "DWCP"})).into_response()
             } else {
-                (StatusCode::NOT_FOUND, Json(json!({"message": "folder not found", "status": "not-found"}))).into_response()
+                (
+                    StatusCode::NOT_FOUND,
+                    Json(json!({"message": "folder not found", "status": "not-found"})),
+                )
+                    .into_response()
             }
         }
         ("POST", "/api/folders") => {
@@ -76,7 +86,8 @@ async fn grafana(State(g): State<Shared>, method: Method, uri: Uri, headers: Hea
                 }
             }
             let uid = d["uid"].as_str().unwrap_or_default().to_string();
-            Json(json!({"id": 1, "uid": uid, "url": format!("/d/{uid}/x"), "status": "success", "version": 1})).into_response()
+            Json(json!({"id": 1, "uid": uid, "url": format!("/d/{uid}/x"), "status": "success", "version": 1}))
+                .into_response()
         }
         ("POST", "/api/annotations") => {
             let tags_ok = body["tags"].as_array().is_some_and(|t| t.iter().all(Value::is_string));
@@ -87,7 +98,9 @@ async fn grafana(State(g): State<Shared>, method: Method, uri: Uri, headers: Hea
             Json(json!({"message": "Annotation added", "id": st.next_id})).into_response()
         }
         ("PATCH", p) if p.starts_with("/api/annotations/") => {
-            let known = p["/api/annotations/".len()..].parse::<u64>().is_ok_and(|id| id >= 1 && id <= st.next_id);
+            let known = p["/api/annotations/".len()..]
+                .parse::<u64>()
+                .is_ok_and(|id| id >= 1 && id <= st.next_id);
             if !known {
                 return (StatusCode::NOT_FOUND, Json(json!({"message": "Annotation not found"}))).into_response();
             }
@@ -115,13 +128,19 @@ async fn push_creates_the_folder_then_every_dashboard() {
     let (url, g) = start().await;
     let client = GrafanaClient::new(&url, Some(TOKEN.into()), Duration::from_secs(5)).expect("client");
     let uids = client.push_all(Some("dwcp")).await.expect("push");
-    let expected_uids: Vec<String> = dwcp_pipeline::grafana::boards().iter().map(|b| b.uid.to_string()).collect();
+    let expected_uids: Vec<String> = dwcp_pipeline::grafana::boards()
+        .iter()
+        .map(|b| b.uid.to_string())
+        .collect();
     assert_eq!(uids, expected_uids);
     let st = g.lock().expect("lock");
     let calls: Vec<(&str, &str)> = st.accepted.iter().map(|(m, p, _)| (m.as_str(), p.as_str())).collect();
     let mut expected = vec![("GET", "/api/folders/dwcp"), ("POST", "/api/folders")];
     expected.extend(std::iter::repeat_n(("POST", "/api/dashboards/db"), 7));
-    assert_eq!(calls, expected, "the folder is looked up (404), created, then each dashboard posted");
+    assert_eq!(
+        calls, expected,
+        "the folder is looked up (404), created, then each dashboard posted"
+    );
     for ((_, _, body), uid) in st.accepted[2..].iter().zip(&expected_uids) {
         assert_eq!(body["dashboard"]["uid"], json!(uid));
         assert_eq!(body["folderUid"], "dwcp");
@@ -144,10 +163,14 @@ async fn alerts_become_region_annotations_and_episodes_one_each() {
     let client = GrafanaClient::new(&url, Some(TOKEN.into()), Duration::from_secs(5)).expect("client");
     let results = prometheus_client::metrics::family::Family::default();
     let (annotator, task) = Annotator::start(client, results);
-    let labels: BTreeMap<String, String> = [("alertname", "HighLatency"), ("region", "us-east-1"), ("severity", "warning")]
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-        .collect();
+    let labels: BTreeMap<String, String> = [
+        ("alertname", "HighLatency"),
+        ("region", "us-east-1"),
+        ("severity", "warning"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+    .collect();
     let alert = |state, t: u64| AlertTransition {
         fingerprint: fingerprint(&labels),
         state,
@@ -183,7 +206,13 @@ async fn alerts_become_region_annotations_and_episodes_one_each() {
     assert_eq!(episode["timeEnd"], 1_700_000_160_000u64);
     assert_eq!(
         episode["tags"],
-        json!(["dwcp", "anomaly", "dwcp_network_rtt_milliseconds", "region:eu-west-1", "severity:critical"])
+        json!([
+            "dwcp",
+            "anomaly",
+            "dwcp_network_rtt_milliseconds",
+            "region:eu-west-1",
+            "severity:critical"
+        ])
     );
 }
 

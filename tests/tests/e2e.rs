@@ -1722,3 +1722,266 @@ async fn an_anomaly_episode_reaches_kafka_as_avro_and_its_score_prometheus() {
     assert!(before.first().is_some_and(|x| x.1 < 0.375), "{before:?}");
     assert!(w.stop());
 }
+
+/// GETs `base` + `path` with `params` (and a bearer key): status and JSON body.
+async fn api_get(base: &str, path: &str, params: &[(&str, String)], key: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().get(format!("{base}{path}")).query(params);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let r = req.send().await.expect("request sent");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A Prometheus API answer with its result (or data list) sorted, so two servers' answers
+/// compare whatever order each lists series in.
+fn normalized(mut v: serde_json::Value) -> serde_json::Value {
+    let key = |x: &serde_json::Value| x.get("metric").unwrap_or(x).to_string();
+    let data = v.get_mut("data");
+    if let Some(list) = data.and_then(|d| if d.is_array() { Some(d) } else { d.get_mut("result") }) {
+        if let Some(list) = list.as_array_mut() {
+            list.sort_by_key(key);
+        }
+    }
+    v
+}
+
+/// The worker's PromQL API against a real Prometheus fed the same samples: the metric fixtures
+/// (with the aggregation operator's rollups) through the pipeline, remote-written to
+/// Prometheus and kept in the worker's window. Instant queries, range queries, series, labels
+/// and label values answer with the same shape and the same values. Then the keys: none is a
+/// 401, the wrong scope a 403, and /openapi.json is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_promql_as_prometheus_does() {
+    let Some(brokers) = kafka() else { return };
+    let m = manifest();
+    let id = unique("api");
+    let topic = format!("{id}.otlp_metrics");
+    create_topics(&brokers, &[&topic, &format!("{id}.dlq")], 3).await;
+    let p = producer(&brokers);
+    let mut t = 0.0f64;
+    for f in m["metrics"]["files"].as_array().expect("files") {
+        if f["temporality"] != "cumulative" {
+            continue;
+        }
+        let name = f["file"].as_str().expect("file");
+        t = t.max(fixture_time_secs(name));
+        let pb = std::fs::read(fixtures_dir().join(format!("{name}.pb"))).expect("pb");
+        produce(&p, &topic, Some(name.as_bytes()), &pb, None, None).await;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
+    let (metrics_key, traces_key) = ("k-metrics-5b1f0c2e9a", "k-traces-77d0e1a4c3");
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  topics:\n    - {{name: \"{topic}\", signal: metrics}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 500\n  allowed_lateness_ms: 0\n  aggregation:\n    window_ms: 2000\n    rules:\n\
+         \x20     - {{metric: dwcp.latency}}\n      - {{metric: dwcp.requests}}\n\
+         rules:\n  prometheus_version: 2\n\
+         api:\n  keys:\n    - {{name: grafana, key: {metrics_key}, scopes: [metrics]}}\n    - {{name: support, key: {traces_key}, scopes: [traces]}}\n\
+         sinks:\n  prometheus_remote_write:\n    - {{url: \"{}\", batch_wait_ms: 100}}\n",
+        prom.write_url()
+    );
+    let w = Worker::start(work.path(), "worker", &yaml);
+    let api = format!("http://127.0.0.1:{}", w.port);
+    let at = t + 5.0;
+    let got = dwcp_tests::wait_query(&prom.url(), "dwcp:latency:p95:2s", at, 4, Duration::from_secs(240)).await;
+    assert_eq!(got.len(), 4, "worker log:\n{}", w.log_text());
+    let key = Some(metrics_key);
+    let time = format!("{at}");
+    let instant = [
+        "dwcp_requests_total",
+        "sum by (region) (dwcp_requests_total)",
+        "histogram_quantile(0.95, sum by (le) (dwcp_latency_milliseconds_bucket))",
+        "histogram_quantile(0.5, sum by (region, le) (dwcp_latency_milliseconds_bucket))",
+        "dwcp:latency:p95:2s",
+        "count by (__name__) ({job=\"dwcp/dwcp-gateway\"})",
+        "topk(2, dwcp_cpu_usage_percent)",
+        "dwcp_active_connections > 3",
+        "dwcp_active_connections > bool 3",
+        "label_replace(dwcp_cpu_usage_percent, \"r\", \"$1\", \"region\", \"us-(.*)\")",
+        "absent(nonexistent_metric)",
+        "scalar(sum(dwcp_errors_total))",
+        "dwcp_requests_total[5m]",
+        "time()",
+        "sum(rate(dwcp_requests_total[5m]))",
+        "quantile_over_time(0.5, dwcp_cpu_usage_percent[10m])",
+        "max_over_time(dwcp:latency:p95:2s[1m])",
+        "dwcp_cpu_usage_percent / on (region) group_left dwcp_active_connections",
+        "avg without (instance, operation) (dwcp_latency_milliseconds_sum / dwcp_latency_milliseconds_count)",
+    ];
+    // The worker's window fills as the rollups close; wait for the last one there too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, v) = api_get(
+            &api,
+            "/api/v1/query",
+            &[("query", "dwcp:latency:p95:2s".into()), ("time", time.clone())],
+            key,
+        )
+        .await;
+        if v["data"]["result"].as_array().map_or(0, Vec::len) == 4 || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for q in instant {
+        let params = [("query", q.to_string()), ("time", time.clone())];
+        let (_, theirs) = api_get(&prom.url(), "/api/v1/query", &params, None).await;
+        let (status, ours) = api_get(&api, "/api/v1/query", &params, key).await;
+        assert_eq!(status, 200, "{q}: {ours}");
+        assert_eq!(normalized(ours), normalized(theirs), "instant {q}");
+    }
+    let range = [
+        ("sum by (region) (dwcp_requests_total)", "15"),
+        ("dwcp:latency:p95:2s", "2s"),
+        (
+            "histogram_quantile(0.95, sum by (le) (dwcp_latency_milliseconds_bucket))",
+            "30",
+        ),
+    ];
+    for (q, step) in range {
+        let params = [
+            ("query", q.to_string()),
+            ("start", format!("{}", at - 120.0)),
+            ("end", time.clone()),
+            ("step", step.to_string()),
+        ];
+        let (_, theirs) = api_get(&prom.url(), "/api/v1/query_range", &params, None).await;
+        let (status, ours) = api_get(&api, "/api/v1/query_range", &params, key).await;
+        assert_eq!(status, 200, "{q}: {ours}");
+        assert_eq!(normalized(ours), normalized(theirs), "range {q}");
+    }
+    for (path, params) in [
+        ("/api/v1/series", vec![("match[]", "dwcp_requests_total".to_string())]),
+        (
+            "/api/v1/series",
+            vec![("match[]", "{__name__=~\"dwcp:.*\", region=\"global\"}".to_string())],
+        ),
+        ("/api/v1/labels", vec![]),
+        ("/api/v1/label/region/values", vec![]),
+        (
+            "/api/v1/label/__name__/values",
+            vec![("match[]", "{job=\"dwcp/dwcp-gateway\"}".to_string())],
+        ),
+    ] {
+        let (_, theirs) = api_get(&prom.url(), path, &params, None).await;
+        let (status, ours) = api_get(&api, path, &params, key).await;
+        assert_eq!(status, 200, "{path}: {ours}");
+        assert_eq!(normalized(ours), normalized(theirs), "{path} {params:?}");
+    }
+    // Errors in Prometheus's shape.
+    let (status, ours) = api_get(&api, "/api/v1/query", &[("query", "sum(".into())], key).await;
+    let (their_status, theirs) = api_get(&prom.url(), "/api/v1/query", &[("query", "sum(".into())], None).await;
+    assert_eq!(
+        (status, &ours["status"], &ours["errorType"]),
+        (their_status, &theirs["status"], &theirs["errorType"])
+    );
+    // Keys.
+    let q = [("query", "1".to_string())];
+    let (status, body) = api_get(&api, "/api/v1/query", &q, None).await;
+    assert_eq!((status, body["errorType"].as_str()), (401, Some("unauthorized")));
+    let (status, body) = api_get(&api, "/api/v1/query", &q, Some(traces_key)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("API key `support` lacks the `metrics` scope"))
+    );
+    let (status, _) = api_get(&api, "/api/v1/traces", &[], key).await;
+    assert_eq!(status, 403);
+    let (status, body) = api_get(&api, "/api/v1/traces", &[], Some(traces_key)).await;
+    assert_eq!(status, 503, "no store configured, but the key passed: {body}");
+    let (status, doc) = api_get(&api, "/openapi.json", &[], None).await;
+    assert_eq!((status, doc["openapi"].as_str()), (200, Some("3.1.0")));
+    assert!(doc["paths"]["/api/v1/query_range"]["post"].is_object());
+    assert!(!w.log_text().contains(metrics_key), "a key was logged");
+    let text = w.metrics().await;
+    assert!(metric_sum(&text, "dwcp_api_requests_total", &[("code", "401")]) >= 1.0);
+    assert_eq!(metric_sum(&text, "dwcp_api_samples_dropped_total", &[]), 0.0);
+}
+
+/// Every panel query of every generated dashboard returns data from a real Prometheus fed by
+/// the demo (its three regions and incident script: a latency spike, an error burst, a dark
+/// region) through `--remote-write`; so does the Regional board's region variable. While it
+/// runs, the demo's own worker answers a panel query on its API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_panel_query_returns_data_from_prometheus_fed_by_the_demo() {
+    if kafka().is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
+    let port = dwcp_tests::free_port();
+    let log = work.path().join("demo.log");
+    let mut demo = std::process::Command::new(dwcp_tests::binary())
+        .args(["demo", "--plain", "--duration-secs", "100", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--remote-write")
+        .arg(prom.write_url())
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("demo");
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    let api = format!("http://127.0.0.1:{port}");
+    let (status, v) = api_get(
+        &api,
+        "/api/v1/query",
+        &[("query", "sum by (region) (rate(dwcp_requests_total[1m]))".into())],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(3), "{v}");
+    let (status, v) = api_get(&api, "/api/v1/sla", &[], None).await;
+    assert_eq!(status, 200);
+    assert!(
+        v["data"].as_array().is_some_and(|a| !a.is_empty()),
+        "SLA reports after a minute: {v}"
+    );
+    let exit = demo.wait().expect("demo exits");
+    let summary = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(exit.success(), "demo:\n{summary}");
+    assert!(
+        summary.contains(&format!("API: http://127.0.0.1:{port}/api/v1/query")) && summary.contains("/openapi.json"),
+        "{summary}"
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let (_, regions) = api_get(
+        &prom.url(),
+        "/api/v1/label/region/values",
+        &[("match[]", "dwcp_requests_total".into())],
+        None,
+    )
+    .await;
+    assert_eq!(
+        regions["data"],
+        serde_json::json!(["eu-west-1", "us-east-1", "us-west-1"])
+    );
+    let mut empty = Vec::new();
+    let mut queries = 0;
+    for b in dwcp_pipeline::grafana::boards() {
+        for p in &b.panels {
+            for q in &p.queries {
+                let dwcp_pipeline::grafana::Query::Prom { expr, .. } = q else {
+                    continue;
+                };
+                let expr = dwcp_pipeline::grafana::concrete(expr, "us-east-1");
+                queries += 1;
+                if dwcp_tests::instant_query(&prom.url(), &expr, now).await.is_empty() {
+                    empty.push(format!("{} / {}: {expr}", b.uid, p.title));
+                }
+            }
+        }
+    }
+    assert!(queries >= 35, "{queries} queries");
+    assert!(
+        empty.is_empty(),
+        "queries without data:\n{}\ndemo:\n{summary}",
+        empty.join("\n")
+    );
+}
