@@ -287,7 +287,7 @@ impl Agent {
         // The protocol: per tick 20 replicate messages and as many acks, 2 heartbeats, a snapshot
         // every 10 s, consensus votes; checksum errors in an error burst, timeouts toward a dark
         // peer, one version mismatch a minute.
-        for (i, n) in [2, 20, u64::from(t % 10 == 0), 3, 20].into_iter().enumerate() {
+        for (i, n) in [2, 20, u64::from(t.is_multiple_of(10)), 3, 20].into_iter().enumerate() {
             self.messages[i] += n;
         }
         self.protocol_errors[0] += if failing { rng.random_range(2..6) } else { 0 };

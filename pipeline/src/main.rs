@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use dwcp_pipeline::{config, demo, init_logging, topology};
 use dwcp_schemas::{decode, Encoding, RegionContext, Signal};
 
+/// mimalloc: the operators and the PromQL evaluator allocate many small label sets and sample
+/// vectors; with glibc's allocator half their time went to malloc and free (benches/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "dwcp-monitor",

@@ -133,21 +133,22 @@ async fn push_creates_the_folder_then_every_dashboard() {
         .map(|b| b.uid.to_string())
         .collect();
     assert_eq!(uids, expected_uids);
-    let st = g.lock().expect("lock");
-    let calls: Vec<(&str, &str)> = st.accepted.iter().map(|(m, p, _)| (m.as_str(), p.as_str())).collect();
-    let mut expected = vec![("GET", "/api/folders/dwcp"), ("POST", "/api/folders")];
-    expected.extend(std::iter::repeat_n(("POST", "/api/dashboards/db"), 7));
-    assert_eq!(
-        calls, expected,
-        "the folder is looked up (404), created, then each dashboard posted"
-    );
-    for ((_, _, body), uid) in st.accepted[2..].iter().zip(&expected_uids) {
-        assert_eq!(body["dashboard"]["uid"], json!(uid));
-        assert_eq!(body["folderUid"], "dwcp");
-        assert_eq!(body["overwrite"], true);
-        assert_eq!(body["dashboard"]["schemaVersion"], 39);
+    {
+        let st = g.lock().expect("lock");
+        let calls: Vec<(&str, &str)> = st.accepted.iter().map(|(m, p, _)| (m.as_str(), p.as_str())).collect();
+        let mut expected = vec![("GET", "/api/folders/dwcp"), ("POST", "/api/folders")];
+        expected.extend(std::iter::repeat_n(("POST", "/api/dashboards/db"), 7));
+        assert_eq!(
+            calls, expected,
+            "the folder is looked up (404), created, then each dashboard posted"
+        );
+        for ((_, _, body), uid) in st.accepted[2..].iter().zip(&expected_uids) {
+            assert_eq!(body["dashboard"]["uid"], json!(uid));
+            assert_eq!(body["folderUid"], "dwcp");
+            assert_eq!(body["overwrite"], true);
+            assert_eq!(body["dashboard"]["schemaVersion"], 39);
+        }
     }
-    drop(st);
     // A second push finds the folder and overwrites.
     client.push_all(Some("dwcp")).await.expect("again");
     assert_eq!(g.lock().expect("lock").folders, ["dwcp"]);

@@ -52,6 +52,9 @@ pub struct Engine<'a> {
     by_name: std::borrow::Cow<'a, HashMap<String, Vec<usize>>>,
     /// Series indexed by (label, value), when the caller maintains it.
     postings: Option<&'a HashMap<(String, String), Vec<usize>>>,
+    /// What each selector selected, by its text: the steps of a range query select the same
+    /// series.
+    selected: std::cell::RefCell<HashMap<String, std::rc::Rc<[usize]>>>,
 }
 
 impl<'a> Engine<'a> {
@@ -81,6 +84,7 @@ impl<'a> Engine<'a> {
             end: 0,
             by_name,
             postings,
+            selected: std::cell::RefCell::new(HashMap::new()),
         }
     }
 
@@ -156,8 +160,12 @@ impl<'a> Engine<'a> {
         })
     }
 
-    /// The series a selector's matchers select.
-    fn select<'s>(&'s self, vs: &'s VectorSelector) -> impl Iterator<Item = &'a Series> + 's {
+    /// The series a selector's matchers select, computed once per selector and engine.
+    fn select(&self, vs: &VectorSelector) -> std::rc::Rc<[usize]> {
+        let key = vs.to_string();
+        if let Some(hit) = self.selected.borrow().get(&key) {
+            return hit.clone();
+        }
         // The shortest list among the name's and the equality matchers' postings.
         let mut best: Option<&[usize]> = vs
             .name
@@ -178,11 +186,18 @@ impl<'a> Engine<'a> {
             }
         }
         let series = self.series;
-        let candidates: Box<dyn Iterator<Item = &'a Series>> = match best {
-            Some(list) => Box::new(list.iter().map(move |i| &series[*i])),
-            None => Box::new(series.iter()),
+        let found: std::rc::Rc<[usize]> = match best {
+            Some(list) => list
+                .iter()
+                .copied()
+                .filter(|i| matches(&vs.matchers, &series[*i].labels))
+                .collect(),
+            None => (0..series.len())
+                .filter(|i| matches(&vs.matchers, &series[*i].labels))
+                .collect(),
         };
-        candidates.filter(move |s| matches(&vs.matchers, &s.labels))
+        self.selected.borrow_mut().insert(key, found.clone());
+        found
     }
 
     /// Reference time of a selector evaluated at `t`.
@@ -194,8 +209,9 @@ impl<'a> Engine<'a> {
     pub(crate) fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Vec<(Element, i64)> {
         let rt = self.ref_time(vs, t);
         let mut out = Vec::new();
-        for s in self.select(vs) {
-            let idx = s.samples.partition_point(|(ts, _)| *ts <= rt);
+        for &i in self.select(vs).iter() {
+            let s = &self.series[i];
+            let idx = upto(&s.samples, rt);
             if idx == 0 {
                 continue;
             }
@@ -217,13 +233,19 @@ impl<'a> Engine<'a> {
     pub(crate) fn matrix_selector(&self, vs: &VectorSelector, range_ms: i64, t: i64) -> Vec<Series> {
         let rt = self.ref_time(vs, t);
         let mut out = Vec::new();
-        for s in self.select(vs) {
-            let lo = if self.closed_ranges {
-                s.samples.partition_point(|(ts, _)| *ts < rt - range_ms)
-            } else {
-                s.samples.partition_point(|(ts, _)| *ts <= rt - range_ms)
+        for &i in self.select(vs).iter() {
+            let s = &self.series[i];
+            let hi = upto(&s.samples, rt);
+            // The window's samples are copied below anyway: walking back to its start costs no
+            // more than that, and less than a second search over the whole series.
+            let inside = |ts: i64| {
+                if self.closed_ranges {
+                    ts >= rt - range_ms
+                } else {
+                    ts > rt - range_ms
+                }
             };
-            let hi = s.samples.partition_point(|(ts, _)| *ts <= rt);
+            let lo = hi - s.samples[..hi].iter().rev().take_while(|(ts, _)| inside(*ts)).count();
             let samples: Vec<(i64, f64)> = s.samples[lo..hi]
                 .iter()
                 .copied()
@@ -342,6 +364,25 @@ impl<'a> Engine<'a> {
             _ => Err(format!("operator {op} needs scalars or instant vectors")),
         }
     }
+}
+
+/// How many samples are at or before `t`: a galloping search from the newest end, so a query
+/// near the present touches one or two cache lines of a long series instead of a binary
+/// search's dozen.
+pub(crate) fn upto(samples: &[(i64, f64)], t: i64) -> usize {
+    let n = samples.len();
+    let mut step = 1;
+    let mut hi = n;
+    // Invariant: samples[hi..] are all after t.
+    while hi > 0 {
+        let probe = hi.saturating_sub(step);
+        if samples[probe].0 <= t {
+            return probe + 1 + samples[probe + 1..hi].partition_point(|(ts, _)| *ts <= t);
+        }
+        hi = probe;
+        step *= 2;
+    }
+    0
 }
 
 /// Whether a label set matches a selector's matchers (a missing label matches as "").

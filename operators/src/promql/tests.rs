@@ -51,3 +51,17 @@ fn the_design_rule_over_buckets_gives_the_interpolated_p95() {
     assert!((v[0].value - 150.0).abs() < 1e-9, "{}", v[0].value);
     assert!(!v[0].labels.contains_key("__name__"));
 }
+
+#[test]
+fn galloping_search_agrees_with_partition_point() {
+    for n in 0..40usize {
+        let samples: Vec<(i64, f64)> = (0..n).map(|i| (i64::try_from(i).unwrap_or(0) * 10, 0.0)).collect();
+        for t in -5..(i64::try_from(n).unwrap_or(0) * 10 + 5) {
+            assert_eq!(
+                super::eval::upto(&samples, t),
+                samples.partition_point(|(ts, _)| *ts <= t),
+                "n={n} t={t}"
+            );
+        }
+    }
+}
