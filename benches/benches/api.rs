@@ -32,6 +32,80 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
+    if std::env::var("DWCP_BENCH_API_SQL_ONLY").is_err() {
+        promql();
+    }
+    sql();
+}
+
+/// SQL over 24 hours of rollups: 100 rollup metrics × 10 regions every 10 s (8.64 M rows).
+fn sql() {
+    let history = dwcp_pipeline::api::sql::History::new(86_400_000, 20_000_000, 10_000);
+    let end_ms: i64 = 1_700_000_000_000;
+    let start_ms = end_ms - 86_400_000 + 10_000;
+    let built = Instant::now();
+    let before = rss_bytes();
+    let labels: Vec<_> = (0..100)
+        .flat_map(|n| {
+            (0..10).map(move |r| {
+                let mut l = labels_of([("__name__", format!("dwcp:m{n}:p95:10s")), ("region", format!("r{r}"))]);
+                l.sort();
+                l
+            })
+        })
+        .collect();
+    let mut t = start_ms;
+    let mut batch = Vec::with_capacity(labels.len());
+    let mut k = 0u32;
+    while t <= end_ms {
+        batch.clear();
+        batch.extend(
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| Sample::new(l.clone(), f64::from((k + i as u32) % 1000), t)),
+        );
+        history.rollups(&batch);
+        t += 10_000;
+        k += 1;
+    }
+    history.trim();
+    let rows = history.stats().rows;
+    #[allow(clippy::cast_precision_loss)]
+    let per_row = rss_bytes().saturating_sub(before) as f64 / rows as f64;
+    println!(
+        "\nSQL history: {rows} rollup rows over 24 h, built in {:.1} s, {per_row:.1} B/row resident",
+        built.elapsed().as_secs_f64()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let queries = [
+        "SELECT region, avg(value), max(value) FROM rollups WHERE metric = 'dwcp:m1:p95:10s' GROUP BY region",
+        "SELECT metric, region, count(*), avg(value) FROM rollups GROUP BY metric, region",
+        "SELECT date_trunc('hour', time) AS h, max(value) FROM rollups WHERE metric = 'dwcp:m2:p95:10s' AND region = 'r3' GROUP BY h ORDER BY h",
+        "SELECT * FROM rollups WHERE metric = 'dwcp:m4:p95:10s' ORDER BY time DESC LIMIT 100",
+        "SELECT count(*) FROM rollups WHERE value > 990",
+    ];
+    println!("| SQL | median of 3 | rows out |");
+    println!("| --- | --- | --- |");
+    for q in queries {
+        let mut times = Vec::new();
+        let mut n = 0;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let v = rt.block_on(history.query(q)).expect("sql");
+            times.push(started.elapsed().as_secs_f64());
+            n = v["data"]["rows"].as_array().map_or(0, Vec::len);
+        }
+        times.sort_by(f64::total_cmp);
+        println!("| `{q}` | {:.1} ms | {n} |", times[1] * 1000.0);
+    }
+}
+
+/// PromQL over the window.
+fn promql() {
     let interval_s: i64 = std::env::var("DWCP_BENCH_API_INTERVAL_S")
         .ok()
         .and_then(|v| v.parse().ok())

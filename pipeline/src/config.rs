@@ -108,6 +108,8 @@ pub struct ApiConfig {
     pub max_series: usize,
     /// API keys; none: the API is open.
     pub keys: Vec<ApiKeyConfig>,
+    /// SQL over recent rollups, alerts, anomalies, SLA and health records.
+    pub sql: SqlConfig,
 }
 
 impl Default for ApiConfig {
@@ -117,6 +119,32 @@ impl Default for ApiConfig {
             retention_ms: 3_600_000,
             max_series: 100_000,
             keys: Vec::new(),
+            sql: SqlConfig::default(),
+        }
+    }
+}
+
+/// `POST /api/v1/sql` over in-memory history (Arrow record batches, DataFusion).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlConfig {
+    /// Keep the history and answer SQL.
+    pub enabled: bool,
+    /// How much event time each table keeps, ms.
+    pub retention_ms: u64,
+    /// Rows per table at most; the oldest are dropped and counted past it.
+    pub max_rows: usize,
+    /// Rows a query answers at most (the answer says `truncated`).
+    pub max_result_rows: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            enabled: true,
+            retention_ms: 86_400_000,
+            max_rows: 10_000_000,
+            max_result_rows: 10_000,
         }
     }
 }
@@ -908,6 +936,13 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
             key,
             scopes: k.scopes.clone(),
         });
+    }
+    let sc = &config.api.sql;
+    if sc.enabled && (sc.retention_ms == 0 || sc.max_rows == 0 || sc.max_result_rows == 0) {
+        return Err(invalid(
+            "api.sql.retention_ms",
+            "retention_ms, max_rows and max_result_rows must be at least 1".into(),
+        ));
     }
     if config.api.enabled && (config.api.retention_ms == 0 || config.api.max_series == 0) {
         return Err(invalid(

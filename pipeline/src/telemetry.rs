@@ -129,6 +129,10 @@ pub struct Telemetry {
     pub api_samples_dropped: Family<Labels, Counter>,
     /// API requests by endpoint and status code.
     pub api_requests: Family<Labels, Counter>,
+    /// Rows held for SQL.
+    pub api_sql_rows: Gauge,
+    /// Rows the SQL history dropped, by reason (`retention`, `max_rows`).
+    pub api_sql_rows_dropped: Family<Labels, Counter>,
     /// Grafana annotations by result (`posted`, `updated`, `failed`).
     pub grafana_annotations: Family<Labels, Counter>,
 }
@@ -379,6 +383,16 @@ impl Telemetry {
             api_requests: reg!(
                 "api_requests",
                 "Monitoring API requests by endpoint and status code",
+                Family::default()
+            ),
+            api_sql_rows: reg!(
+                "api_sql_rows",
+                "Rows held for SQL over recent history",
+                Gauge::default()
+            ),
+            api_sql_rows_dropped: reg!(
+                "api_sql_rows_dropped",
+                "Rows the SQL history dropped, by reason (retention, max_rows)",
                 Family::default()
             ),
             grafana_annotations: reg!(

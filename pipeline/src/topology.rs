@@ -32,6 +32,7 @@ use dwcp_sinks::prometheus::remote_write::{RemoteWriteSink, RemoteWriteStats};
 use dwcp_sinks::Batch;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::api::sql::{History, HistoryStats};
 use crate::api::window::MetricsWindow;
 use crate::api::ApiState;
 use crate::config::ValidatedConfig;
@@ -118,8 +119,13 @@ pub async fn run(
         .then(|| Arc::new(MetricsWindow::new(ac.retention_ms, ac.max_series)));
     let (derived_view, derived_rx) = watch::channel(Arc::new(DerivedView::default()));
     let (alerts_view, alerts_rx) = watch::channel(Arc::new(Vec::new()));
+    let sc = &ac.sql;
+    let history = sc
+        .enabled
+        .then(|| Arc::new(History::new(sc.retention_ms, sc.max_rows, sc.max_result_rows)));
     let api = Arc::new(ApiState {
         window: window.clone(),
+        history: history.clone(),
         closed_ranges: config.config.rules.prometheus_version == 2,
         derived: derived_rx.clone(),
         alerts: alerts_rx,
@@ -335,6 +341,7 @@ pub async fn run(
     router.derived_view = Some(derived_view);
     router.alerts_view = Some(alerts_view);
     router.window = window;
+    router.history = history;
     router.alertmanagers = alertmanagers;
     router.annotator = annotator;
     if !oc.anomaly.series.is_empty() {
@@ -408,6 +415,9 @@ struct Router {
     alerts_view: Option<watch::Sender<Arc<Vec<dwcp_operators::alerts::AlertTransition>>>>,
     /// The API's PromQL window.
     window: Option<Arc<MetricsWindow>>,
+    /// The API's SQL history.
+    history: Option<Arc<History>>,
+    history_reported: HistoryStats,
     window_reported: (u64, u64),
     anomaly: Option<dwcp_operators::anomaly::operator::AnomalyOperator>,
     anomaly_scores: Vec<dwcp_operators::prom::Sample>,
@@ -481,6 +491,8 @@ impl Router {
             alerts_view: None,
             window: None,
             window_reported: (0, 0),
+            history: None,
+            history_reported: HistoryStats::default(),
             anomaly: None,
             anomaly_scores: Vec::new(),
             anomaly_records: Vec::new(),
@@ -526,6 +538,9 @@ impl Router {
                     }
                     if let (Some(w), true) = (&self.window, wm > 0) {
                         w.trim(i64::try_from(wm / MS).unwrap_or(i64::MAX));
+                    }
+                    if let Some(h) = &self.history {
+                        h.trim();
                     }
                     let stale = self.guard.expire();
                     self.publish_admitted(stale, "stale", None).await;
@@ -701,6 +716,9 @@ impl Router {
             if let Some(p) = &self.producer {
                 p.publish_anomalies(&records);
             }
+            if let Some(h) = &self.history {
+                h.anomalies(&records);
+            }
         }
         let scores = std::mem::take(&mut self.anomaly_scores);
         self.publish(scores, "anomaly", None).await;
@@ -763,6 +781,9 @@ impl Router {
                 n.send(Note::Alert(a.clone()));
             }
         }
+        if let Some(h) = &self.history {
+            h.alerts(alerts);
+        }
         if let Some(v) = &self.alerts_view {
             v.send_replace(Arc::new(self.active_alerts.values().cloned().collect()));
         }
@@ -782,6 +803,10 @@ impl Router {
         let closed = !out.samples.is_empty() || !out.sla.is_empty() || !out.health.is_empty();
         if let Some(p) = &self.producer {
             p.publish(&out.sla, &out.health, &[]);
+        }
+        if let Some(h) = &self.history {
+            h.sla(&out.sla);
+            h.health(&out.health);
         }
         if closed {
             if let Some(tx) = &self.derived_view {
@@ -884,6 +909,9 @@ impl Router {
         if let Some(w) = &self.window {
             w.append(&samples);
         }
+        if let (Some(h), "aggregated") = (&self.history, origin) {
+            h.rollups(&samples);
+        }
         let n = self.remote_write.len();
         let mut samples = Some(samples);
         for (i, sink) in self.remote_write.iter().enumerate() {
@@ -964,6 +992,18 @@ impl Router {
                 .get_or_create(&labels([("reason", "series_limit")]))
                 .inc_by(ws.dropped_series - self.window_reported.1);
             self.window_reported = (ws.out_of_order, ws.dropped_series);
+        }
+        if let Some(h) = &self.history {
+            let hs = h.stats();
+            let was = self.history_reported;
+            t.api_sql_rows.set(i64::try_from(hs.rows).unwrap_or(i64::MAX));
+            t.api_sql_rows_dropped
+                .get_or_create(&labels([("reason", "retention")]))
+                .inc_by(hs.aged_out - was.aged_out);
+            t.api_sql_rows_dropped
+                .get_or_create(&labels([("reason", "max_rows")]))
+                .inc_by(hs.over_limit - was.over_limit);
+            self.history_reported = hs;
         }
         let d = self.span_metrics.dropped();
         t.span_metrics_dropped.inc_by(d - self.reported.span_metrics_dropped);

@@ -1871,6 +1871,28 @@ async fn the_api_answers_promql_as_prometheus_does() {
         assert_eq!(status, 200, "{path}: {ours}");
         assert_eq!(normalized(ours), normalized(theirs), "{path} {params:?}");
     }
+    // SQL over the retained rollups: each region's latest p95 is the one Prometheus holds.
+    let (status, v) = api_get(
+        &api,
+        "/api/v1/sql",
+        &[(
+            "query",
+            "SELECT region, last_value(value ORDER BY time) AS p95, count(*) AS windows FROM rollups \
+             WHERE metric = 'dwcp:latency:p95:2s' GROUP BY region ORDER BY region"
+                .to_string(),
+        )],
+        key,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let mut from_prometheus = dwcp_tests::instant_query(&prom.url(), "dwcp:latency:p95:2s", at).await;
+    from_prometheus.sort_by(|a, b| a.0["region"].cmp(&b.0["region"]));
+    let rows = v["data"]["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), from_prometheus.len(), "{v}");
+    for (row, (labels, value)) in rows.iter().zip(&from_prometheus) {
+        assert_eq!(row[0].as_str(), Some(labels["region"].as_str()));
+        assert_eq!(row[1].as_f64(), Some(*value), "{}", labels["region"]);
+    }
     // Errors in Prometheus's shape.
     let (status, ours) = api_get(&api, "/api/v1/query", &[("query", "sum(".into())], key).await;
     let (their_status, theirs) = api_get(&prom.url(), "/api/v1/query", &[("query", "sum(".into())], None).await;

@@ -10,6 +10,7 @@
 //! constant time and never logged.
 
 pub mod prom;
+pub mod sql;
 pub mod window;
 
 use std::sync::Arc;
@@ -78,6 +79,8 @@ impl std::fmt::Debug for ApiKey {
 pub struct ApiState {
     /// The PromQL window, when `api.enabled`.
     pub window: Option<Arc<MetricsWindow>>,
+    /// The SQL history, when `api.sql.enabled`.
+    pub history: Option<Arc<sql::History>>,
     /// Prometheus 2 window bounds (`rules.prometheus_version: 2`).
     pub closed_ranges: bool,
     /// SLAs, health, network, capacity as of the last closed minute.
@@ -129,6 +132,18 @@ pub const ROUTES: &[Route] = &[
             ("end", TIME, true),
             ("step", "seconds or a duration (15s)", true),
         ],
+    },
+    Route {
+        path: "/api/v1/sql",
+        post: true,
+        scope: Some(Scope::Metrics),
+        summary: "SQL (DataFusion) over the last 24 h of rollups, alerts, anomalies, sla and health records; \
+                  `{\"columns\":[{name,type}],\"rows\":[[...]],\"truncated\":bool}`",
+        params: &[(
+            "query",
+            "one SELECT statement (also a form field or a JSON body {\"query\": ...})",
+            true,
+        )],
     },
     Route {
         path: "/api/v1/series",
@@ -288,11 +303,27 @@ impl<S: Send + Sync> FromRequest<S> for Form {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if req.method() == Method::POST && is_form {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if req.method() == Method::POST && (is_form || is_json) {
             let body = axum::body::to_bytes(req.into_body(), 1 << 20)
                 .await
                 .map_err(|e| error(&ApiError::bad_data(format!("request body: {e}"))))?;
-            params.extend(form_urlencoded::parse(&body).into_owned());
+            if is_form {
+                params.extend(form_urlencoded::parse(&body).into_owned());
+            } else {
+                let v: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|e| error(&ApiError::bad_data(format!("request body is not JSON: {e}"))))?;
+                if let Some(m) = v.as_object() {
+                    params.extend(
+                        m.iter()
+                            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))),
+                    );
+                }
+            }
         }
         Ok(Form(params))
     }
@@ -633,6 +664,20 @@ async fn logs(State(s): State<Arc<ApiState>>, Form(p): Form) -> Response {
     }
 }
 
+async fn sql_query(State(s): State<Arc<ApiState>>, Form(p): Form) -> Response {
+    let Some(h) = s.history.clone() else {
+        return error(&ApiError {
+            status: 503,
+            kind: "unavailable",
+            message: "SQL is disabled (api.sql.enabled: false)".into(),
+        });
+    };
+    let Some(q) = get_param(&p, "query").map(String::from) else {
+        return error(&ApiError::bad_data("invalid parameter \"query\": missing"));
+    };
+    reply(h.query(&q).await)
+}
+
 async fn openapi_json() -> Response {
     Json(openapi()).into_response()
 }
@@ -642,6 +687,7 @@ fn handler(path: &str) -> Option<MethodRouter<Arc<ApiState>>> {
     Some(match path {
         "/api/v1/query" => get(query).post(query),
         "/api/v1/query_range" => get(query_range).post(query_range),
+        "/api/v1/sql" => get(sql_query).post(sql_query),
         "/api/v1/series" => get(series).post(series),
         "/api/v1/labels" => get(label_names).post(label_names),
         "/api/v1/label/{name}/values" => get(label_values),

@@ -227,3 +227,162 @@ fn alerts_filter_by_state_and_severity() {
     let v = alerts_body(&a, &params(&[("severity", "critical")]));
     assert_eq!(v["alerts"][0]["state"], "pending");
 }
+
+/// 36 hours of 10-second rollups for two regions and global; value at window k: a = k % 100,
+/// b = 2 (k % 50), global = their sum.
+fn day_of_rollups(history: &sql::History) -> (i64, Vec<(i64, f64, f64)>) {
+    let start = 1_700_000_000_000i64;
+    let windows = 36 * 360;
+    let mut rows = Vec::new();
+    for k in 0..=windows {
+        let t = start + k * 10_000;
+        #[allow(clippy::cast_precision_loss)]
+        let (a, b) = ((k % 100) as f64, 2.0 * (k % 50) as f64);
+        rows.push((t, a, b));
+        let batch: Vec<Sample> = [("a", a), ("b", b), ("global", a + b)]
+            .iter()
+            .map(|(r, v)| {
+                sample(
+                    &[("__name__", "dwcp:latency:p95:10s"), ("region", r), ("job", "dwcp/gw")],
+                    *v,
+                    t,
+                )
+            })
+            .collect();
+        history.rollups(&batch);
+    }
+    (start + windows * 10_000, rows)
+}
+
+#[tokio::test]
+async fn sql_over_a_day_of_rollups() {
+    let history = sql::History::new(86_400_000, 10_000_000, 10_000);
+    let (end, rows) = day_of_rollups(&history);
+    history.trim();
+    // Independently: the rows inside the last 24 hours (both ends included).
+    let kept: Vec<&(i64, f64, f64)> = rows.iter().filter(|(t, _, _)| *t >= end - 86_400_000).collect();
+    assert_eq!(kept.len(), 8641);
+    #[allow(clippy::cast_precision_loss)]
+    let mean = |f: &dyn Fn(&(i64, f64, f64)) -> f64| kept.iter().map(|r| f(r)).sum::<f64>() / kept.len() as f64;
+    let max = |f: &dyn Fn(&(i64, f64, f64)) -> f64| kept.iter().map(|r| f(r)).fold(f64::MIN, f64::max);
+    let v = history
+        .query(
+            "SELECT region, count(*) AS n, avg(value) AS mean, max(value) AS peak, min(time) AS first \
+             FROM rollups WHERE metric = 'dwcp:latency:p95:10s' GROUP BY region ORDER BY region",
+        )
+        .await
+        .expect("query");
+    let first = chrono::DateTime::from_timestamp_millis(end - 86_400_000)
+        .expect("time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(
+        v["data"]["rows"],
+        json!([
+            ["a", 8641, mean(&|r| r.1), max(&|r| r.1), first],
+            ["b", 8641, mean(&|r| r.2), max(&|r| r.2), first],
+            ["global", 8641, mean(&|r| r.1 + r.2), max(&|r| r.1 + r.2), first],
+        ])
+    );
+    assert_eq!(v["data"]["columns"][1], json!({"name": "n", "type": "Int64"}));
+    assert_eq!(v["data"]["truncated"], false);
+    // The other labels are kept as JSON.
+    let v = history
+        .query("SELECT DISTINCT labels FROM rollups")
+        .await
+        .expect("labels");
+    assert_eq!(v["data"]["rows"], json!([["{\"job\":\"dwcp/gw\"}"]]));
+    assert!(
+        history.stats().aged_out > 0,
+        "whole batches older than a day were dropped"
+    );
+}
+
+#[tokio::test]
+async fn sql_refuses_statements_and_bad_queries_and_truncates() {
+    let history = sql::History::new(86_400_000, 10_000_000, 5);
+    day_of_rollups(&history);
+    for q in [
+        "CREATE TABLE x AS SELECT 1",
+        "INSERT INTO rollups SELECT * FROM rollups",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let e = history.query(q).await.expect_err(q);
+        assert_eq!((e.status, e.kind), (400, "bad_data"), "{q}: {}", e.message);
+    }
+    let e = history
+        .query("SELECT nope FROM rollups")
+        .await
+        .expect_err("unknown column");
+    assert!(e.message.contains("nope"), "{}", e.message);
+    let v = history.query("SELECT value FROM rollups").await.expect("rows");
+    assert_eq!(v["data"]["rows"].as_array().map(Vec::len), Some(5));
+    assert_eq!(v["data"]["truncated"], true);
+}
+
+#[tokio::test]
+async fn sql_over_alerts_sla_and_health() {
+    use dwcp_operators::alerts::{fingerprint, AlertState};
+    let history = sql::History::new(86_400_000, 10_000_000, 100);
+    let labels: std::collections::BTreeMap<String, String> = [
+        ("alertname", "HighLatency"),
+        ("region", "us-east-1"),
+        ("severity", "warning"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+    .collect();
+    let t = |state, s: u64| AlertTransition {
+        fingerprint: fingerprint(&labels),
+        state,
+        labels: labels.clone(),
+        annotations: std::collections::BTreeMap::new(),
+        value: 150.0,
+        active_since: Some(1_700_000_000_000_000_000),
+        event_time: s * 1_000_000_000,
+        group: "dwcp".into(),
+        expr: "x".into(),
+    };
+    history.alerts(&[
+        t(AlertState::Pending, 1_700_000_000),
+        t(AlertState::Firing, 1_700_000_300),
+        t(AlertState::Resolved, 1_700_000_900),
+    ]);
+    let v = history
+        .query(
+            "SELECT state, region, severity, CAST(time AS BIGINT) - CAST(active_since AS BIGINT) AS since_ms \
+             FROM alerts WHERE alertname = 'HighLatency' ORDER BY time",
+        )
+        .await
+        .expect("alerts");
+    assert_eq!(
+        v["data"]["rows"],
+        json!([
+            ["pending", "us-east-1", "warning", 0],
+            ["firing", "us-east-1", "warning", 300_000],
+            ["resolved", "us-east-1", "warning", 900_000],
+        ])
+    );
+    let v = history.query("SELECT count(*) FROM sla").await.expect("sla");
+    assert_eq!(v["data"]["rows"], json!([[0]]));
+}
+
+#[test]
+fn the_readme_lists_every_route_and_table() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+    for r in ROUTES {
+        let shown = r.path.replace("{name}", "<name>").replace("{id}", "<id>");
+        assert!(readme.contains(&shown), "README does not list {shown}");
+    }
+    for (table, columns) in sql::TABLES {
+        assert!(
+            readme.contains(&format!("| `{table}` |")),
+            "README does not list table {table}"
+        );
+        for (c, _) in *columns {
+            assert!(
+                readme.contains(&format!("`{c}`")),
+                "README does not list column {table}.{c}"
+            );
+        }
+    }
+}
