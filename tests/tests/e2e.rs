@@ -1066,6 +1066,44 @@ async fn logs_and_traces_reach_the_store_and_mapping_conflicts_are_dead_lettered
     let tid_s = tid.as_str().expect("tid").to_string();
     assert_eq!(q.logs_of_trace(&tid_s).await.expect("q").len(), 2);
 
+    // The same through the worker's monitoring API.
+    let api = format!("http://127.0.0.1:{}", w.port);
+    let (status, v) = api_get(&api, &format!("/api/v1/traces/{migration}"), &[], None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["spans"].as_array().map(Vec::len), Some(5));
+    let ids_of = |v: &serde_json::Value| -> BTreeSet<String> {
+        v["data"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    let (_, v) = api_get(&api, "/api/v1/traces", &[("region", "eu-west-1".into())], None).await;
+    assert_eq!(ids_of(&v), [migration.clone(), slow.clone()].into_iter().collect());
+    let (_, v) = api_get(&api, "/api/v1/traces", &[("error", "true".into())], None).await;
+    assert_eq!(ids_of(&v), [error.clone()].into_iter().collect());
+    let (_, v) = api_get(
+        &api,
+        "/api/v1/traces",
+        &[("start", "2026-11-24T00:00:00Z".into()), ("end", "1795564800".into())],
+        None,
+    )
+    .await;
+    assert_eq!(ids_of(&v).len(), 3, "{v}");
+    let (_, v) = api_get(
+        &api,
+        "/api/v1/logs",
+        &[("min_severity", "17".into()), ("region", "us-east-1".into())],
+        None,
+    )
+    .await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(1), "{v}");
+    let (_, v) = api_get(&api, &format!("/api/v1/traces/{tid_s}/logs"), &[], None).await;
+    assert_eq!(v["data"].as_array().map(Vec::len), Some(2), "{v}");
+    let (status, v) = api_get(&api, "/api/v1/traces/0123456789abcdef0123456789abcdef", &[], None).await;
+    assert_eq!((status, v["errorType"].as_str()), (404, Some("not_found")));
+    let (status, _) = api_get(&api, "/api/v1/traces", &[("error", "maybe".into())], None).await;
+    assert_eq!(status, 400);
+
     let dead = consume_all(&brokers, &dlq, 1, Duration::from_secs(30));
     assert_eq!(dead.len(), 1);
     let reason = dead[0]
