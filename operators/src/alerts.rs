@@ -85,6 +85,14 @@ pub fn fingerprint(labels: &BTreeMap<String, String>) -> u64 {
     h
 }
 
+/// A label set from `(name, value)` pairs.
+pub fn label_set(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,14 +100,8 @@ mod tests {
     #[test]
     fn fingerprint_of_the_empty_set_is_the_fnv_offset_and_order_does_not_matter() {
         assert_eq!(fingerprint(&BTreeMap::new()), 14_695_981_039_346_656_037);
-        let a: BTreeMap<String, String> = [("b", "2"), ("a", "1")]
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect();
-        let b: BTreeMap<String, String> = [("a", "1"), ("b", "2")]
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect();
+        let a: BTreeMap<String, String> = label_set(&[("b", "2"), ("a", "1")]);
+        let b: BTreeMap<String, String> = label_set(&[("a", "1"), ("b", "2")]);
         assert_eq!(fingerprint(&a), fingerprint(&b));
         // The separator keeps {a="b1"} and {ab="1"} apart.
         let c: BTreeMap<String, String> = [("a".to_string(), "b1".to_string())].into();

@@ -70,8 +70,16 @@ fn resource(region: &str, service: &str) -> pr::Resource {
     }
 }
 
-/// A cumulative monotonic sum.
-fn counter(name: &str, unit: &str, attrs: &[pc::KeyValue], value: u64, start: u64, now: u64) -> pm::Metric {
+/// A cumulative sum: monotonic (a counter) or not (an up-down counter, a gauge in Prometheus).
+fn sum(
+    name: &str,
+    unit: &str,
+    attrs: &[pc::KeyValue],
+    value: i64,
+    monotonic: bool,
+    start: u64,
+    now: u64,
+) -> pm::Metric {
     pm::Metric {
         name: name.into(),
         unit: unit.into(),
@@ -80,16 +88,32 @@ fn counter(name: &str, unit: &str, attrs: &[pc::KeyValue], value: u64, start: u6
                 attributes: attrs.to_vec(),
                 start_time_unix_nano: start,
                 time_unix_nano: now,
-                value: Some(pm::number_data_point::Value::AsInt(
-                    i64::try_from(value).unwrap_or(i64::MAX),
-                )),
+                value: Some(pm::number_data_point::Value::AsInt(value)),
                 ..Default::default()
             }],
             aggregation_temporality: 2,
-            is_monotonic: true,
+            is_monotonic: monotonic,
         })),
         ..Default::default()
     }
+}
+
+/// A cumulative monotonic sum.
+fn counter(name: &str, unit: &str, attrs: &[pc::KeyValue], value: u64, start: u64, now: u64) -> pm::Metric {
+    sum(
+        name,
+        unit,
+        attrs,
+        i64::try_from(value).unwrap_or(i64::MAX),
+        true,
+        start,
+        now,
+    )
+}
+
+/// A cumulative non-monotonic sum (an up-down counter): a gauge in Prometheus.
+fn updown(name: &str, unit: &str, attrs: &[pc::KeyValue], value: i64, start: u64, now: u64) -> pm::Metric {
+    sum(name, unit, attrs, value, false, start, now)
 }
 
 /// A gauge.
@@ -143,26 +167,6 @@ struct Agent {
 const MESSAGE_TYPES: [&str; 5] = ["heartbeat", "replicate", "snapshot", "consensus_vote", "ack"];
 const PROTOCOL_ERRORS: [&str; 3] = ["checksum", "timeout", "version_mismatch"];
 const BACKENDS: [&str; 3] = ["gw-0", "gw-1", "gw-2"];
-
-/// A cumulative non-monotonic sum (an up-down counter): a gauge in Prometheus.
-fn updown(name: &str, unit: &str, attrs: &[pc::KeyValue], value: i64, start: u64, now: u64) -> pm::Metric {
-    pm::Metric {
-        name: name.into(),
-        unit: unit.into(),
-        data: Some(pm::metric::Data::Sum(pm::Sum {
-            data_points: vec![pm::NumberDataPoint {
-                attributes: attrs.to_vec(),
-                start_time_unix_nano: start,
-                time_unix_nano: now,
-                value: Some(pm::number_data_point::Value::AsInt(value)),
-                ..Default::default()
-            }],
-            aggregation_temporality: 2,
-            is_monotonic: false,
-        })),
-        ..Default::default()
-    }
-}
 
 const BOUNDS: [f64; 8] = [5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 
@@ -378,23 +382,7 @@ impl Agent {
                         ..Default::default()
                     }),
                     metrics: vec![
-                        pm::Metric {
-                            name: "dwcp.requests".into(),
-                            unit: "{request}".into(),
-                            data: Some(pm::metric::Data::Sum(pm::Sum {
-                                data_points: vec![pm::NumberDataPoint {
-                                    attributes: attrs.clone(),
-                                    start_time_unix_nano: self.start,
-                                    time_unix_nano: now,
-                                    #[allow(clippy::cast_possible_wrap)]
-                                    value: Some(pm::number_data_point::Value::AsInt(self.requests as i64)),
-                                    ..Default::default()
-                                }],
-                                aggregation_temporality: 2,
-                                is_monotonic: true,
-                            })),
-                            ..Default::default()
-                        },
+                        counter("dwcp.requests", "{request}", &attrs, self.requests, self.start, now),
                         counter("dwcp.errors", "{request}", &attrs, self.errors, self.start, now),
                         counter(
                             "dwcp.network.packets.sent",

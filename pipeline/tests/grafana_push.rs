@@ -164,14 +164,11 @@ async fn alerts_become_region_annotations_and_episodes_one_each() {
     let client = GrafanaClient::new(&url, Some(TOKEN.into()), Duration::from_secs(5)).expect("client");
     let results = prometheus_client::metrics::family::Family::default();
     let (annotator, task) = Annotator::start(client, results);
-    let labels: BTreeMap<String, String> = [
+    let labels: BTreeMap<String, String> = dwcp_operators::alerts::label_set(&[
         ("alertname", "HighLatency"),
         ("region", "us-east-1"),
         ("severity", "warning"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-    .collect();
+    ]);
     let alert = |state, t: u64| AlertTransition {
         fingerprint: fingerprint(&labels),
         state,
@@ -220,14 +217,11 @@ async fn alerts_become_region_annotations_and_episodes_one_each() {
 fn anomaly() -> dwcp_operators::anomaly::operator::AnomalyRecord {
     use dwcp_operators::anomaly::{Baseline, Episode};
     dwcp_operators::anomaly::operator::AnomalyRecord {
-        labels: [
+        labels: dwcp_operators::alerts::label_set(&[
             ("__name__", "dwcp_network_rtt_milliseconds"),
             ("region", "eu-west-1"),
             ("peer_region", "us-west-1"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-        .collect(),
+        ]),
         episode: Episode {
             start: 1_700_000_100_000_000_000,
             end: 1_700_000_160_000_000_000,

@@ -346,6 +346,32 @@ fn fixture_time_secs(file: &str) -> f64 {
     newest as f64 / 1e9
 }
 
+/// Produces the cumulative metric fixtures to a new topic `<id>.otlp_metrics` (with `<id>.dlq`):
+/// the topic, the manifest's entries of those files, and the newest fixture time (s).
+async fn produce_metric_fixtures<'m>(
+    brokers: &str,
+    id: &str,
+    m: &'m serde_json::Value,
+) -> (String, Vec<&'m serde_json::Value>, f64) {
+    let topic = format!("{id}.otlp_metrics");
+    create_topics(brokers, &[&topic, &format!("{id}.dlq")], 3).await;
+    let files: Vec<&serde_json::Value> = m["metrics"]["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter(|f| f["temporality"] == "cumulative")
+        .collect();
+    let p = producer(brokers);
+    let mut t = 0.0f64;
+    for f in &files {
+        let name = f["file"].as_str().expect("file");
+        t = t.max(fixture_time_secs(name));
+        let pb = std::fs::read(fixtures_dir().join(format!("{name}.pb"))).expect("pb");
+        produce(&p, &topic, Some(name.as_bytes()), &pb, None, None).await;
+    }
+    (topic, files, t)
+}
+
 /// The cumulative metric fixtures of three regions through the whole path (Kafka, decode,
 /// conversion, aggregation, remote-write) into a real Prometheus and a real VictoriaMetrics,
 /// queried back over their HTTP APIs: every series and value as the manifest implies, and the
@@ -360,22 +386,7 @@ async fn metric_fixtures_reach_prometheus_and_victoriametrics_with_exact_values(
     };
     let m = manifest();
     let id = unique("prom");
-    let topic = format!("{id}.otlp_metrics");
-    create_topics(&brokers, &[&topic, &format!("{id}.dlq")], 3).await;
-    let files: Vec<&serde_json::Value> = m["metrics"]["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .filter(|f| f["temporality"] == "cumulative")
-        .collect();
-    let p = producer(&brokers);
-    let mut t = 0.0f64;
-    for f in &files {
-        let name = f["file"].as_str().expect("file");
-        t = t.max(fixture_time_secs(name));
-        let pb = std::fs::read(fixtures_dir().join(format!("{name}.pb"))).expect("pb");
-        produce(&p, &topic, Some(name.as_bytes()), &pb, None, None).await;
-    }
+    let (topic, files, t) = produce_metric_fixtures(&brokers, &id, &m).await;
     let work = tempfile::tempdir().expect("tempdir");
     let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
     let yaml = format!(
@@ -1795,19 +1806,7 @@ async fn the_api_answers_promql_as_prometheus_does() {
     let Some(brokers) = kafka() else { return };
     let m = manifest();
     let id = unique("api");
-    let topic = format!("{id}.otlp_metrics");
-    create_topics(&brokers, &[&topic, &format!("{id}.dlq")], 3).await;
-    let p = producer(&brokers);
-    let mut t = 0.0f64;
-    for f in m["metrics"]["files"].as_array().expect("files") {
-        if f["temporality"] != "cumulative" {
-            continue;
-        }
-        let name = f["file"].as_str().expect("file");
-        t = t.max(fixture_time_secs(name));
-        let pb = std::fs::read(fixtures_dir().join(format!("{name}.pb"))).expect("pb");
-        produce(&p, &topic, Some(name.as_bytes()), &pb, None, None).await;
-    }
+    let (topic, _, t) = produce_metric_fixtures(&brokers, &id, &m).await;
     let work = tempfile::tempdir().expect("tempdir");
     let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
     let (metrics_key, traces_key) = ("k-metrics-5b1f0c2e9a", "k-traces-77d0e1a4c3");

@@ -555,7 +555,7 @@ impl History {
             .collect();
         let mut rows = Vec::new();
         for b in &batches {
-            let cols: Vec<Vec<Value>> = b.columns().iter().map(|c| column_json(c)).collect();
+            let cols: Vec<Vec<Value>> = b.columns().iter().map(column_json).collect();
             for r in 0..b.num_rows() {
                 rows.push(Value::Array(cols.iter().map(|c| c[r].clone()).collect()));
             }

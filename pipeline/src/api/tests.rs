@@ -199,10 +199,8 @@ fn every_route_has_a_handler_and_is_in_the_document() {
 fn alerts_filter_by_state_and_severity() {
     use dwcp_operators::alerts::{fingerprint, AlertState};
     let mk = |name: &str, severity: &str, state: AlertState| {
-        let labels: std::collections::BTreeMap<String, String> = [("alertname", name), ("severity", severity)]
-            .iter()
-            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-            .collect();
+        let labels: std::collections::BTreeMap<String, String> =
+            dwcp_operators::alerts::label_set(&[("alertname", name), ("severity", severity)]);
         AlertTransition {
             fingerprint: fingerprint(&labels),
             state,
@@ -323,14 +321,11 @@ async fn sql_refuses_statements_and_bad_queries_and_truncates() {
 async fn sql_over_alerts_sla_and_health() {
     use dwcp_operators::alerts::{fingerprint, AlertState};
     let history = sql::History::new(86_400_000, 10_000_000, 100);
-    let labels: std::collections::BTreeMap<String, String> = [
+    let labels: std::collections::BTreeMap<String, String> = dwcp_operators::alerts::label_set(&[
         ("alertname", "HighLatency"),
         ("region", "us-east-1"),
         ("severity", "warning"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-    .collect();
+    ]);
     let t = |state, s: u64| AlertTransition {
         fingerprint: fingerprint(&labels),
         state,

@@ -123,14 +123,11 @@ fn the_committed_files_are_the_generated_ones() {
 #[test]
 fn annotation_bodies() {
     use dwcp_operators::alerts::{fingerprint, AlertState, AlertTransition};
-    let labels: BTreeMap<String, String> = [
+    let labels: BTreeMap<String, String> = dwcp_operators::alerts::label_set(&[
         ("alertname", "HighLatency"),
         ("region", "us-east-1"),
         ("severity", "warning"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
-    .collect();
+    ]);
     let a = AlertTransition {
         fingerprint: fingerprint(&labels),
         state: AlertState::Firing,
