@@ -34,6 +34,13 @@ fn offset_ms(o: Option<&Offset>) -> i64 {
     }
 }
 
+/// The series a selector selected, and where in each the last evaluation found its samples
+/// (range steps move forward, so the next search starts there).
+struct Selection {
+    series: Vec<usize>,
+    cursors: std::cell::RefCell<Vec<usize>>,
+}
+
 /// The evaluator over a set of series.
 pub struct Engine<'a> {
     series: &'a [Series],
@@ -54,7 +61,7 @@ pub struct Engine<'a> {
     postings: Option<&'a HashMap<(String, String), Vec<usize>>>,
     /// What each selector selected, by its text: the steps of a range query select the same
     /// series.
-    selected: std::cell::RefCell<HashMap<String, std::rc::Rc<[usize]>>>,
+    selected: std::cell::RefCell<HashMap<String, std::rc::Rc<Selection>>>,
 }
 
 impl<'a> Engine<'a> {
@@ -161,7 +168,7 @@ impl<'a> Engine<'a> {
     }
 
     /// The series a selector's matchers select, computed once per selector and engine.
-    fn select(&self, vs: &VectorSelector) -> std::rc::Rc<[usize]> {
+    fn select(&self, vs: &VectorSelector) -> std::rc::Rc<Selection> {
         let key = vs.to_string();
         if let Some(hit) = self.selected.borrow().get(&key) {
             return hit.clone();
@@ -186,7 +193,7 @@ impl<'a> Engine<'a> {
             }
         }
         let series = self.series;
-        let found: std::rc::Rc<[usize]> = match best {
+        let found: Vec<usize> = match best {
             Some(list) => list
                 .iter()
                 .copied()
@@ -196,6 +203,10 @@ impl<'a> Engine<'a> {
                 .filter(|i| matches(&vs.matchers, &series[*i].labels))
                 .collect(),
         };
+        let found = std::rc::Rc::new(Selection {
+            cursors: std::cell::RefCell::new(vec![usize::MAX; found.len()]),
+            series: found,
+        });
         self.selected.borrow_mut().insert(key, found.clone());
         found
     }
@@ -209,9 +220,12 @@ impl<'a> Engine<'a> {
     pub(crate) fn instant_selector(&self, vs: &VectorSelector, t: i64) -> Vec<(Element, i64)> {
         let rt = self.ref_time(vs, t);
         let mut out = Vec::new();
-        for &i in self.select(vs).iter() {
+        let sel = self.select(vs);
+        let mut cursors = sel.cursors.borrow_mut();
+        for (&i, cursor) in sel.series.iter().zip(cursors.iter_mut()) {
             let s = &self.series[i];
-            let idx = upto(&s.samples, rt);
+            let idx = upto_from(&s.samples, rt, *cursor);
+            *cursor = idx;
             if idx == 0 {
                 continue;
             }
@@ -233,9 +247,12 @@ impl<'a> Engine<'a> {
     pub(crate) fn matrix_selector(&self, vs: &VectorSelector, range_ms: i64, t: i64) -> Vec<Series> {
         let rt = self.ref_time(vs, t);
         let mut out = Vec::new();
-        for &i in self.select(vs).iter() {
+        let sel = self.select(vs);
+        let mut cursors = sel.cursors.borrow_mut();
+        for (&i, cursor) in sel.series.iter().zip(cursors.iter_mut()) {
             let s = &self.series[i];
-            let hi = upto(&s.samples, rt);
+            let hi = upto_from(&s.samples, rt, *cursor);
+            *cursor = hi;
             // The window's samples are copied below anyway: walking back to its start costs no
             // more than that, and less than a second search over the whole series.
             let inside = |ts: i64| {
@@ -383,6 +400,32 @@ pub(crate) fn upto(samples: &[(i64, f64)], t: i64) -> usize {
         step *= 2;
     }
     0
+}
+
+/// As [`upto`], starting from `hint`, the answer for an earlier time (`usize::MAX`: none):
+/// a galloping search forward from there when time moved forward, as range steps do.
+pub(crate) fn upto_from(samples: &[(i64, f64)], t: i64, hint: usize) -> usize {
+    let n = samples.len();
+    if hint > n {
+        return upto(samples, t);
+    }
+    if hint > 0 && samples[hint - 1].0 > t {
+        return upto(&samples[..hint - 1], t);
+    }
+    // Invariant: samples[..lo] are all at or before t.
+    let mut lo = hint;
+    let mut step = 1;
+    loop {
+        let probe = lo + step - 1;
+        if probe >= n {
+            return lo + samples[lo..].partition_point(|(ts, _)| *ts <= t);
+        }
+        if samples[probe].0 > t {
+            return lo + samples[lo..probe].partition_point(|(ts, _)| *ts <= t);
+        }
+        lo = probe + 1;
+        step *= 2;
+    }
 }
 
 /// Whether a label set matches a selector's matchers (a missing label matches as "").

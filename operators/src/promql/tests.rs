@@ -57,11 +57,11 @@ fn galloping_search_agrees_with_partition_point() {
     for n in 0..40usize {
         let samples: Vec<(i64, f64)> = (0..n).map(|i| (i64::try_from(i).unwrap_or(0) * 10, 0.0)).collect();
         for t in -5..(i64::try_from(n).unwrap_or(0) * 10 + 5) {
-            assert_eq!(
-                super::eval::upto(&samples, t),
-                samples.partition_point(|(ts, _)| *ts <= t),
-                "n={n} t={t}"
-            );
+            let want = samples.partition_point(|(ts, _)| *ts <= t);
+            assert_eq!(super::eval::upto(&samples, t), want, "n={n} t={t}");
+            for hint in (0..=n).chain([usize::MAX]) {
+                assert_eq!(super::eval::upto_from(&samples, t, hint), want, "n={n} t={t} hint={hint}");
+            }
         }
     }
 }
