@@ -199,9 +199,9 @@ fn run_case(series: &[Series], c: &Case) -> Result<(), String> {
             for (i, (labels, vals)) in want.iter().enumerate() {
                 let w = vals.first().copied().flatten().unwrap_or(f64::NAN);
                 let found = if c.ordered {
-                    v.get(i).filter(|e| e.labels == *labels)
+                    v.get(i).filter(|e| *e.labels == *labels)
                 } else {
-                    v.iter().find(|e| e.labels == *labels)
+                    v.iter().find(|e| *e.labels == *labels)
                 };
                 match found {
                     Some(e) if floats_equal(e.value, w) => {}
@@ -236,7 +236,7 @@ fn run_case(series: &[Series], c: &Case) -> Result<(), String> {
                 return Err(format!("{} series, want {}: got {m:?}", m.len(), nonempty.len()));
             }
             for (labels, vals) in nonempty {
-                let Some(s) = m.iter().find(|s| s.labels == *labels) else {
+                let Some(s) = m.iter().find(|s| *s.labels == *labels) else {
                     return Err(format!("{labels:?} missing: got {m:?}"));
                 };
                 let want_points: Vec<(i64, f64)> = if c.range_vector.is_some() || c.range.is_some() {
@@ -488,7 +488,7 @@ fn run_file(path: &Path) -> FileResult {
                 let data: Vec<Series> = series
                     .iter()
                     .map(|(l, s)| Series {
-                        labels: l.clone(),
+                        labels: l.clone().into(),
                         samples: s.clone(),
                     })
                     .collect();

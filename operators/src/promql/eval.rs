@@ -126,7 +126,7 @@ impl<'a> Engine<'a> {
     /// of a query): range queries and subqueries.
     fn eval_steps(&mut self, e: &Expr, steps: impl Iterator<Item = i64>, what: &str) -> Result<Vec<Series>, EvalError> {
         let mut out: Vec<Series> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: HashMap<std::sync::Arc<Labels>, usize> = HashMap::new();
         for t in steps {
             let elems = match self.eval(e, t)? {
                 Value::Scalar(x) => vec![Element::new(Labels::new(), x)],
@@ -441,9 +441,10 @@ pub(crate) fn finalize(mut v: Vec<Element>) -> Result<Vec<Element>, EvalError> {
     let mut any = false;
     for el in &mut v {
         if el.drop_name {
-            el.labels.remove(NAME);
-            el.labels.remove("__type__");
-            el.labels.remove("__unit__");
+            let l = std::sync::Arc::make_mut(&mut el.labels);
+            l.remove(NAME);
+            l.remove("__type__");
+            l.remove("__unit__");
             el.drop_name = false;
             any = true;
         }
@@ -616,7 +617,7 @@ fn vector_vector(
         } else if !keep {
             continue;
         }
-        let mut labels = m.labels.clone();
+        let mut labels: Labels = (*m.labels).clone();
         let drop_name = m.drop_name || !comparison || return_bool;
         if one_to_one {
             match matching {
@@ -639,7 +640,7 @@ fn vector_vector(
             return Err("multiple matches for labels: grouping labels must ensure unique matches".into());
         }
         out.push(Element {
-            labels,
+            labels: labels.into(),
             value,
             drop_name,
         });
@@ -912,7 +913,7 @@ fn aggregate(
             other => return Err(format!("unsupported aggregation {other}")),
         };
         out.push(Element {
-            labels: g,
+            labels: g.into(),
             value,
             drop_name,
         });

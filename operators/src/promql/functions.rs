@@ -544,7 +544,7 @@ pub(crate) fn call(engine: &mut Engine<'_>, c: &Call, t: i64) -> Result<Value, E
                 let Some(le_text) = el.labels.get("le") else { continue };
                 let Some(le) = parse_le(le_text) else { continue };
                 let le_text = le_text.clone();
-                let mut l = el.labels.clone();
+                let mut l: Labels = (*el.labels).clone();
                 l.remove("le");
                 l.remove(NAME);
                 // Two series of one group with the same `le` differ only by name.
@@ -575,10 +575,11 @@ pub(crate) fn call(engine: &mut Engine<'_>, c: &Call, t: i64) -> Result<Value, E
 /// Sets (or, when empty, removes) a label, as label_replace and label_join do; setting
 /// `__name__` keeps the name at the end of the query.
 fn set_label(el: &mut Element, dst: &str, value: String) {
+    let labels = std::sync::Arc::make_mut(&mut el.labels);
     if value.is_empty() {
-        el.labels.remove(dst);
+        labels.remove(dst);
     } else {
-        el.labels.insert(dst.to_string(), value);
+        labels.insert(dst.to_string(), value);
     }
     if dst == NAME {
         el.drop_name = false;

@@ -16,6 +16,7 @@ mod eval;
 mod functions;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use eval::{valid_label_name, Engine, EvalError};
 
@@ -96,8 +97,8 @@ pub const SUPPORTED_AGGREGATIONS: &[&str] = &[
 /// One series of samples, timestamps in ms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    /// Labels.
-    pub labels: Labels,
+    /// Labels, shared: selecting a series for a step clones a pointer, not the set.
+    pub labels: Arc<Labels>,
     /// `(timestamp ms, value)`, in time order; a stale marker is [`crate::prom::stale_nan`].
     pub samples: Vec<(i64, f64)>,
 }
@@ -105,8 +106,8 @@ pub struct Series {
 /// An element of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Element {
-    /// Labels.
-    pub labels: Labels,
+    /// Labels, shared with the series they came from until changed ([`Arc::make_mut`]).
+    pub labels: Arc<Labels>,
     /// Value.
     pub value: f64,
     /// `__name__` is removed when the query's result is complete (delayed name removal, as
@@ -116,9 +117,9 @@ pub struct Element {
 
 impl Element {
     /// An element that keeps its name.
-    pub fn new(labels: Labels, value: f64) -> Self {
+    pub fn new(labels: impl Into<Arc<Labels>>, value: f64) -> Self {
         Element {
-            labels,
+            labels: labels.into(),
             value,
             drop_name: false,
         }

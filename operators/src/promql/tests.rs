@@ -7,7 +7,7 @@ fn series(name: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> Series
         .collect();
     l.insert("__name__".into(), name.into());
     Series {
-        labels: l,
+        labels: l.into(),
         samples: samples.to_vec(),
     }
 }

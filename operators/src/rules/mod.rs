@@ -413,7 +413,7 @@ impl SeriesStore {
                     }
                 }
                 self.series.push(Series {
-                    labels: l,
+                    labels: l.into(),
                     samples: Vec::new(),
                 });
                 self.index.insert(hash, i);
@@ -454,7 +454,7 @@ impl SeriesStore {
         self.by_name.clear();
         self.postings.clear();
         for (i, s) in self.series.iter().enumerate() {
-            for (k, v) in &s.labels {
+            for (k, v) in s.labels.iter() {
                 if k != "__name__" {
                     self.postings.entry((k.clone(), v.clone())).or_default().push(i);
                 }
@@ -678,7 +678,7 @@ impl RuleEngine {
                 let mut seen = std::collections::HashSet::new();
                 let mut recorded = Vec::new();
                 for el in elems {
-                    let mut labels = el.labels;
+                    let mut labels = std::sync::Arc::unwrap_or_clone(el.labels);
                     labels.insert("__name__".into(), r.name.clone());
                     for (k, tpl) in &r.labels {
                         labels.insert(k.clone(), tpl.render(&BTreeMap::new(), el.value));
@@ -708,7 +708,7 @@ impl RuleEngine {
         let active = &mut self.active[gi][ri];
         let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
         for el in elems {
-            let mut labels = el.labels.clone();
+            let mut labels: Labels = (*el.labels).clone();
             labels.remove("__name__");
             // Templates see the expression's labels.
             let base = labels.clone();

@@ -247,7 +247,7 @@ fn selected<'a>(store: &'a SeriesStore, p: &Params, need_match: bool) -> Result<
 /// # Errors
 /// No or an invalid `match[]`, invalid times.
 pub fn series(store: &SeriesStore, p: &Params) -> Result<serde_json::Value, ApiError> {
-    let mut sets: Vec<&Labels> = selected(store, p, true)?.into_iter().map(|s| &s.labels).collect();
+    let mut sets: Vec<&Labels> = selected(store, p, true)?.into_iter().map(|s| &*s.labels).collect();
     sets.sort();
     Ok(success(json!(sets.into_iter().map(metric).collect::<Vec<_>>())))
 }
