@@ -230,6 +230,16 @@ fn promql() {
             ]),
         ),
         (
+            "range",
+            "sum(rate({__name__=~\"m_.*\"}[5m])) 24 h step 5 m — all 100,000 series × 289 steps",
+            params(&[
+                ("query", "sum(rate({__name__=~\"m_.*\"}[5m]))".into()),
+                ("start", day_ago.clone()),
+                ("end", at.clone()),
+                ("step", "300".into()),
+            ]),
+        ),
+        (
             "series",
             "match[]=m_7{region=\"r3\"}",
             params(&[("match[]", "m_7{region=\"r3\"}".into())]),

@@ -260,7 +260,10 @@ pub fn run_file(path: &Path, prometheus2: bool) -> Result<Vec<String>, String> {
                     };
                     let result = engine.store().engine(prometheus2).instant(&expr, t);
                     let got: Vec<(BTreeMap<String, String>, f64)> = match result {
-                        Ok(Value::Vector(v)) => v.into_iter().map(|el| (std::sync::Arc::unwrap_or_clone(el.labels), el.value)).collect(),
+                        Ok(Value::Vector(v)) => v
+                            .into_iter()
+                            .map(|el| (std::sync::Arc::unwrap_or_clone(el.labels), el.value))
+                            .collect(),
                         Ok(Value::Scalar(x)) => vec![(BTreeMap::new(), x)],
                         Ok(_) => Vec::new(),
                         Err(err) => {
