@@ -134,7 +134,9 @@ pub async fn run(
             .sinks
             .elasticsearch
             .as_ref()
-            .map(|c| EsQuery::new(&c.url, &c.logs_index_prefix, &c.spans_index_prefix)),
+            .map(EsQuery::from_config)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("{}: sinks.elasticsearch: {e}", config.file.display()))?,
         keys: config.api_keys.clone(),
         telemetry: telemetry.clone(),
     });

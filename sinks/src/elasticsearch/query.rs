@@ -127,6 +127,19 @@ impl EsQuery {
         }
     }
 
+    /// A query client for a sink's configuration: its URL, index prefixes, auth and CA.
+    ///
+    /// # Errors
+    /// As [`super::service::http_client`].
+    pub fn from_config(config: &super::EsConfig) -> Result<Self, String> {
+        Ok(EsQuery {
+            client: super::service::http_client(config)?,
+            url: config.url.trim_end_matches('/').into(),
+            logs: format!("{}-*", config.logs_index_prefix),
+            spans: format!("{}-*", config.spans_index_prefix),
+        })
+    }
+
     async fn search(&self, index: &str, body: &Value) -> Result<Vec<Value>, String> {
         let r = self
             .client

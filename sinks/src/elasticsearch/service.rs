@@ -27,6 +27,41 @@ pub struct BulkOutcome {
     pub items: Vec<ItemResult>,
 }
 
+/// An HTTP client with the store's auth header, timeout and CA certificates (the sink's and the
+/// monitoring API's queries share it).
+///
+/// # Errors
+/// When the CA file cannot be read, a credential is not a valid header, or the client cannot be
+/// built.
+pub fn http_client(config: &EsConfig) -> Result<reqwest::Client, String> {
+    let mut headers = HeaderMap::new();
+    match &config.auth {
+        Some(EsAuth::ApiKey { key }) => {
+            let v = HeaderValue::from_str(&format!("ApiKey {key}")).map_err(|e| format!("auth.api_key: {e}"))?;
+            headers.insert(AUTHORIZATION, v);
+        }
+        Some(EsAuth::Basic { username, password }) => {
+            use base64::Engine as _;
+            let enc = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            let v = HeaderValue::from_str(&format!("Basic {enc}")).map_err(|e| format!("auth.basic: {e}"))?;
+            headers.insert(AUTHORIZATION, v);
+        }
+        None => {}
+    }
+    let mut b = reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_millis(config.timeout_ms));
+    if let Some(ca) = config.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+        let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+        for cert in
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
 /// The HTTP client.
 #[derive(Debug, Clone)]
 pub struct EsService {
@@ -41,33 +76,8 @@ impl EsService {
     /// # Errors
     /// When the CA file cannot be read or the client cannot be built.
     pub fn new(config: &EsConfig) -> Result<Self, String> {
-        let mut headers = HeaderMap::new();
-        match &config.auth {
-            Some(EsAuth::ApiKey { key }) => {
-                let v = HeaderValue::from_str(&format!("ApiKey {key}")).map_err(|e| format!("auth.api_key: {e}"))?;
-                headers.insert(AUTHORIZATION, v);
-            }
-            Some(EsAuth::Basic { username, password }) => {
-                use base64::Engine as _;
-                let enc = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
-                let v = HeaderValue::from_str(&format!("Basic {enc}")).map_err(|e| format!("auth.basic: {e}"))?;
-                headers.insert(AUTHORIZATION, v);
-            }
-            None => {}
-        }
-        let mut b = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(Duration::from_millis(config.timeout_ms));
-        if let Some(ca) = config.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
-            let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
-            for cert in
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?
-            {
-                b = b.add_root_certificate(cert);
-            }
-        }
         Ok(EsService {
-            client: b.build().map_err(|e| e.to_string())?,
+            client: http_client(config)?,
             url: config.url.trim_end_matches('/').into(),
             gzip: config.gzip,
         })

@@ -291,3 +291,44 @@ async fn templates_fall_back_to_the_legacy_api_of_elasticsearch_7_before_7_8() {
     );
     assert_eq!(seen[1].1["mappings"]["properties"]["traceID"]["type"], "keyword");
 }
+
+#[tokio::test]
+async fn queries_carry_the_sinks_credentials_and_index_patterns() {
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let s2 = seen.clone();
+    let app = Router::new().route(
+        "/{index}/_search",
+        post(
+            move |axum::extract::Path(index): axum::extract::Path<String>, headers: axum::http::HeaderMap| {
+                let s2 = s2.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    s2.lock().expect("lock").push((index, auth));
+                    axum::Json(serde_json::json!({"hits": {"hits": [{"_source": {"traceID": "abc"}}]}}))
+                }
+            },
+        ),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(l, app).await.expect("serve") });
+    let cfg = EsConfig {
+        auth: Some(EsAuth::ApiKey { key: "aWQ6a2V5".into() }),
+        logs_index_prefix: "dwcp-logs".into(),
+        ..EsConfig::new(&url)
+    };
+    let q = crate::elasticsearch::EsQuery::from_config(&cfg).expect("client");
+    assert_eq!(q.trace("abc").await.expect("trace").len(), 1);
+    assert_eq!(q.logs_of_trace("abc").await.expect("logs").len(), 1);
+    assert_eq!(
+        seen.lock().expect("lock").clone(),
+        [
+            ("jaeger-span-*".to_string(), "ApiKey aWQ6a2V5".to_string()),
+            ("dwcp-logs-*".to_string(), "ApiKey aWQ6a2V5".to_string()),
+        ]
+    );
+}
