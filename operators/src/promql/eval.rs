@@ -118,7 +118,8 @@ impl<'a> Engine<'a> {
     pub fn range(&mut self, e: &Expr, start: i64, end: i64, step: i64) -> Result<Vec<Series>, EvalError> {
         self.start = start;
         self.end = end;
-        let steps = std::iter::successors(Some(start), |t| (step > 0).then(|| t + step)).take_while(|t| *t <= end);
+        let steps = std::iter::successors(Some(start), |t| if step > 0 { t.checked_add(step) } else { None })
+            .take_while(|t| *t <= end);
         self.eval_steps(e, steps, "range queries")
     }
 
@@ -202,7 +203,9 @@ impl<'a> Engine<'a> {
 
     /// Reference time of a selector evaluated at `t`.
     fn ref_time(&self, vs: &VectorSelector, t: i64) -> i64 {
-        self.at_ms(vs.at.as_ref()).unwrap_or(t) - offset_ms(vs.offset.as_ref())
+        self.at_ms(vs.at.as_ref())
+            .unwrap_or(t)
+            .saturating_sub(offset_ms(vs.offset.as_ref()))
     }
 
     /// Instant vector of a selector at `t`, with each sample's own timestamp.
@@ -240,9 +243,9 @@ impl<'a> Engine<'a> {
             // more than that, and less than a second search over the whole series.
             let inside = |ts: i64| {
                 if self.closed_ranges {
-                    ts >= rt - range_ms
+                    ts >= rt.saturating_sub(range_ms)
                 } else {
-                    ts > rt - range_ms
+                    ts > rt.saturating_sub(range_ms)
                 }
             };
             let lo = hi - s.samples[..hi].iter().rev().take_while(|(ts, _)| inside(*ts)).count();
@@ -265,14 +268,17 @@ impl<'a> Engine<'a> {
     /// A subquery's matrix at `t`.
     pub(crate) fn subquery(&mut self, sq: &SubqueryExpr, t: i64) -> Result<Vec<Series>, EvalError> {
         let step = sq.step.as_ref().map_or(self.default_subquery_step_ms, dur_ms).max(1);
-        let rt = self.at_ms(sq.at.as_ref()).unwrap_or(t) - offset_ms(sq.offset.as_ref());
+        let rt = self
+            .at_ms(sq.at.as_ref())
+            .unwrap_or(t)
+            .saturating_sub(offset_ms(sq.offset.as_ref()));
         let range = dur_ms(&sq.range);
-        let mint = rt - range;
+        let mint = rt.saturating_sub(range);
         let mut ts = mint.div_euclid(step) * step;
         if ts < mint || (ts == mint && !self.closed_ranges) {
             ts += step;
         }
-        let steps = std::iter::successors(Some(ts), |t| Some(t + step)).take_while(|t| *t <= rt);
+        let steps = std::iter::successors(Some(ts), |t| t.checked_add(step)).take_while(|t| *t <= rt);
         self.eval_steps(&sq.expr, steps, "subqueries")
     }
 

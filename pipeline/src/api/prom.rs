@@ -57,17 +57,25 @@ pub fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
             "invalid parameter \"{name}\": cannot parse \"{s}\" to a valid timestamp"
         ))
     };
-    if let Ok(secs) = s.parse::<f64>() {
+    let ms = if let Ok(secs) = s.parse::<f64>() {
         if !secs.is_finite() {
             return Err(bad());
         }
         #[allow(clippy::cast_possible_truncation)]
-        return Ok((secs * 1000.0).round() as i64);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| bad())
+        let ms = (secs * 1000.0).round() as i64;
+        ms
+    } else {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_millis())
+            .map_err(|_| bad())?
+    };
+    // Far enough for any data (±73 million years), near enough that offsets, ranges and steps
+    // added to it cannot overflow.
+    Ok(ms.clamp(-MAX_TIME_MS, MAX_TIME_MS))
 }
+
+/// Times are clamped to ±this many ms.
+const MAX_TIME_MS: i64 = i64::MAX / 4;
 
 /// A duration parameter: seconds with a fraction, or a Prometheus duration (`15s`, `1m30s`), to ms.
 ///

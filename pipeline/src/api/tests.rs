@@ -381,3 +381,43 @@ fn the_readme_lists_every_route_and_table() {
         }
     }
 }
+
+#[test]
+fn extreme_times_and_steps_answer_quickly_and_do_not_overflow() {
+    let st = store();
+    let v = prom::range(
+        &st,
+        false,
+        &params(&[
+            ("query", "sum(req_total)"),
+            ("start", "-1e300"),
+            ("end", "1e300"),
+            ("step", "1e300"),
+        ]),
+    )
+    .expect("one step at the clamped start");
+    assert_eq!(v["data"]["result"], json!([]));
+    let v = prom::instant(&st, false, &params(&[("query", "time()"), ("time", "1e300")]), 0).expect("instant");
+    assert_eq!(v["data"]["resultType"], "scalar");
+    let e = prom::range(
+        &st,
+        false,
+        &params(&[("query", "1"), ("start", "-1e300"), ("end", "1e300"), ("step", "1")]),
+    )
+    .expect_err("too many points");
+    assert_eq!(e.status, 400);
+}
+
+#[test]
+fn huge_offsets_and_ranges_do_not_overflow() {
+    let st = store();
+    for q in [
+        "req_total offset 290000000y",
+        "rate(req_total[290000000y])",
+        "max_over_time(req_total[290000000y:290000000y])",
+        "req_total offset -290000000y",
+    ] {
+        let r = prom::instant(&st, false, &params(&[("query", q), ("time", "1e300")]), 0);
+        assert!(r.is_ok(), "{q}: {r:?}");
+    }
+}
