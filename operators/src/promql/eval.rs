@@ -15,18 +15,18 @@ use crate::prom::STALE_NAN_BITS;
 /// An evaluation error, with Prometheus's wording where it has one.
 pub type EvalError = String;
 
-const NAME: &str = "__name__";
+pub(crate) const NAME: &str = "__name__";
 
 /// Whether a value is the stale marker.
 pub(crate) fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
 }
 
-fn dur_ms(d: &Duration) -> i64 {
+pub(crate) fn dur_ms(d: &Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn offset_ms(o: Option<&Offset>) -> i64 {
+pub(crate) fn offset_ms(o: Option<&Offset>) -> i64 {
     match o {
         None => 0,
         Some(Offset::Pos(d)) => dur_ms(d),
@@ -36,7 +36,7 @@ fn offset_ms(o: Option<&Offset>) -> i64 {
 
 /// The evaluator over a set of series.
 pub struct Engine<'a> {
-    series: &'a [Series],
+    pub(crate) series: &'a [Series],
     /// Lookback of instant selectors, ms (5 minutes).
     pub lookback_ms: i64,
     /// Step of subqueries without one, ms (1 minute, as Prometheus's default evaluation
@@ -45,6 +45,8 @@ pub struct Engine<'a> {
     /// Prometheus 2 window bounds: range selectors read `[t − range, t]` and the lookback
     /// includes `t − 5m`; Prometheus 3 (the default) excludes the left end.
     pub closed_ranges: bool,
+    /// Threads a wide range query may use (1, the default: the caller's only).
+    pub threads: usize,
     /// Start and end of the query, for `@ start()` and `@ end()`.
     start: i64,
     end: i64,
@@ -55,6 +57,10 @@ pub struct Engine<'a> {
     /// What each selector selected, by its text: the steps of a range query select the same
     /// series.
     selected: std::cell::RefCell<HashMap<String, std::rc::Rc<[usize]>>>,
+    /// During a range query, the aggregations inside it evaluated series by series (by the
+    /// address of their node), and the query's steps.
+    pub(crate) by_series: HashMap<usize, super::by_series::Grid>,
+    range_steps: Vec<i64>,
 }
 
 impl<'a> Engine<'a> {
@@ -80,11 +86,14 @@ impl<'a> Engine<'a> {
             lookback_ms: 300_000,
             default_subquery_step_ms: 60_000,
             closed_ranges: false,
+            threads: 1,
             start: 0,
             end: 0,
             by_name,
             postings,
             selected: std::cell::RefCell::new(HashMap::new()),
+            by_series: HashMap::new(),
+            range_steps: Vec::new(),
         }
     }
 
@@ -120,6 +129,33 @@ impl<'a> Engine<'a> {
         self.end = end;
         let steps = std::iter::successors(Some(start), |t| if step > 0 { t.checked_add(step) } else { None })
             .take_while(|t| *t <= end);
+        let steps: Vec<i64> = steps.collect();
+        if let Some(out) = self.range_by_series(e, &steps) {
+            return Ok(out);
+        }
+        // Otherwise its aggregations that can be are evaluated series by series first, and
+        // the rest step by step over their results.
+        self.materialize(e, &steps);
+        self.range_steps.clone_from(&steps);
+        let out = self.eval_steps(e, steps.into_iter(), "range queries");
+        self.by_series.clear();
+        self.range_steps.clear();
+        out
+    }
+
+    /// A range query evaluated step by step only (what [`Engine::range`] answers without its
+    /// series-by-series path), for the tests that compare the two.
+    #[cfg(test)]
+    pub(crate) fn range_step_by_step(
+        &mut self,
+        e: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Vec<Series>, EvalError> {
+        self.start = start;
+        self.end = end;
+        let steps = std::iter::successors(Some(start), |t| t.checked_add(step)).take_while(|t| *t <= end);
         self.eval_steps(e, steps, "range queries")
     }
 
@@ -162,7 +198,7 @@ impl<'a> Engine<'a> {
     }
 
     /// The series a selector's matchers select, computed once per selector and engine.
-    fn select(&self, vs: &VectorSelector) -> std::rc::Rc<[usize]> {
+    pub(crate) fn select(&self, vs: &VectorSelector) -> std::rc::Rc<[usize]> {
         let key = vs.to_string();
         if let Some(hit) = self.selected.borrow().get(&key) {
             return hit.clone();
@@ -202,7 +238,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Reference time of a selector evaluated at `t`.
-    fn ref_time(&self, vs: &VectorSelector, t: i64) -> i64 {
+    pub(crate) fn ref_time(&self, vs: &VectorSelector, t: i64) -> i64 {
         self.at_ms(vs.at.as_ref())
             .unwrap_or(t)
             .saturating_sub(offset_ms(vs.offset.as_ref()))
@@ -284,6 +320,14 @@ impl<'a> Engine<'a> {
 
     /// Evaluates `e` at `t` ms.
     pub(crate) fn eval(&mut self, e: &Expr, t: i64) -> Result<Value, EvalError> {
+        if !self.by_series.is_empty() {
+            if let (Some(grid), Ok(k)) = (
+                self.by_series.get(&(std::ptr::from_ref(e) as usize)),
+                self.range_steps.binary_search(&t),
+            ) {
+                return Ok(Value::Vector(grid.vector_at(k)));
+            }
+        }
         match e {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
@@ -763,7 +807,7 @@ pub(crate) fn variance(values: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// A hash of the grouping labels of `labels` (the same pairs [`group_labels`] keeps).
-fn group_hash(labels: &Labels, modifier: Option<&LabelModifier>) -> u64 {
+pub(crate) fn group_hash(labels: &Labels, modifier: Option<&LabelModifier>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let mut add = |k: &String, v: &String| {
@@ -791,7 +835,7 @@ fn group_hash(labels: &Labels, modifier: Option<&LabelModifier>) -> u64 {
     h.finish()
 }
 
-fn group_labels(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+pub(crate) fn group_labels(labels: &Labels, modifier: Option<&LabelModifier>) -> Labels {
     match modifier {
         None => Labels::new(),
         Some(LabelModifier::Include(by)) => labels

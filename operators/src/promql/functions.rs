@@ -28,16 +28,11 @@ fn range_arg(engine: &mut Engine<'_>, e: &Expr, t: i64) -> Result<RangeArg, Eval
             let range = i64::try_from(ms.range.as_millis()).unwrap_or(i64::MAX);
             let series = engine.matrix_selector(&ms.vs, range, t);
             // The window ends at the selector's reference time.
-            let off = match &ms.vs.offset {
-                Some(promql_parser::parser::Offset::Pos(d)) => i64::try_from(d.as_millis()).unwrap_or(0),
-                Some(promql_parser::parser::Offset::Neg(d)) => -i64::try_from(d.as_millis()).unwrap_or(0),
-                None => 0,
-            };
-            let end = engine.at_ms(ms.vs.at.as_ref()).unwrap_or(t) - off;
+            let end = engine.ref_time(&ms.vs, t);
             #[allow(clippy::cast_precision_loss)]
             Ok(RangeArg {
                 series,
-                start: end - range,
+                start: end.saturating_sub(range),
                 end,
                 range_s: range as f64 / 1000.0,
             })
@@ -93,77 +88,175 @@ fn over_time(arg: RangeArg, keep_name: bool, f: impl Fn(&[(i64, f64)]) -> Option
     Ok(Value::Vector(out))
 }
 
-/// Prometheus's `extrapolatedRate` for `rate`, `increase` and `delta`.
-fn extrapolated_rate(arg: RangeArg, is_counter: bool, is_rate: bool) -> Result<Value, EvalError> {
-    let (start, end, range_s) = (arg.start, arg.end, arg.range_s);
-    over_time(arg, false, |s| {
-        if s.len() < 2 {
-            return None;
-        }
-        let (first_t, first_v) = s[0];
-        let (last_t, last_v) = s[s.len() - 1];
-        let mut result = last_v - first_v;
-        if is_counter {
-            let mut prev = first_v;
-            for &(_, v) in &s[1..] {
-                if v < prev {
-                    result += prev;
-                }
-                prev = v;
+/// Prometheus's `extrapolatedRate` for `rate`, `increase` and `delta` over one window
+/// `(start, end]` of `range_s` seconds.
+fn extrapolated_rate(
+    s: &[(i64, f64)],
+    start: i64,
+    end: i64,
+    range_s: f64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if s.len() < 2 {
+        return None;
+    }
+    let (first_t, first_v) = s[0];
+    let (last_t, last_v) = s[s.len() - 1];
+    let mut result = last_v - first_v;
+    if is_counter {
+        let mut prev = first_v;
+        for &(_, v) in &s[1..] {
+            if v < prev {
+                result += prev;
             }
+            prev = v;
         }
-        #[allow(clippy::cast_precision_loss)]
-        let (mut to_start, mut to_end, sampled) = (
-            (first_t - start) as f64 / 1000.0,
-            (end - last_t) as f64 / 1000.0,
-            (last_t - first_t) as f64 / 1000.0,
-        );
-        #[allow(clippy::cast_precision_loss)]
-        let avg = sampled / (s.len() - 1) as f64;
-        let threshold = avg * 1.1;
-        if to_start >= threshold {
-            to_start = avg / 2.0;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let (mut to_start, mut to_end, sampled) = (
+        (first_t - start) as f64 / 1000.0,
+        (end - last_t) as f64 / 1000.0,
+        (last_t - first_t) as f64 / 1000.0,
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let avg = sampled / (s.len() - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if is_counter && result > 0.0 && first_v >= 0.0 {
+        let to_zero = sampled * (first_v / result);
+        if to_zero < to_start {
+            to_start = to_zero;
         }
-        if is_counter && result > 0.0 && first_v >= 0.0 {
-            let to_zero = sampled * (first_v / result);
-            if to_zero < to_start {
-                to_start = to_zero;
-            }
-        }
-        if to_end >= threshold {
-            to_end = avg / 2.0;
-        }
-        let mut factor = (sampled + to_start + to_end) / sampled;
-        if is_rate {
-            factor /= range_s;
-        }
-        Some(result * factor)
-    })
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if is_rate {
+        factor /= range_s;
+    }
+    Some(result * factor)
 }
 
-fn instant_value(arg: RangeArg, is_rate: bool) -> Result<Value, EvalError> {
-    over_time(arg, false, |s| {
-        if s.len() < 2 {
-            return None;
+/// `irate` and `idelta`: from the last two samples of a window.
+fn instant_value(s: &[(i64, f64)], is_rate: bool) -> Option<f64> {
+    if s.len() < 2 {
+        return None;
+    }
+    let (pt, pv) = s[s.len() - 2];
+    let (lt, lv) = s[s.len() - 1];
+    let mut result = lv - pv;
+    if is_rate && lv < pv {
+        result = lv;
+    }
+    let interval = lt - pt;
+    if interval == 0 {
+        return None;
+    }
+    if is_rate {
+        #[allow(clippy::cast_precision_loss)]
+        {
+            result /= interval as f64 / 1000.0;
         }
-        let (pt, pv) = s[s.len() - 2];
-        let (lt, lv) = s[s.len() - 1];
-        let mut result = lv - pv;
-        if is_rate && lv < pv {
-            result = lv;
-        }
-        let interval = lt - pt;
-        if interval == 0 {
-            return None;
-        }
-        if is_rate {
-            #[allow(clippy::cast_precision_loss)]
-            {
-                result /= interval as f64 / 1000.0;
+    }
+    Some(result)
+}
+
+/// A function of one range argument and nothing else, mapping each series' window to at most
+/// one value: what both evaluators (step by step, and series by series for wide range queries)
+/// apply to a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WindowFn {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Deriv,
+    Resets,
+    Changes,
+    Avg,
+    Sum,
+    Count,
+    Min,
+    Max,
+    Stddev,
+    Stdvar,
+    Last,
+    Present,
+}
+
+impl WindowFn {
+    /// The function called `name`, if it is one of these.
+    pub(crate) fn by_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "rate" => Self::Rate,
+            "increase" => Self::Increase,
+            "delta" => Self::Delta,
+            "irate" => Self::Irate,
+            "idelta" => Self::Idelta,
+            "deriv" => Self::Deriv,
+            "resets" => Self::Resets,
+            "changes" => Self::Changes,
+            "avg_over_time" => Self::Avg,
+            "sum_over_time" => Self::Sum,
+            "count_over_time" => Self::Count,
+            "min_over_time" => Self::Min,
+            "max_over_time" => Self::Max,
+            "stddev_over_time" => Self::Stddev,
+            "stdvar_over_time" => Self::Stdvar,
+            "last_over_time" => Self::Last,
+            "present_over_time" => Self::Present,
+            _ => return None,
+        })
+    }
+
+    /// Whether the result keeps the metric name (only `last_over_time` does).
+    pub(crate) fn keeps_name(self) -> bool {
+        self == Self::Last
+    }
+
+    /// The value over the samples `s` (stale markers removed) of the window `(start, end]`,
+    /// `range_s` seconds long; `None` when the function has no value there.
+    #[allow(clippy::cast_precision_loss)]
+    pub(crate) fn apply(self, s: &[(i64, f64)], start: i64, end: i64, range_s: f64) -> Option<f64> {
+        match self {
+            Self::Rate => extrapolated_rate(s, start, end, range_s, true, true),
+            Self::Increase => extrapolated_rate(s, start, end, range_s, true, false),
+            Self::Delta => extrapolated_rate(s, start, end, range_s, false, false),
+            Self::Irate => instant_value(s, true),
+            Self::Idelta => instant_value(s, false),
+            Self::Deriv => (s.len() >= 2).then(|| linear_regression(s, s[0].0).0),
+            Self::Resets => Some(s.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
+            Self::Changes => Some(
+                s.windows(2)
+                    .filter(|w| !(w[1].1 == w[0].1 || (w[1].1.is_nan() && w[0].1.is_nan())))
+                    .count() as f64,
+            ),
+            Self::Avg => Some(mean(s.iter().map(|p| p.1))),
+            Self::Sum => {
+                let mut k = Kahan::default();
+                s.iter().for_each(|p| k.add(p.1));
+                Some(k.value())
             }
+            Self::Count => Some(s.len() as f64),
+            Self::Min => Some(
+                s.iter()
+                    .fold(f64::NAN, |m, p| if m.is_nan() || p.1 < m { p.1 } else { m }),
+            ),
+            Self::Max => Some(
+                s.iter()
+                    .fold(f64::NAN, |m, p| if m.is_nan() || p.1 > m { p.1 } else { m }),
+            ),
+            Self::Stddev => Some(variance(s.iter().map(|p| p.1)).sqrt()),
+            Self::Stdvar => Some(variance(s.iter().map(|p| p.1))),
+            Self::Last => s.last().map(|p| p.1),
+            Self::Present => Some(1.0),
         }
-        Some(result)
-    })
+    }
 }
 
 /// Least squares of the samples with x in seconds from `intercept_t`: (slope, intercept).
@@ -311,16 +404,13 @@ pub(crate) fn call(engine: &mut Engine<'_>, c: &Call, t: i64) -> Result<Value, E
     let name = c.func.name;
     #[allow(clippy::cast_precision_loss)]
     let t_s = t as f64 / 1000.0;
+    if let Some(f) = WindowFn::by_name(name) {
+        let r = range_arg(engine, arg(c, 0)?, t)?;
+        let (start, end, range_s) = (r.start, r.end, r.range_s);
+        return over_time(r, f.keeps_name(), |s| f.apply(s, start, end, range_s));
+    }
     match name {
         "time" => Ok(Value::Scalar(t_s)),
-        "rate" => extrapolated_rate(range_arg(engine, arg(c, 0)?, t)?, true, true),
-        "increase" => extrapolated_rate(range_arg(engine, arg(c, 0)?, t)?, true, false),
-        "delta" => extrapolated_rate(range_arg(engine, arg(c, 0)?, t)?, false, false),
-        "irate" => instant_value(range_arg(engine, arg(c, 0)?, t)?, true),
-        "idelta" => instant_value(range_arg(engine, arg(c, 0)?, t)?, false),
-        "deriv" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
-            (s.len() >= 2).then(|| linear_regression(s, s[0].0).0)
-        }),
         "predict_linear" => {
             let r = range_arg(engine, arg(c, 0)?, t)?;
             let d = engine.eval_scalar(arg(c, 1)?, t)?;
@@ -333,45 +423,6 @@ pub(crate) fn call(engine: &mut Engine<'_>, c: &Call, t: i64) -> Result<Value, E
                 })
             })
         }
-        "resets" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
-            Some(s.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64)
-        }),
-        "changes" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
-            Some(
-                s.windows(2)
-                    .filter(|w| !(w[1].1 == w[0].1 || (w[1].1.is_nan() && w[0].1.is_nan())))
-                    .count() as f64,
-            )
-        }),
-        "avg_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
-            Some(mean(s.iter().map(|p| p.1)))
-        }),
-        "sum_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
-            let mut k = Kahan::default();
-            s.iter().for_each(|p| k.add(p.1));
-            Some(k.value())
-        }),
-        "count_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| Some(s.len() as f64)),
-        "min_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
-            Some(
-                s.iter()
-                    .fold(f64::NAN, |m, p| if m.is_nan() || p.1 < m { p.1 } else { m }),
-            )
-        }),
-        "max_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
-            Some(
-                s.iter()
-                    .fold(f64::NAN, |m, p| if m.is_nan() || p.1 > m { p.1 } else { m }),
-            )
-        }),
-        "stddev_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
-            Some(variance(s.iter().map(|p| p.1)).sqrt())
-        }),
-        "stdvar_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |s| {
-            Some(variance(s.iter().map(|p| p.1)))
-        }),
-        "last_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, true, |s| s.last().map(|p| p.1)),
-        "present_over_time" => over_time(range_arg(engine, arg(c, 0)?, t)?, false, |_| Some(1.0)),
         "quantile_over_time" => {
             let q = engine.eval_scalar(arg(c, 0)?, t)?;
             over_time(range_arg(engine, arg(c, 1)?, t)?, false, |s| {

@@ -12,6 +12,7 @@
 //! values, at the end of the query (Prometheus 3's delayed name removal), together with
 //! `__type__` and `__unit__`.
 
+mod by_series;
 mod eval;
 mod functions;
 
