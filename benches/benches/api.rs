@@ -240,18 +240,52 @@ fn promql() {
             ]),
         ),
         (
+            "range",
+            "a ratio of two sums by region 24 h step 5 m — 50,000 series each side",
+            params(&[
+                (
+                    "query",
+                    "sum by (region) (rate({__name__=~\"m_[0-4].*\"}[5m])) / on (region) sum by (region) (rate({__name__=~\"m_[5-9].*\"}[5m]))".into(),
+                ),
+                ("start", day_ago.clone()),
+                ("end", at.clone()),
+                ("step", "300".into()),
+            ]),
+        ),
+        (
+            "range",
+            "topk(5, sum by (instance) (rate({__name__=~\"m_.*\"}[5m]))) 24 h step 5 m — all 100,000 series",
+            params(&[
+                (
+                    "query",
+                    "topk(5, sum by (instance) (rate({__name__=~\"m_.*\"}[5m])))".into(),
+                ),
+                ("start", day_ago.clone()),
+                ("end", at.clone()),
+                ("step", "300".into()),
+            ]),
+        ),
+        (
             "series",
             "match[]=m_7{region=\"r3\"}",
             params(&[("match[]", "m_7{region=\"r3\"}".into())]),
         ),
         ("label values", "instance", params(&[])),
     ];
-    println!("| query | kind | median of 3 | answer bytes |");
+    // `DWCP_BENCH_API_ONLY=<text>`: only the queries whose description contains it, each run
+    // `DWCP_BENCH_API_RUNS` times (3), for a profiler.
+    let only = std::env::var("DWCP_BENCH_API_ONLY").unwrap_or_default();
+    let runs: usize = std::env::var("DWCP_BENCH_API_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    println!("| query | kind | median of {runs} | answer bytes |");
     println!("| --- | --- | --- | --- |");
-    for (kind, what, p) in cases {
+    for (kind, what, p) in cases.into_iter().filter(|c| c.1.contains(only.as_str())) {
         let mut times = Vec::new();
         let mut size = 0;
-        for _ in 0..3 {
+        for _ in 0..runs {
             let store = window.read();
             let started = Instant::now();
             let r = match kind {
@@ -265,6 +299,9 @@ fn promql() {
             size = body.len();
         }
         times.sort_by(f64::total_cmp);
-        println!("| `{what}` | {kind} | {:.1} ms | {size} |", times[1] * 1000.0);
+        println!(
+            "| `{what}` | {kind} | {:.1} ms | {size} |",
+            times[times.len() / 2] * 1000.0
+        );
     }
 }
