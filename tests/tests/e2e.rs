@@ -947,6 +947,38 @@ async fn logs_and_traces_reach_the_store_and_mapping_conflicts_are_dead_lettered
         .expect("east")["trace_id_of_first_two"]
         .clone();
     assert_eq!(errors[0]["_source"]["trace_id"], tid);
+    // The dashboards' log panels, queried as Grafana's Elasticsearch datasource sends them
+    // (Lucene through query_string, the panel's time range in epoch_millis): the fixtures' errors.
+    let want_errors: u64 = m["logs"]["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["errors"].as_u64().expect("errors"))
+        .sum();
+    let mut log_panels = 0;
+    for board in dwcp_pipeline::grafana::boards() {
+        for panel in &board.panels {
+            for q in &panel.queries {
+                let dwcp_pipeline::grafana::Query::Logs { query } = q else {
+                    continue;
+                };
+                log_panels += 1;
+                let grafana_query = serde_json::json!({"bool": {"filter": [
+                    {"range": {"@timestamp": {"gte": 1_795_478_400_000_i64, "lte": 1_795_564_800_000_i64, "format": "epoch_millis"}}},
+                    {"query_string": {"analyze_wildcard": true, "query": query}}
+                ]}});
+                let hits = os_search(&os, &li, grafana_query).await;
+                assert_eq!(
+                    hits.len() as u64,
+                    want_errors,
+                    "{} / {}: {query}",
+                    board.uid,
+                    panel.title
+                );
+            }
+        }
+    }
+    assert!(log_panels >= 1);
     // The logs of one trace.
     let of_trace = os_search(&os, &li, serde_json::json!({"term": {"trace_id": tid}})).await;
     assert_eq!(of_trace.len(), 2);
@@ -1633,6 +1665,22 @@ async fn high_latency_fires_at_the_right_time_and_reaches_a_webhook_through_aler
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // What the dashboards' Alertmanager alert-list panel shows (Grafana's Alertmanager
+    // datasource reads /api/v2/alerts): the firing alert with its region and severity.
+    let listed: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v2/alerts", am.url()))
+        .query(&[("active", "true"), ("filter", "alertname=\"HighLatency\"")])
+        .send()
+        .await
+        .expect("alertmanager alerts")
+        .json()
+        .await
+        .expect("json");
+    let listed = listed.as_array().expect("alert list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["labels"]["region"], "us-east-1");
+    assert_eq!(listed[0]["labels"]["severity"], "warning");
+    assert_eq!(listed[0]["status"]["state"], "active");
     for m in send(975..=2100) {
         produce(&p, &topic, None, &m, None, Some(0)).await;
     }
