@@ -13,7 +13,7 @@ fn main() {
         return;
     }
     let config = AnomalyConfig {
-        enabled: [true; 4],
+        enabled: dwcp_operators::anomaly::Enabled::all(),
         ..AnomalyConfig::default()
     };
     let series = 10_000usize;

@@ -11,15 +11,21 @@
 //! - `ewma`: distance from the exponentially weighted mean, in the exponentially weighted
 //!   standard deviation (`alpha`);
 //! - `seasonal`: distance from the daily profile (`season_bins` bins of the day, each an
-//!   exponentially weighted mean and variance), once every bin has been seen twice: broken
-//!   seasonality.
+//!   exponentially weighted mean and variance, a new point weighing `decay`), once every bin has
+//!   been seen twice: broken seasonality;
+//! - `holt_winters`: additive Holt-Winters with a damped trend and two seasons, the day
+//!   (`season_bins` bins) once the series has two days of history and the week (168 hourly bins)
+//!   once it has two weeks (each season is learned from the start, on what the model without it
+//!   leaves over, and joins the forecast when it has its history); the distance of the point from
+//!   the one-step forecast, in the exponentially weighted deviation of the forecast errors.
 //!
 //! The ensemble score is the highest enabled detector score (or their mean, `mean_ensemble`);
 //! the detectors at or above the threshold are the ones that agreed. Enabled by default:
 //! three-sigma and seasonal. A series is `learning` for its first `learning_points` points: it emits nothing.
 //! An episode starts at the first point scoring at or above `threshold` and ends after
-//! `episode_gap` points below it, with its peak. State is about 1.4 KiB per series (the window as
-//! `f32`, the profile) and serde data: a snapshot restored gives the same scores.
+//! `episode_gap` points below it, with its peak. State is about 2.5 KiB per series (the window as
+//! `f32`, the profile, the Holt-Winters seasons) and serde data: a snapshot restored gives the
+//! same scores.
 
 use std::collections::VecDeque;
 
@@ -39,16 +45,24 @@ pub struct AnomalyConfig {
     pub window: usize,
     /// Window of the moving-average detector, points.
     pub ma_window: usize,
-    /// Smoothing of the EWMA detector and of the seasonal profile.
+    /// Smoothing of the EWMA detector and of the forecast errors' deviation.
     pub alpha: f64,
+    /// Weight of a new point in the seasonal profile (how fast the baseline's seasons adapt).
+    pub decay: f64,
+    /// Holt-Winters smoothing: level.
+    pub hw_alpha: f64,
+    /// Holt-Winters smoothing: trend (damped by 0.98 a point).
+    pub hw_beta: f64,
+    /// Holt-Winters smoothing: seasons.
+    pub hw_gamma: f64,
     /// Bins of the daily profile.
     pub season_bins: usize,
     /// Ensemble score at which an episode starts.
     pub threshold: f64,
     /// Points below the threshold that end an episode.
     pub episode_gap: usize,
-    /// Which detectors count, in [`DETECTORS`] order.
-    pub enabled: [bool; 4],
+    /// Which detectors count.
+    pub enabled: Enabled,
     /// Ensemble: the mean of the enabled detectors' scores (`true`) or their maximum.
     pub mean_ensemble: bool,
     /// z-score that maps to 0.
@@ -64,12 +78,14 @@ impl Default for AnomalyConfig {
             window: 200,
             ma_window: 10,
             alpha: 0.05,
+            decay: 0.3,
+            hw_alpha: 0.2,
+            hw_beta: 0.01,
+            hw_gamma: 0.1,
             season_bins: 48,
             threshold: 0.375,
             episode_gap: 150,
-            // Moving average and EWMA are off by default: on the NAB corpus they add false
-            // positives faster than detections (benches/README.md has the figures).
-            enabled: [true, false, false, true],
+            enabled: Enabled::default(),
             mean_ensemble: false,
             z_low: 3.0,
             z_high: 12.0,
@@ -78,7 +94,74 @@ impl Default for AnomalyConfig {
 }
 
 /// Detector names, in score order.
-pub const DETECTORS: [&str; 4] = ["three_sigma", "moving_average", "ewma", "seasonal"];
+pub const DETECTORS: [&str; 5] = ["three_sigma", "moving_average", "ewma", "seasonal", "holt_winters"];
+
+/// Which detectors count towards the ensemble score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enabled {
+    /// Three-sigma over the window.
+    pub three_sigma: bool,
+    /// Moving-average deviation.
+    pub moving_average: bool,
+    /// EWMA deviation.
+    pub ewma: bool,
+    /// The daily profile.
+    pub seasonal: bool,
+    /// Holt-Winters forecast error.
+    pub holt_winters: bool,
+}
+
+impl Default for Enabled {
+    /// Three-sigma and the daily profile. Moving average, EWMA and Holt-Winters are off by
+    /// default: on the NAB corpus (little seasonality) they add false positives faster than
+    /// detections (benches/README.md has the figures); Holt-Winters is for series with daily and
+    /// weekly cycles.
+    fn default() -> Self {
+        Enabled {
+            three_sigma: true,
+            moving_average: false,
+            ewma: false,
+            seasonal: true,
+            holt_winters: false,
+        }
+    }
+}
+
+impl Enabled {
+    /// In [`DETECTORS`] order.
+    pub fn as_array(self) -> [bool; 5] {
+        [
+            self.three_sigma,
+            self.moving_average,
+            self.ewma,
+            self.seasonal,
+            self.holt_winters,
+        ]
+    }
+
+    /// Only the detector at `i` in [`DETECTORS`] order.
+    pub fn only(i: usize) -> Self {
+        Enabled {
+            three_sigma: i == 0,
+            moving_average: i == 1,
+            ewma: i == 2,
+            seasonal: i == 3,
+            holt_winters: i == 4,
+        }
+    }
+
+    /// All of them.
+    pub fn all() -> Self {
+        Enabled {
+            three_sigma: true,
+            moving_average: true,
+            ewma: true,
+            seasonal: true,
+            holt_winters: true,
+        }
+    }
+}
 
 /// Maps a z-score to [0, 1]: `z_low` to 0, `z_high` to 1, linear between.
 pub fn z_score(z: f64, c: &AnomalyConfig) -> f64 {
@@ -115,7 +198,7 @@ pub struct PointScore {
     /// Ensemble score in [0, 1]; 0 while learning.
     pub score: f64,
     /// Each detector's score, in [`DETECTORS`] order.
-    pub detectors: [f64; 4],
+    pub detectors: [f64; 5],
     /// The expected value (the window mean, or the seasonal profile once trained).
     pub expected: f64,
     /// Half-width of the normal band (4 standard deviations).
@@ -158,6 +241,17 @@ pub struct SeriesDetector {
     max: f64,
     /// Per bin of the day: (mean, variance, points).
     profile: Vec<(f32, f32, u16)>,
+    /// Holt-Winters: the first point's time, level, trend, the day's and the week's seasonal
+    /// components, and the exponentially weighted variance of the forecast errors.
+    first_t: EventTime,
+    hw_level: f64,
+    hw_trend: f64,
+    hw_day: Vec<f32>,
+    hw_week: Vec<f32>,
+    /// Points each seasonal bin has learned (a bin's first points set it as their mean).
+    hw_day_n: Vec<u16>,
+    hw_week_n: Vec<u16>,
+    hw_var: f64,
     episode: Option<Episode>,
     below: usize,
 }
@@ -178,6 +272,11 @@ fn mean_std(v: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
 }
 
 const DAY: u64 = 86_400_000_000_000;
+const WEEK: u64 = 7 * DAY;
+/// Hourly bins of the week.
+const WEEK_BINS: usize = 168;
+/// Damping of the Holt-Winters trend, per point.
+const HW_DAMPING: f64 = 0.98;
 
 impl SeriesDetector {
     /// A fresh detector.
@@ -190,6 +289,14 @@ impl SeriesDetector {
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             profile: vec![(0.0, 0.0, 0); config.season_bins.max(1)],
+            first_t: 0,
+            hw_level: 0.0,
+            hw_trend: 0.0,
+            hw_day: vec![0.0; config.season_bins.max(1)],
+            hw_week: vec![0.0; WEEK_BINS],
+            hw_day_n: vec![0; config.season_bins.max(1)],
+            hw_week_n: vec![0; WEEK_BINS],
+            hw_var: 0.0,
             episode: None,
             below: 0,
         }
@@ -200,6 +307,8 @@ impl SeriesDetector {
         std::mem::size_of::<Self>()
             + self.window.capacity() * std::mem::size_of::<f32>()
             + self.profile.capacity() * std::mem::size_of::<(f32, f32, u16)>()
+            + (self.hw_day.capacity() + self.hw_week.capacity()) * std::mem::size_of::<f32>()
+            + (self.hw_day_n.capacity() + self.hw_week_n.capacity()) * std::mem::size_of::<u16>()
     }
 
     /// The baseline now.
@@ -235,7 +344,7 @@ impl SeriesDetector {
             return (
                 PointScore {
                     score: 0.0,
-                    detectors: [0.0; 4],
+                    detectors: [0.0; 5],
                     expected: f64::NAN,
                     band: f64::NAN,
                     learning: self.count < config.learning_points as u64,
@@ -246,7 +355,18 @@ impl SeriesDetector {
         let learning = self.count < config.learning_points as u64;
         let bins = self.profile.len();
         let bin = ((t % DAY) as f64 / DAY as f64 * bins as f64) as usize % bins;
-        let mut det = [0.0; 4];
+        let mut det = [0.0; 5];
+        let week_bin = ((t % WEEK) / (WEEK / WEEK_BINS as u64)) as usize % WEEK_BINS;
+        if self.count == 0 {
+            self.first_t = t;
+        }
+        let history = t.saturating_sub(self.first_t);
+        let (with_day, with_week) = (history >= 2 * DAY, history >= 2 * WEEK);
+        // The forecast of the model without seasons, with the seasons it has history for.
+        let hw_base = self.hw_level + HW_DAMPING * self.hw_trend;
+        let hw_day = f64::from(self.hw_day[bin]);
+        let hw_week = f64::from(self.hw_week[week_bin]);
+        let forecast = hw_base + if with_day { hw_day } else { 0.0 } + if with_week { hw_week } else { 0.0 };
         let (mean, std) = mean_std(self.window.iter().map(|v| f64::from(*v)));
         // A floor on the deviation: a flat series' first change is an anomaly, not a division
         // by zero; relative to the level, so units do not matter.
@@ -268,13 +388,19 @@ impl SeriesDetector {
                 expected = f64::from(pm);
                 band = 4.0 * psd;
             }
+            let hw_sd = self.hw_var.sqrt().max(floor);
+            det[4] = z_score((x - forecast).abs() / hw_sd, config);
+            if config.enabled.holt_winters && with_day {
+                expected = forecast;
+                band = 4.0 * hw_sd;
+            }
         }
-        for (d, on) in det.iter_mut().zip(config.enabled) {
+        for (d, on) in det.iter_mut().zip(config.enabled.as_array()) {
             if !on {
                 *d = 0.0;
             }
         }
-        let on = config.enabled.iter().filter(|e| **e).count().max(1);
+        let on = config.enabled.as_array().iter().filter(|e| **e).count().max(1);
         #[allow(clippy::cast_precision_loss)]
         let score = if config.mean_ensemble {
             det.iter().sum::<f64>() / on as f64
@@ -301,14 +427,22 @@ impl SeriesDetector {
             self.ewvar = (1.0 - a) * (self.ewvar + a * d * d);
         }
         let p = &mut self.profile[bin];
+        let w = config.decay.clamp(0.0, 1.0);
         if p.2 == 0 {
             *p = (x as f32, 0.0, 1);
         } else {
             let d = x - f64::from(p.0);
-            let m = f64::from(p.0) + 0.3 * d;
-            let v = 0.7 * (f64::from(p.1) + 0.3 * d * d);
+            let m = f64::from(p.0) + w * d;
+            let v = (1.0 - w) * (f64::from(p.1) + w * d * d);
             *p = (m as f32, v as f32, p.2.saturating_add(1));
         }
+        self.learn_holt_winters(
+            config,
+            x,
+            forecast,
+            (bin, hw_day, with_day),
+            (week_bin, hw_week, with_week),
+        );
         let ps = PointScore {
             score,
             detectors: det,
@@ -361,6 +495,43 @@ impl SeriesDetector {
             }
         }
         (ps, finished)
+    }
+
+    /// One Holt-Winters step (error-correction form) after a point `x` that was forecast as
+    /// `forecast`: level and damped trend from the error; each season from what the model
+    /// without it leaves over, so a season learns before it joins the forecast.
+    fn learn_holt_winters(
+        &mut self,
+        config: &AnomalyConfig,
+        x: f64,
+        forecast: f64,
+        (day_bin, day, with_day): (usize, f64, bool),
+        (week_bin, week, with_week): (usize, f64, bool),
+    ) {
+        if self.count == 1 {
+            self.hw_level = x;
+            return;
+        }
+        let e = x - forecast;
+        let a = config.alpha;
+        self.hw_var = (1.0 - a) * (self.hw_var + a * e * e);
+        let base = self.hw_level + HW_DAMPING * self.hw_trend;
+        self.hw_level = base + config.hw_alpha * e;
+        self.hw_trend = HW_DAMPING * self.hw_trend + config.hw_alpha * config.hw_beta * e;
+        // A bin's first points set it to their mean (the usual initialization from the first
+        // seasons), later ones move it by `hw_gamma`.
+        let gain = |n: &mut u16| {
+            *n = n.saturating_add(1);
+            config.hw_gamma.max(1.0 / f64::from(*n))
+        };
+        let day_left = x - base - if with_week { week } else { 0.0 };
+        let week_left = x - base - if with_day { day } else { 0.0 };
+        let (gd, gw) = (gain(&mut self.hw_day_n[day_bin]), gain(&mut self.hw_week_n[week_bin]));
+        #[allow(clippy::cast_possible_truncation)]
+        {
+            self.hw_day[day_bin] = (day + gd * (day_left - day)) as f32;
+            self.hw_week[week_bin] = (week + gw * (week_left - week)) as f32;
+        }
     }
 
     /// Whether an episode is open (and since when, ns).

@@ -169,10 +169,8 @@ fn the_operator_scores_matching_series_and_emits_one_record_per_episode() {
 #[test]
 fn each_detector_alone_finds_spikes_and_shifts_and_stays_quiet_on_clean_data() {
     for (k, name) in DETECTORS.iter().enumerate() {
-        let mut enabled = [false; 4];
-        enabled[k] = true;
         let c = AnomalyConfig {
-            enabled,
+            enabled: Enabled::only(k),
             ..AnomalyConfig::default()
         };
         let score = |points: &[(u64, f64)]| -> Vec<f64> {
@@ -188,4 +186,63 @@ fn each_detector_alone_finds_spikes_and_shifts_and_stays_quiet_on_clean_data() {
         let at = shift.iter().position(|x| *x >= c.threshold);
         assert_eq!(at, Some(700), "{name} on the level shift");
     }
+}
+
+/// Hourly points over five weeks: a daily cycle, busy weekdays and quiet weekends, unit noise;
+/// `weekend_busy`: the fifth week's Saturday is as busy as a weekday.
+fn weekly(weekend_busy: bool) -> Vec<(u64, f64)> {
+    let mut n = Noise(7);
+    let hour = 3_600_000_000_000u64;
+    // A Monday 00:00 UTC.
+    let monday = 1_700_438_400_000_000_000u64;
+    (0..24 * 35)
+        .map(|i: u64| {
+            let (day, h) = (i / 24 % 7, i % 24);
+            let daily = 10.0 * (2.0 * std::f64::consts::PI * h as f64 / 24.0).sin();
+            let busy = day < 5 || (weekend_busy && i / 24 == 33);
+            let level = if busy { 100.0 } else { 40.0 };
+            (monday + i * hour, level + daily + n.normal())
+        })
+        .collect()
+}
+
+#[test]
+fn holt_winters_learns_the_week_and_finds_a_busy_weekend() {
+    let c = AnomalyConfig {
+        enabled: Enabled::only(4),
+        ..AnomalyConfig::default()
+    };
+    let score = |points: &[(u64, f64)]| -> Vec<f64> {
+        let mut d = SeriesDetector::new(&c);
+        points.iter().map(|(t, v)| d.update(&c, *t, *v).0.score).collect()
+    };
+    // Once the week has two weeks of history (from day 14 on), the weekly cycle is expected.
+    let clean = score(&weekly(false));
+    let late = clean[24 * 15..].iter().copied().fold(0.0, f64::max);
+    assert!(late < c.threshold, "clean weeks after learning: {late}");
+    // The fifth week's Saturday (day 33) at weekday level is found within its first hours.
+    let busy = score(&weekly(true));
+    let first = busy[24 * 15..]
+        .iter()
+        .position(|s| *s >= c.threshold)
+        .map(|i| i + 24 * 15);
+    assert!(
+        first.is_some_and(|i| (24 * 33..24 * 33 + 3).contains(&i)),
+        "busy Saturday: first alarm at {first:?}"
+    );
+    // The daily profile alone mixes Saturdays with weekdays: the busy Saturday looks normal.
+    let c3 = AnomalyConfig {
+        enabled: Enabled::only(3),
+        ..AnomalyConfig::default()
+    };
+    let mut d = SeriesDetector::new(&c3);
+    let seasonal: Vec<f64> = weekly(true)
+        .iter()
+        .map(|(t, v)| d.update(&c3, *t, *v).0.score)
+        .collect();
+    let saturday = seasonal[24 * 33..24 * 34].iter().copied().fold(0.0, f64::max);
+    assert!(
+        saturday < c3.threshold,
+        "the daily profile on the busy Saturday: {saturday}"
+    );
 }
