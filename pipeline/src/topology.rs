@@ -185,7 +185,7 @@ pub async fn run(
     }
     // One producer for every derived topic, when anything produces derived records.
     let dt = &config.config.derived_topics;
-    if dt.enabled && (derived.is_some() || !config.rule_groups.is_empty() || !oc.anomaly.series.is_empty()) {
+    if dt.enabled && (derived.is_some() || !config.rule_groups.is_empty() || oc.anomaly.is_active()) {
         producer = Some(DerivedProducer::new(
             dt.clone(),
             &config.config.source.brokers,
@@ -346,7 +346,7 @@ pub async fn run(
     router.history = history;
     router.alertmanagers = alertmanagers;
     router.annotator = annotator;
-    if !oc.anomaly.series.is_empty() {
+    if oc.anomaly.is_active() {
         let mut op = dwcp_operators::anomaly::operator::AnomalyOperator::new(oc.anomaly.clone())
             .map_err(|e| anyhow::anyhow!("{}: operators.anomaly.{e}", config.file.display()))?;
         if let Some(dir) = &oc.state_dir {

@@ -243,14 +243,22 @@ pub struct SeriesDetector {
     profile: Vec<(f32, f32, u16)>,
     /// Holt-Winters: the first point's time, level, trend, the day's and the week's seasonal
     /// components, and the exponentially weighted variance of the forecast errors.
+    #[serde(default)]
     first_t: EventTime,
+    #[serde(default)]
     hw_level: f64,
+    #[serde(default)]
     hw_trend: f64,
+    #[serde(default)]
     hw_day: Vec<f32>,
+    #[serde(default)]
     hw_week: Vec<f32>,
     /// Points each seasonal bin has learned (a bin's first points set it as their mean).
+    #[serde(default)]
     hw_day_n: Vec<u16>,
+    #[serde(default)]
     hw_week_n: Vec<u16>,
+    #[serde(default)]
     hw_var: f64,
     episode: Option<Episode>,
     below: usize,
@@ -354,6 +362,13 @@ impl SeriesDetector {
         }
         let learning = self.count < config.learning_points as u64;
         let bins = self.profile.len();
+        // A snapshot from before Holt-Winters (or from other settings) has no seasons to match.
+        if self.hw_day.len() != bins || self.hw_week.len() != WEEK_BINS {
+            self.hw_day = vec![0.0; bins];
+            self.hw_day_n = vec![0; bins];
+            self.hw_week = vec![0.0; WEEK_BINS];
+            self.hw_week_n = vec![0; WEEK_BINS];
+        }
         let bin = ((t % DAY) as f64 / DAY as f64 * bins as f64) as usize % bins;
         let mut det = [0.0; 5];
         let week_bin = ((t % WEEK) / (WEEK / WEEK_BINS as u64)) as usize % WEEK_BINS;

@@ -1,6 +1,7 @@
 //! The anomaly operator: a [`SeriesDetector`] per series matching the configured selectors,
 //! fed the Prometheus samples the pipeline produces; the score as `dwcp_anomaly_score` and each
-//! finished episode as an [`AnomalyRecord`].
+//! finished episode as an [`AnomalyRecord`]. Selectors come in groups, each with its own detector
+//! settings (overrides of the shared ones); a series belongs to the first group that selects it.
 
 use std::collections::BTreeMap;
 
@@ -14,12 +15,80 @@ use crate::selector::Selector;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnomalyOperatorConfig {
-    /// Series selectors (Prometheus notation); empty: anomaly detection is off.
+    /// Series selectors (Prometheus notation) watched with `detectors`.
     pub series: Vec<String>,
-    /// Detector settings.
+    /// Detector settings: of `series`, and the defaults of every group.
     pub detectors: AnomalyConfig,
+    /// Further selectors with their own settings, tried in order before `series`.
+    pub groups: Vec<AnomalyGroup>,
     /// Series tracked at most; samples of further series are counted and skipped.
     pub max_series: usize,
+}
+
+/// Selectors watched with their own detector settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalyGroup {
+    /// Series selectors.
+    pub series: Vec<String>,
+    /// Overrides of the shared `detectors` (any of its fields; `enabled` field by field).
+    #[serde(default)]
+    pub detectors: serde_yaml::Mapping,
+}
+
+impl AnomalyOperatorConfig {
+    /// Whether any series is watched.
+    pub fn is_active(&self) -> bool {
+        !self.series.is_empty() || self.groups.iter().any(|g| !g.series.is_empty())
+    }
+
+    /// Each group's settings (the groups', then `series`'s), and the selectors with the index of
+    /// their group.
+    ///
+    /// # Errors
+    /// The field at fault: `groups[1].detectors: unknown field ...`, `groups[0].series[2]: ...`.
+    pub fn resolve(&self) -> Result<(Vec<AnomalyConfig>, Vec<(Selector, usize)>), String> {
+        let base = serde_yaml::to_value(&self.detectors).map_err(|e| format!("detectors: {e}"))?;
+        let mut configs = Vec::new();
+        let mut selectors = Vec::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            let mut merged = base.clone();
+            merge(&mut merged, &serde_yaml::Value::Mapping(group.detectors.clone()));
+            let c: AnomalyConfig = serde_yaml::from_value(merged).map_err(|e| format!("groups[{g}].detectors: {e}"))?;
+            for (i, sel) in group.series.iter().enumerate() {
+                selectors.push((
+                    Selector::parse(sel).map_err(|e| format!("groups[{g}].series[{i}]: {e}"))?,
+                    configs.len(),
+                ));
+            }
+            configs.push(c);
+        }
+        for (i, sel) in self.series.iter().enumerate() {
+            selectors.push((
+                Selector::parse(sel).map_err(|e| format!("series[{i}]: {e}"))?,
+                configs.len(),
+            ));
+        }
+        configs.push(self.detectors.clone());
+        Ok((configs, selectors))
+    }
+}
+
+/// `over` merged into `into`, objects field by field.
+fn merge(into: &mut serde_yaml::Value, over: &serde_yaml::Value) {
+    match (into, over) {
+        (serde_yaml::Value::Mapping(a), serde_yaml::Value::Mapping(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
 }
 
 impl Default for AnomalyOperatorConfig {
@@ -27,6 +96,7 @@ impl Default for AnomalyOperatorConfig {
         AnomalyOperatorConfig {
             series: Vec::new(),
             detectors: AnomalyConfig::default(),
+            groups: Vec::new(),
             max_series: 100_000,
         }
     }
@@ -68,7 +138,9 @@ pub struct Tracked {
 /// The operator.
 #[derive(Debug)]
 pub struct AnomalyOperator {
-    selectors: Vec<Selector>,
+    /// Selectors and the index of their group's settings in `configs`.
+    selectors: Vec<(Selector, usize)>,
+    configs: Vec<AnomalyConfig>,
     config: AnomalyOperatorConfig,
     series: FastMap<u64, Tracked>,
     /// Samples of series past `max_series`, skipped.
@@ -81,16 +153,12 @@ impl AnomalyOperator {
     /// Builds the operator.
     ///
     /// # Errors
-    /// `series[i]: <why>` for a selector that does not parse.
+    /// The field at fault: a selector that does not parse, a group's setting that is not one.
     pub fn new(config: AnomalyOperatorConfig) -> Result<Self, String> {
-        let selectors = config
-            .series
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Selector::parse(s).map_err(|e| format!("series[{i}]: {e}")))
-            .collect::<Result<_, _>>()?;
+        let (configs, selectors) = config.resolve()?;
         Ok(AnomalyOperator {
             selectors,
+            configs,
             config,
             series: FastMap::default(),
             dropped: 0,
@@ -109,9 +177,12 @@ impl AnomalyOperator {
             if !s.value.is_finite() || s.name().starts_with("dwcp_anomaly") {
                 continue;
             }
-            if !self.selectors.iter().any(|sel| sel.matches(s)) {
+            let Some(group) = self.selectors.iter().find(|(sel, _)| sel.matches(s)).map(|(_, g)| *g) else {
                 continue;
-            }
+            };
+            let Some(config) = self.configs.get(group) else {
+                continue;
+            };
             let h = s.series_hash();
             if !self.series.contains_key(&h) {
                 if self.series.len() >= self.config.max_series {
@@ -123,7 +194,7 @@ impl AnomalyOperator {
                     Tracked {
                         labels: s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                         last_ms: i64::MIN,
-                        detector: SeriesDetector::new(&self.config.detectors),
+                        detector: SeriesDetector::new(config),
                     },
                 );
             }
@@ -135,7 +206,7 @@ impl AnomalyOperator {
             t.last_ms = s.timestamp_ms;
             #[allow(clippy::cast_sign_loss)]
             let ns = s.timestamp_ms.max(0) as u64 * 1_000_000;
-            let (score, finished) = t.detector.update(&self.config.detectors, ns, s.value);
+            let (score, finished) = t.detector.update(config, ns, s.value);
             if !score.learning {
                 let metric = t.labels.get("__name__").cloned().unwrap_or_default();
                 let l = labels_of(

@@ -246,3 +246,49 @@ fn holt_winters_learns_the_week_and_finds_a_busy_weekend() {
         "the daily profile on the busy Saturday: {saturday}"
     );
 }
+
+#[test]
+fn groups_of_selectors_have_their_own_settings() {
+    use crate::prom::{labels_of, Sample};
+    use operator::{AnomalyOperator, AnomalyOperatorConfig};
+    let config: AnomalyOperatorConfig = serde_yaml::from_str(
+        r#"
+series: ['rtt_ms']
+detectors: {learning_points: 100}
+groups:
+  - series: ['rtt_ms{region="eu"}']
+    detectors: {learning_points: 10, enabled: {holt_winters: true}}
+"#,
+    )
+    .expect("yaml");
+    let (configs, _) = config.resolve().expect("resolve");
+    // The group's overrides over the shared settings, `enabled` field by field.
+    assert_eq!(configs[0].learning_points, 10);
+    assert_eq!(configs[0].window, AnomalyConfig::default().window);
+    assert!(configs[0].enabled.holt_winters && configs[0].enabled.three_sigma);
+    assert_eq!(configs[1].learning_points, 100);
+    assert!(!configs[1].enabled.holt_winters);
+    let mut op = AnomalyOperator::new(config).expect("config");
+    let eu = labels_of([("__name__", "rtt_ms"), ("region", "eu")]);
+    let us = labels_of([("__name__", "rtt_ms"), ("region", "us")]);
+    let (mut scores, mut records) = (Vec::new(), Vec::new());
+    for (t, v) in series(|_, s, n| 50.0 + s + n).iter().take(200) {
+        let ms = i64::try_from(t / 1_000_000).expect("ms");
+        op.process(
+            &[Sample::new(eu.clone(), *v, ms), Sample::new(us.clone(), *v, ms)],
+            &mut scores,
+            &mut records,
+        );
+    }
+    // eu (the group) scores after 10 points, us (the shared settings) after 100.
+    let count = |region: &str| scores.iter().filter(|s| s.label("region") == Some(region)).count();
+    assert_eq!((count("eu"), count("us")), (190, 100));
+
+    let bad: AnomalyOperatorConfig =
+        serde_yaml::from_str("groups:\n  - series: ['x']\n    detectors: {window: 10, bogus: 1}\n").expect("yaml");
+    let e = AnomalyOperator::new(bad).expect_err("unknown field");
+    assert!(e.starts_with("groups[0].detectors: unknown field `bogus`"), "{e}");
+    let bad: AnomalyOperatorConfig = serde_yaml::from_str("groups:\n  - series: ['x{']\n").expect("yaml");
+    let e = AnomalyOperator::new(bad).expect_err("selector");
+    assert!(e.starts_with("groups[0].series[0]: "), "{e}");
+}
