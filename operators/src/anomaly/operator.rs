@@ -47,7 +47,7 @@ impl AnomalyOperatorConfig {
     ///
     /// # Errors
     /// The field at fault: `groups[1].detectors: unknown field ...`, `groups[0].series[2]: ...`.
-    pub fn resolve(&self) -> Result<(Vec<AnomalyConfig>, Vec<(Selector, usize)>), String> {
+    pub fn resolve(&self) -> Result<Resolved, String> {
         let base = serde_yaml::to_value(&self.detectors).map_err(|e| format!("detectors: {e}"))?;
         let mut configs = Vec::new();
         let mut selectors = Vec::new();
@@ -70,8 +70,17 @@ impl AnomalyOperatorConfig {
             ));
         }
         configs.push(self.detectors.clone());
-        Ok((configs, selectors))
+        Ok(Resolved { configs, selectors })
     }
+}
+
+/// Settings resolved from an [`AnomalyOperatorConfig`].
+#[derive(Debug)]
+pub struct Resolved {
+    /// Each group's settings: the groups' in order, then those of `series`.
+    pub configs: Vec<AnomalyConfig>,
+    /// Every selector with the index of its group's settings.
+    pub selectors: Vec<(Selector, usize)>,
 }
 
 /// `over` merged into `into`, objects field by field.
@@ -155,7 +164,7 @@ impl AnomalyOperator {
     /// # Errors
     /// The field at fault: a selector that does not parse, a group's setting that is not one.
     pub fn new(config: AnomalyOperatorConfig) -> Result<Self, String> {
-        let (configs, selectors) = config.resolve()?;
+        let Resolved { configs, selectors } = config.resolve()?;
         Ok(AnomalyOperator {
             selectors,
             configs,

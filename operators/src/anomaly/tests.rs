@@ -261,7 +261,7 @@ groups:
 "#,
     )
     .expect("yaml");
-    let (configs, _) = config.resolve().expect("resolve");
+    let configs = config.resolve().expect("resolve").configs;
     // The group's overrides over the shared settings, `enabled` field by field.
     assert_eq!(configs[0].learning_points, 10);
     assert_eq!(configs[0].window, AnomalyConfig::default().window);
