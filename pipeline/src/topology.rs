@@ -700,7 +700,8 @@ impl Router {
         }
     }
 
-    /// Ships anomaly scores (remote-write) and finished episodes (the anomalies topic).
+    /// Ships anomaly scores (remote-write) and episodes as they open and end (the anomalies
+    /// topic, Grafana; the SQL history keeps the ended ones).
     async fn ship_anomalies(&mut self) {
         let Some(a) = &self.anomaly else { return };
         self.telemetry
@@ -708,9 +709,13 @@ impl Router {
             .set(i64::try_from(a.tracked()).unwrap_or(i64::MAX));
         let records = std::mem::take(&mut self.anomaly_records);
         if !records.is_empty() {
-            self.telemetry.anomaly_episodes.inc_by(records.len() as u64);
             for r in &records {
-                tracing::info!(series = %r.series(), score = r.episode.peak_score, detectors = ?r.episode.detectors, "anomaly episode");
+                if r.closed {
+                    self.telemetry.anomaly_episodes.inc();
+                    tracing::info!(series = %r.series(), score = r.episode.peak_score, detectors = ?r.episode.detectors, "anomaly episode ended");
+                } else {
+                    tracing::info!(series = %r.series(), score = r.episode.peak_score, detectors = ?r.episode.detectors, "anomaly episode opened");
+                }
                 if let Some(a) = &self.annotator {
                     a.send(Note::Anomaly(Box::new(r.clone())));
                 }
@@ -719,7 +724,8 @@ impl Router {
                 p.publish_anomalies(&records);
             }
             if let Some(h) = &self.history {
-                h.anomalies(&records);
+                let ended: Vec<_> = records.iter().filter(|r| r.closed).cloned().collect();
+                h.anomalies(&ended);
             }
         }
         let scores = std::mem::take(&mut self.anomaly_scores);

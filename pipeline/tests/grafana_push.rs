@@ -183,7 +183,15 @@ async fn alerts_become_region_annotations_and_episodes_one_each() {
     annotator.send(Note::Alert(alert(AlertState::Pending, 1_700_000_000_000_000_000)));
     annotator.send(Note::Alert(alert(AlertState::Firing, 1_700_000_300_000_000_000)));
     annotator.send(Note::Alert(alert(AlertState::Resolved, 1_700_000_900_000_000_000)));
+    let mut opened = anomaly();
+    opened.closed = false;
+    opened.episode.end = opened.episode.start;
+    annotator.send(Note::Anomaly(Box::new(opened)));
     annotator.send(Note::Anomaly(Box::new(anomaly())));
+    // An episode seen only ending (it opened before a restart) is posted whole.
+    let mut other = anomaly();
+    other.episode.start += 1_000_000_000;
+    annotator.send(Note::Anomaly(Box::new(other)));
     drop(annotator);
     task.await.expect("task");
     let st = g.lock().expect("lock");
@@ -193,15 +201,21 @@ async fn alerts_become_region_annotations_and_episodes_one_each() {
         [
             ("POST", "/api/annotations"),
             ("PATCH", "/api/annotations/1"),
+            ("POST", "/api/annotations"),
+            ("PATCH", "/api/annotations/2"),
             ("POST", "/api/annotations")
         ],
-        "pending posts nothing; firing posts; resolved ends the same annotation"
+        "pending posts nothing; firing posts; resolved ends the same annotation; an episode \
+         posts when it opens and completes the same annotation when it ends"
     );
     assert_eq!(st.accepted[0].2["time"], 1_700_000_000_000u64);
     assert_eq!(st.accepted[1].2, json!({"timeEnd": 1_700_000_900_000u64}));
-    let episode = &st.accepted[2].2;
+    assert_eq!(st.accepted[2].2["time"], 1_700_000_100_000u64);
+    assert_eq!(st.accepted[2].2["timeEnd"], 1_700_000_100_000u64);
+    let episode = &st.accepted[3].2;
     assert_eq!(episode["time"], 1_700_000_100_000u64);
     assert_eq!(episode["timeEnd"], 1_700_000_160_000u64);
+    assert_eq!(st.accepted[4].2["time"], 1_700_000_101_000u64);
     assert_eq!(
         episode["tags"],
         json!([

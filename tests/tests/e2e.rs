@@ -1315,6 +1315,7 @@ fn avro_str(v: &apache_avro::types::Value) -> String {
 fn avro_ms(v: &apache_avro::types::Value) -> i64 {
     match v {
         apache_avro::types::Value::TimestampMillis(t) | apache_avro::types::Value::Long(t) => *t,
+        apache_avro::types::Value::Union(_, v) => avro_ms(v),
         other => panic!("not a timestamp: {other:?}"),
     }
 }
@@ -1742,8 +1743,8 @@ fn rtt_message(t_s: u64, value: f64) -> Vec<u8> {
 
 /// Anomaly detection through the whole path: a round-trip series with one spike at point 300;
 /// the score reaches Prometheus as `dwcp_anomaly_score` (quiet before, above the threshold at
-/// the spike) and the episode, once 150 quiet points have closed it, is one record on the
-/// anomalies topic that decodes with anomaly.avsc.
+/// the spike) and the episode is published on the anomalies topic when it opens and when 150
+/// quiet points have closed it, one key, decoding with anomaly.avsc.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anomaly_episode_reaches_kafka_as_avro_and_its_score_prometheus() {
     let Some(brokers) = kafka() else { return };
@@ -1776,13 +1777,29 @@ async fn an_anomaly_episode_reaches_kafka_as_avro_and_its_score_prometheus() {
     let mut w = Worker::start(work.path(), "worker", &yaml);
     w.wait_for("dwcp_anomaly_episodes_total", &[], 1.0, Duration::from_secs(120))
         .await;
-    let records = decode_avro(
-        &consume_all(&brokers, &anomalies, 1, Duration::from_secs(60)),
-        "anomaly.avsc",
+    let messages = consume_all(&brokers, &anomalies, 2, Duration::from_secs(60));
+    let records = decode_avro(&messages, "anomaly.avsc");
+    // The episode is published when it opens (no end time yet) and when it ends, under one key
+    // (a compacted topic keeps the final one).
+    assert_eq!(records.len(), 2, "opened and ended: {records:?}");
+    let keys: Vec<Option<&[u8]>> = messages.iter().map(rdkafka::Message::key).collect();
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(
+        keys[0].map(|k| String::from_utf8_lossy(k).into_owned()),
+        Some(format!(
+            "dwcp_network_rtt_milliseconds{{peer_region=\"us-east-1\",region=\"eu-west-1\"}}/{}",
+            (t0 + 1500) * 1000
+        ))
     );
-    assert_eq!(records.len(), 1, "one record per episode: {records:?}");
-    let r = &records[0];
     let t0_ms = i64::try_from(t0 * 1000).expect("ms");
+    let opened = &records[0];
+    assert_eq!(
+        opened["end_time"],
+        apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null))
+    );
+    assert_eq!(avro_ms(&opened["start_time"]) - t0_ms, 1_500_000);
+    let r = &records[1];
+    assert!(avro_ms(&r["end_time"]) - t0_ms >= 1_500_000, "{r:?}");
     assert_eq!(avro_ms(&r["start_time"]) - t0_ms, 1_500_000);
     assert_eq!(avro_ms(&r["peak_time"]) - t0_ms, 1_500_000);
     assert_eq!(avro_str(&r["metric"]), "dwcp_network_rtt_milliseconds");

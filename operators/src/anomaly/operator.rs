@@ -1,6 +1,6 @@
 //! The anomaly operator: a [`SeriesDetector`] per series matching the configured selectors,
 //! fed the Prometheus samples the pipeline produces; the score as `dwcp_anomaly_score` and each
-//! finished episode as an [`AnomalyRecord`]. Selectors come in groups, each with its own detector
+//! episode as an [`AnomalyRecord`] when it opens and when it ends. Selectors come in groups, each with its own detector
 //! settings (overrides of the shared ones); a series belongs to the first group that selects it.
 
 use std::collections::BTreeMap;
@@ -111,14 +111,14 @@ impl Default for AnomalyOperatorConfig {
     }
 }
 
-/// A finished (or, at shutdown, open) episode of one series.
+/// An episode of one series: when it opens (`closed` false) and when it ends.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AnomalyRecord {
     /// The series' labels, `__name__` included.
     pub labels: BTreeMap<String, String>,
     /// The episode.
     pub episode: Episode,
-    /// Whether it has ended.
+    /// Whether it has ended (false: it has just opened).
     pub closed: bool,
 }
 
@@ -215,6 +215,7 @@ impl AnomalyOperator {
             t.last_ms = s.timestamp_ms;
             #[allow(clippy::cast_sign_loss)]
             let ns = s.timestamp_ms.max(0) as u64 * 1_000_000;
+            let was_open = t.detector.open_episode().is_some();
             let (score, finished) = t.detector.update(config, ns, s.value);
             if !score.learning {
                 let metric = t.labels.get("__name__").cloned().unwrap_or_default();
@@ -226,6 +227,15 @@ impl AnomalyOperator {
                         .chain([("__name__", "dwcp_anomaly_score"), ("metric", metric.as_str())]),
                 );
                 scores.push(Sample::new(l, score.score, s.timestamp_ms));
+            }
+            // An episode is published when it opens (at once, with this point as its peak so
+            // far) and again when it ends (its end and peak), under the same key.
+            if let (false, Some(e)) = (was_open, t.detector.open_episode()) {
+                episodes.push(AnomalyRecord {
+                    labels: t.labels.clone(),
+                    episode: e.clone(),
+                    closed: false,
+                });
             }
             if let Some(e) = finished {
                 episodes.push(AnomalyRecord {

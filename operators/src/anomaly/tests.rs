@@ -152,11 +152,20 @@ fn the_operator_scores_matching_series_and_emits_one_record_per_episode() {
     assert!(scores
         .iter()
         .all(|s| s.name() == "dwcp_anomaly_score" && s.label("metric") == Some("rtt_ms")));
-    // One episode, closed 150 points after the burst.
-    assert_eq!(records.len(), 1, "{records:?}");
-    let r = &records[0];
+    // One episode: published when it opens, at its first point (with that point as the peak so
+    // far), and when it closes 150 points after the burst.
+    assert_eq!(records.len(), 2, "{records:?}");
+    let (opened, r) = (&records[0], &records[1]);
+    assert!(!opened.closed);
+    assert_eq!(opened.episode.start, points[700].0);
+    assert_eq!(
+        (opened.episode.end, opened.episode.peak_time),
+        (points[700].0, points[700].0)
+    );
     assert_eq!(r.series(), r#"rtt_ms{region="eu"}"#);
     assert_eq!(r.episode.start, points[700].0);
+    assert!(r.episode.end >= points[704].0);
+    assert!(r.episode.peak_score >= opened.episode.peak_score);
     assert!(r.episode.peak_score >= 0.375);
     assert!(r.closed);
     // Snapshot and restore carry the state.

@@ -160,18 +160,22 @@ impl GrafanaClient {
             .ok_or_else(|| format!("POST /api/annotations: no id in {v}"))
     }
 
+    /// Replaces annotation `id`'s fields with those of `body` (`PATCH /api/annotations/<id>`).
+    ///
+    /// # Errors
+    /// Grafana's status and message.
+    pub async fn update_annotation(&self, id: u64, body: &Value) -> Result<(), String> {
+        self.expect_ok(reqwest::Method::PATCH, &format!("/api/annotations/{id}"), Some(body))
+            .await
+            .map(|_| ())
+    }
+
     /// Ends annotation `id` at `time_end_ms`.
     ///
     /// # Errors
     /// Grafana's status and message.
     pub async fn end_annotation(&self, id: u64, time_end_ms: u64) -> Result<(), String> {
-        self.expect_ok(
-            reqwest::Method::PATCH,
-            &format!("/api/annotations/{id}"),
-            Some(&json!({"timeEnd": time_end_ms})),
-        )
-        .await
-        .map(|_| ())
+        self.update_annotation(id, &json!({"timeEnd": time_end_ms})).await
     }
 }
 
@@ -228,7 +232,7 @@ pub fn anomaly_annotation(r: &AnomalyRecord) -> Value {
 pub enum Note {
     /// An alert changed state.
     Alert(AlertTransition),
-    /// An anomaly episode ended.
+    /// An anomaly episode opened or ended.
     Anomaly(Box<AnomalyRecord>),
 }
 
@@ -247,6 +251,8 @@ impl Annotator {
         let counts = results.clone();
         let task = tokio::spawn(async move {
             let mut open: HashMap<u64, u64> = HashMap::new();
+            // Annotations of open anomaly episodes, by series and start.
+            let mut episodes: HashMap<(String, u64), u64> = HashMap::new();
             let count = |r: &str| {
                 counts.get_or_create(&labels([("result", r)])).inc();
             };
@@ -277,13 +283,33 @@ impl Annotator {
                         }
                     }
                     Note::Alert(_) => {}
-                    Note::Anomaly(r) => match client.annotate(&anomaly_annotation(&r)).await {
-                        Ok(_) => count("posted"),
-                        Err(e) => {
-                            tracing::warn!(series = %r.series(), error = %e, "grafana annotation not posted");
-                            count("failed");
+                    // An episode is annotated when it opens and completed (end, peak) when it
+                    // ends; one seen only ending (opened before a restart) is posted whole.
+                    Note::Anomaly(r) => {
+                        let key = (r.series(), r.episode.start);
+                        let body = anomaly_annotation(&r);
+                        match (r.closed, episodes.remove(&key)) {
+                            (true, Some(id)) => match client.update_annotation(id, &body).await {
+                                Ok(()) => count("updated"),
+                                Err(e) => {
+                                    tracing::warn!(series = %r.series(), error = %e, "grafana annotation not ended");
+                                    count("failed");
+                                }
+                            },
+                            (closed, _) => match client.annotate(&body).await {
+                                Ok(id) => {
+                                    if !closed {
+                                        episodes.insert(key, id);
+                                    }
+                                    count("posted");
+                                }
+                                Err(e) => {
+                                    tracing::warn!(series = %r.series(), error = %e, "grafana annotation not posted");
+                                    count("failed");
+                                }
+                            },
                         }
-                    },
+                    }
                 }
             }
         });
