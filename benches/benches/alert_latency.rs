@@ -5,6 +5,11 @@
 //! rule group's interval 1 s, so the crossing sample is evaluated at the next 1-second boundary
 //! once data past it has arrived, then shipped at the next 500 ms router tick.
 //!
+//!
+//! Then the same for anomaly episodes: ten `rtt` series, a point each every 100 ms, learn for 20
+//! points; a spike of one of them is produced and the time until its episode's opening record
+//! (`end_time` null) is consumed from the anomalies topic is measured.
+//!
 //! eval "$(deploy/local/stack.sh env)"; cargo build --release -p dwcp-monitor
 //! cargo bench -p dwcp-benches --bench alert_latency
 
@@ -35,8 +40,12 @@ async fn main() {
         return;
     };
     let id = unique("alertlat");
-    let (topic, alerts) = (format!("{id}.metrics"), format!("{id}.alerts"));
-    create_topics(&brokers, &[&topic, &alerts, &format!("{id}.dlq")], 1).await;
+    let (topic, alerts, anomalies) = (
+        format!("{id}.metrics"),
+        format!("{id}.alerts"),
+        format!("{id}.anomalies"),
+    );
+    create_topics(&brokers, &[&topic, &alerts, &anomalies, &format!("{id}.dlq")], 1).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let rules = dir.path().join("rules.yml");
     std::fs::write(
@@ -47,7 +56,8 @@ async fn main() {
     let yaml = format!(
         "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  consumer_options: {{fetch.wait.max.ms: \"10\"}}\n  topics:\n    - {{name: \"{topic}\", signal: metrics, encoding: otlp_json}}\n\
          dead_letter:\n  topic: \"{id}.dlq\"\noperators:\n  allowed_lateness_ms: 0\n  idle_timeout_ms: 600000\n\
-         rules:\n  files: [\"{}\"]\nderived_topics:\n  alerts: \"{alerts}\"\n",
+         \x20 anomaly:\n    series: [rtt]\n    detectors: {{learning_points: 20, episode_gap: 5}}\n\
+         rules:\n  files: [\"{}\"]\nderived_topics:\n  alerts: \"{alerts}\"\n  anomalies: \"{anomalies}\"\n",
         rules.display()
     );
     let w = Worker::start(dir.path(), "worker", &yaml);
@@ -59,7 +69,7 @@ async fn main() {
     let p = producer.clone();
     let t = topic.clone();
     let ticker = tokio::spawn(async move {
-        loop {
+        for i in 0u64.. {
             let payload = gauge("tick", "t", 1.0);
             let _ = p
                 .send(
@@ -67,6 +77,17 @@ async fn main() {
                     Duration::from_secs(5),
                 )
                 .await;
+            // The anomaly series: 50 with a small sawtooth.
+            #[allow(clippy::cast_precision_loss)]
+            for k in 0..10 {
+                let payload = gauge("rtt", &format!("r{k}"), 50.0 + ((i + k) % 7) as f64 * 0.1);
+                let _ = p
+                    .send(
+                        FutureRecord::<(), [u8]>::to(&t).payload(&payload),
+                        Duration::from_secs(5),
+                    )
+                    .await;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
@@ -108,7 +129,55 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Anomalies: a spike on one rtt series at a time (each has learned by now).
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&anomalies]).expect("subscribe");
+    let codec = SingleObjectCodec::for_kind(DerivedKind::Anomaly).expect("codec");
+    let mut anomaly_latencies = Vec::new();
+    for k in 0..10 {
+        let payload = gauge("rtt", &format!("r{k}"), 500.0);
+        let sent = Instant::now();
+        producer
+            .send(
+                FutureRecord::<(), [u8]>::to(&topic).payload(&payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        'episode: while Instant::now() < deadline {
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(5)) else {
+                continue;
+            };
+            let Some(key) = m.key() else { continue };
+            if String::from_utf8_lossy(key).contains(&format!("id=\"r{k}\"")) {
+                let text = format!("{:?}", codec.decode(m.payload().unwrap_or_default()));
+                if text.contains("\"end_time\", Union(0, Null)") {
+                    anomaly_latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    break 'episode;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     ticker.abort();
+    anomaly_latencies.sort_by(f64::total_cmp);
+    let n = anomaly_latencies.len();
+    assert!(n > 0, "no anomaly arrived; worker log:\n{}", w.log_text());
+    println!(
+        "spike produced → episode opening record consumed, {n} episodes: min {:.0} ms, median {:.0} ms, p95 {:.0} ms, max {:.0} ms",
+        anomaly_latencies[0],
+        anomaly_latencies[n / 2],
+        anomaly_latencies[(n * 95 / 100).min(n - 1)],
+        anomaly_latencies[n - 1],
+    );
     latencies.sort_by(f64::total_cmp);
     let n = latencies.len();
     assert!(n > 0, "no alert arrived; worker log:\n{}", w.log_text());

@@ -1,5 +1,5 @@
 //! Anomaly scoring throughput and state: every detector enabled (three-sigma, moving average,
-//! EWMA, seasonal), 10,000 series × 200 points after learning, one core; bytes of state per
+//! EWMA, seasonal, Holt-Winters), 10,000 series × 200 points after learning, one core; bytes of state per
 //! series.
 //!
 //! cargo bench -p dwcp-benches --bench anomaly
@@ -42,7 +42,7 @@ fn main() {
     let el = start.elapsed().as_secs_f64();
     let n = series as f64 * points as f64;
     println!(
-        "anomaly scoring, all four detectors: {:.0} points/s on one core ({:.2} µs per point), {anomalous} anomalous points; state {} bytes per series",
+        "anomaly scoring, all five detectors: {:.0} points/s on one core ({:.2} µs per point), {anomalous} anomalous points; state {} bytes per series",
         n / el,
         el * 1e6 / n,
         d[0].state_bytes()

@@ -630,6 +630,8 @@ impl Router {
                 // them), so a receiver sees them in time order with the raw series.
                 let scores = std::mem::take(&mut self.anomaly_scores);
                 self.publish(scores, "anomaly", Some(&b.ack)).await;
+                // An episode that opened (or ended) in this batch goes out now, not at the tick.
+                self.ship_anomaly_records();
             }
             self.aggregate.process(points);
         }
@@ -707,6 +709,14 @@ impl Router {
         self.telemetry
             .anomaly_series
             .set(i64::try_from(a.tracked()).unwrap_or(i64::MAX));
+        self.ship_anomaly_records();
+        let scores = std::mem::take(&mut self.anomaly_scores);
+        self.publish(scores, "anomaly", None).await;
+    }
+
+    /// Episodes as they open and end: the anomalies topic, Grafana, the SQL history (the ended
+    /// ones).
+    fn ship_anomaly_records(&mut self) {
         let records = std::mem::take(&mut self.anomaly_records);
         if !records.is_empty() {
             for r in &records {
@@ -728,8 +738,6 @@ impl Router {
                 h.anomalies(&ended);
             }
         }
-        let scores = std::mem::take(&mut self.anomaly_scores);
-        self.publish(scores, "anomaly", None).await;
     }
 
     /// Evaluates the rule groups due at the watermark; ships alerts and recorded series.

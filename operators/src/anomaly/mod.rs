@@ -23,7 +23,7 @@
 //! the detectors at or above the threshold are the ones that agreed. Enabled by default:
 //! three-sigma and seasonal. A series is `learning` for its first `learning_points` points: it emits nothing.
 //! An episode starts at the first point scoring at or above `threshold` and ends after
-//! `episode_gap` points below it, with its peak. State is about 2.5 KiB per series (the window as
+//! `episode_gap` points below it, with its peak. State is about 3 KiB per series (the window as
 //! `f32`, the profile, the Holt-Winters seasons) and serde data: a snapshot restored gives the
 //! same scores.
 
