@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use dwcp_operators::anomaly::forest::ForestState;
 use dwcp_operators::anomaly::{AnomalyConfig, SeriesDetector};
 use dwcp_operators::nab::{detections, score_file, FileScore, Profile, PROFILES};
 
@@ -59,11 +60,17 @@ fn load(data: &Path, key: &str, windows: &[(String, String)], config: &AnomalyCo
             .map_err(|_| format!("{}:{}: bad value {v:?}", path.display(), i + 1))?;
         points.push((t, v));
     }
+    // Each file is a group of its own: its own detector and isolation forest.
     let mut d = SeriesDetector::new(config);
+    let mut forest = ForestState::default();
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let scores = points
         .iter()
-        .map(|(t, v)| d.update(config, (t.max(0.0) * 1e9) as u64, *v).0.score)
+        .map(|(t, v)| {
+            d.update_with_forest(config, (t.max(0.0) * 1e9) as u64, *v, Some(&mut forest))
+                .0
+                .score
+        })
         .collect();
     let mut idx = Vec::new();
     for (a, b) in windows {

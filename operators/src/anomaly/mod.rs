@@ -17,9 +17,14 @@
 //!   (`season_bins` bins) once the series has two days of history and the week (168 hourly bins)
 //!   once it has two weeks (each season is learned from the start, on what the model without it
 //!   leaves over, and joins the forecast when it has its history); the distance of the point from
-//!   the one-step forecast, in the exponentially weighted deviation of the forecast errors.
+//!   the one-step forecast, in the exponentially weighted deviation of the forecast errors;
+//! - `isolation_forest`: an isolation forest per group of series over each point's features
+//!   against its window ([`forest`]), retrained on a schedule off the stream's thread; its
+//!   isolation score mapped to [0, 1] from `forest_low` to `forest_high`.
 //!
-//! The ensemble score is the highest enabled detector score (or their mean, `mean_ensemble`);
+//! The ensemble score is the mean of the enabled detectors' scores (`mean_ensemble`, the
+//! default; a detector counts once it can score: the profile once trained, the forest once one
+//! is in use) or their maximum;
 //! the detectors at or above the threshold are the ones that agreed. Enabled by default:
 //! three-sigma and seasonal. A series is `learning` for its first `learning_points` points: it emits nothing.
 //! An episode starts at the first point scoring at or above `threshold` and ends after
@@ -33,7 +38,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::EventTime;
 
+pub mod forest;
 pub mod operator;
+
+use forest::ForestState;
 
 /// Configuration, shared by all series of a selector.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +63,20 @@ pub struct AnomalyConfig {
     pub hw_beta: f64,
     /// Holt-Winters smoothing: seasons.
     pub hw_gamma: f64,
+    /// Isolation forest: trees.
+    pub forest_trees: usize,
+    /// Isolation forest: feature vectors per tree.
+    pub forest_sample: usize,
+    /// Isolation forest: the recent feature vectors a training draws from.
+    pub forest_buffer: usize,
+    /// Isolation forest: points of the group between trainings.
+    pub forest_retrain_points: usize,
+    /// Isolation forest: points between a training's start and its forest taking over.
+    pub forest_install_points: usize,
+    /// Isolation score that maps to 0.
+    pub forest_low: f64,
+    /// Isolation score that maps to 1.
+    pub forest_high: f64,
     /// Bins of the daily profile.
     pub season_bins: usize,
     /// Ensemble score at which an episode starts.
@@ -82,11 +104,18 @@ impl Default for AnomalyConfig {
             hw_alpha: 0.2,
             hw_beta: 0.01,
             hw_gamma: 0.1,
+            forest_trees: 100,
+            forest_sample: 256,
+            forest_buffer: 4096,
+            forest_retrain_points: 1024,
+            forest_install_points: 64,
+            forest_low: 0.6,
+            forest_high: 0.85,
             season_bins: 48,
-            threshold: 0.375,
-            episode_gap: 150,
+            threshold: 0.325,
+            episode_gap: 120,
             enabled: Enabled::default(),
-            mean_ensemble: false,
+            mean_ensemble: true,
             z_low: 3.0,
             z_high: 12.0,
         }
@@ -94,7 +123,14 @@ impl Default for AnomalyConfig {
 }
 
 /// Detector names, in score order.
-pub const DETECTORS: [&str; 5] = ["three_sigma", "moving_average", "ewma", "seasonal", "holt_winters"];
+pub const DETECTORS: [&str; 6] = [
+    "three_sigma",
+    "moving_average",
+    "ewma",
+    "seasonal",
+    "holt_winters",
+    "isolation_forest",
+];
 
 /// Which detectors count towards the ensemble score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +146,8 @@ pub struct Enabled {
     pub seasonal: bool,
     /// Holt-Winters forecast error.
     pub holt_winters: bool,
+    /// The group's isolation forest.
+    pub isolation_forest: bool,
 }
 
 impl Default for Enabled {
@@ -124,19 +162,21 @@ impl Default for Enabled {
             ewma: false,
             seasonal: true,
             holt_winters: false,
+            isolation_forest: true,
         }
     }
 }
 
 impl Enabled {
     /// In [`DETECTORS`] order.
-    pub fn as_array(self) -> [bool; 5] {
+    pub fn as_array(self) -> [bool; 6] {
         [
             self.three_sigma,
             self.moving_average,
             self.ewma,
             self.seasonal,
             self.holt_winters,
+            self.isolation_forest,
         ]
     }
 
@@ -148,6 +188,7 @@ impl Enabled {
             ewma: i == 2,
             seasonal: i == 3,
             holt_winters: i == 4,
+            isolation_forest: i == 5,
         }
     }
 
@@ -159,6 +200,7 @@ impl Enabled {
             ewma: true,
             seasonal: true,
             holt_winters: true,
+            isolation_forest: true,
         }
     }
 }
@@ -198,7 +240,7 @@ pub struct PointScore {
     /// Ensemble score in [0, 1]; 0 while learning.
     pub score: f64,
     /// Each detector's score, in [`DETECTORS`] order.
-    pub detectors: [f64; 5],
+    pub detectors: [f64; 6],
     /// The expected value (the window mean, or the seasonal profile once trained).
     pub expected: f64,
     /// Half-width of the normal band (4 standard deviations).
@@ -348,11 +390,28 @@ impl SeriesDetector {
         clippy::cast_sign_loss
     )]
     pub fn update(&mut self, config: &AnomalyConfig, t: EventTime, x: f64) -> (PointScore, Option<Episode>) {
+        self.update_with_forest(config, t, x, None)
+    }
+
+    /// [`SeriesDetector::update`] with the group's isolation forest (scored when enabled).
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::too_many_lines
+    )]
+    pub fn update_with_forest(
+        &mut self,
+        config: &AnomalyConfig,
+        t: EventTime,
+        x: f64,
+        forest: Option<&mut ForestState>,
+    ) -> (PointScore, Option<Episode>) {
         if !x.is_finite() {
             return (
                 PointScore {
                     score: 0.0,
-                    detectors: [0.0; 5],
+                    detectors: [0.0; 6],
                     expected: f64::NAN,
                     band: f64::NAN,
                     learning: self.count < config.learning_points as u64,
@@ -370,7 +429,9 @@ impl SeriesDetector {
             self.hw_week_n = vec![0; WEEK_BINS];
         }
         let bin = ((t % DAY) as f64 / DAY as f64 * bins as f64) as usize % bins;
-        let mut det = [0.0; 5];
+        let mut det = [0.0; 6];
+        // Which detectors have something to say yet: the mean ensemble averages those.
+        let mut ready = [true, true, true, false, true, false];
         let week_bin = ((t % WEEK) / (WEEK / WEEK_BINS as u64)) as usize % WEEK_BINS;
         if self.count == 0 {
             self.first_t = t;
@@ -397,6 +458,7 @@ impl SeriesDetector {
             det[2] = z_score((x - self.ewma).abs() / self.ewvar.sqrt().max(floor), config);
             let trained = self.profile.iter().all(|p| p.2 >= 2);
             if trained {
+                ready[3] = true;
                 let (pm, pv, _) = self.profile[bin];
                 let psd = f64::from(pv).sqrt().max(std * 0.25).max(floor);
                 det[3] = z_score((x - f64::from(pm)).abs() / psd, config);
@@ -405,6 +467,18 @@ impl SeriesDetector {
             }
             let hw_sd = self.hw_var.sqrt().max(floor);
             det[4] = z_score((x - forecast).abs() / hw_sd, config);
+            if let (true, Some(forest)) = (config.enabled.isolation_forest, forest) {
+                let short = self.window.iter().rev().take(k).map(|v| f64::from(*v));
+                let (_, short_std) = mean_std(short);
+                let prev = self.window.back().map_or(x, |v| f64::from(*v));
+                let hour = (t % DAY) as f64 / 3.6e12;
+                let f = forest::features(x, prev, mean, std, ma, short_std, hour);
+                if let Some(s) = forest.observe(config, f) {
+                    ready[5] = true;
+                    det[5] =
+                        ((s - config.forest_low) / (config.forest_high - config.forest_low).max(1e-9)).clamp(0.0, 1.0);
+                }
+            }
             if config.enabled.holt_winters && with_day {
                 expected = forecast;
                 band = 4.0 * hw_sd;
@@ -415,7 +489,14 @@ impl SeriesDetector {
                 *d = 0.0;
             }
         }
-        let on = config.enabled.as_array().iter().filter(|e| **e).count().max(1);
+        let on = config
+            .enabled
+            .as_array()
+            .iter()
+            .zip(ready)
+            .filter(|(e, r)| **e && *r)
+            .count()
+            .max(1);
         #[allow(clippy::cast_precision_loss)]
         let score = if config.mean_ensemble {
             det.iter().sum::<f64>() / on as f64

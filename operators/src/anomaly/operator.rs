@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::forest::ForestState;
 use super::{AnomalyConfig, Episode, SeriesDetector};
 use crate::prom::{labels_of, FastMap, Sample};
 use crate::selector::Selector;
@@ -142,6 +143,9 @@ pub struct Tracked {
     labels: BTreeMap<String, String>,
     last_ms: i64,
     detector: SeriesDetector,
+    /// Its group (index of its settings).
+    #[serde(default)]
+    group: usize,
 }
 
 /// The operator.
@@ -150,6 +154,8 @@ pub struct AnomalyOperator {
     /// Selectors and the index of their group's settings in `configs`.
     selectors: Vec<(Selector, usize)>,
     configs: Vec<AnomalyConfig>,
+    /// Each group's isolation forest.
+    forests: Vec<ForestState>,
     config: AnomalyOperatorConfig,
     series: FastMap<u64, Tracked>,
     /// Samples of series past `max_series`, skipped.
@@ -167,6 +173,7 @@ impl AnomalyOperator {
         let Resolved { configs, selectors } = config.resolve()?;
         Ok(AnomalyOperator {
             selectors,
+            forests: vec![ForestState::default(); configs.len()],
             configs,
             config,
             series: FastMap::default(),
@@ -204,8 +211,12 @@ impl AnomalyOperator {
                         labels: s.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                         last_ms: i64::MIN,
                         detector: SeriesDetector::new(config),
+                        group,
                     },
                 );
+                if let Some(f) = self.forests.get_mut(group) {
+                    f.series += 1;
+                }
             }
             let Some(t) = self.series.get_mut(&h) else { continue };
             if s.timestamp_ms <= t.last_ms {
@@ -216,7 +227,9 @@ impl AnomalyOperator {
             #[allow(clippy::cast_sign_loss)]
             let ns = s.timestamp_ms.max(0) as u64 * 1_000_000;
             let was_open = t.detector.open_episode().is_some();
-            let (score, finished) = t.detector.update(config, ns, s.value);
+            let (score, finished) = t
+                .detector
+                .update_with_forest(config, ns, s.value, self.forests.get_mut(group));
             if !score.learning {
                 let metric = t.labels.get("__name__").cloned().unwrap_or_default();
                 let l = labels_of(
@@ -249,27 +262,81 @@ impl AnomalyOperator {
 
     /// Snapshot of every series' state (labels, last time, detector).
     pub fn snapshot(&self) -> AnomalyState {
-        AnomalyState(self.series.iter().map(|(h, t)| (*h, t.clone())).collect())
+        AnomalyState {
+            series: self.series.iter().map(|(h, t)| (*h, t.clone())).collect(),
+            forests: self.forests.clone(),
+        }
     }
 
-    /// Restores a snapshot taken by [`AnomalyOperator::snapshot`].
+    /// Restores a snapshot taken by [`AnomalyOperator::snapshot`] (forests only when the
+    /// groups are as many as then).
     pub fn restore(&mut self, state: AnomalyState) {
-        self.series.extend(state.0);
+        self.series.extend(state.series);
+        if state.forests.len() == self.forests.len() {
+            self.forests = state.forests;
+        }
+        for f in &mut self.forests {
+            f.series = 0;
+        }
+        for t in self.series.values() {
+            if let Some(f) = self.forests.get_mut(t.group) {
+                f.series += 1;
+            }
+        }
+    }
+
+    /// Trainings of the isolation forests so far, and those whose forest was not ready in
+    /// time (the stream waited).
+    pub fn forest_trainings(&self) -> (u64, u64) {
+        self.forests
+            .iter()
+            .fold((0, 0), |(n, w), f| (n + f.trainings(), w + f.waits))
     }
 }
 
-/// The operator's state, serde data.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct AnomalyState(Vec<(u64, Tracked)>);
+/// The operator's state, serde data: the series, and each group's forest.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AnomalyState {
+    series: Vec<(u64, Tracked)>,
+    forests: Vec<ForestState>,
+}
+
+impl<'de> Deserialize<'de> for AnomalyState {
+    /// The current form, or the series list a snapshot held before the forests.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Current {
+            series: Vec<(u64, Tracked)>,
+            #[serde(default)]
+            forests: Vec<ForestState>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Current(Current),
+            Series(Vec<(u64, Tracked)>),
+        }
+        Ok(match Form::deserialize(d)? {
+            Form::Current(c) => AnomalyState {
+                series: c.series,
+                forests: c.forests,
+            },
+            Form::Series(series) => AnomalyState {
+                series,
+                forests: Vec::new(),
+            },
+        })
+    }
+}
 
 impl AnomalyState {
     /// Series in it.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.series.len()
     }
 
     /// Whether it is empty.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.series.is_empty()
     }
 }
