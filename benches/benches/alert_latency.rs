@@ -30,6 +30,51 @@ fn gauge(name: &str, id: &str, value: f64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A consumer of `topic` from its start, polling every 10 ms at most.
+fn reader(brokers: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    consumer
+}
+
+/// Produces `payload` to `topic`, then polls `consumer` until a record `wanted` accepts (its key
+/// and decoded value): the milliseconds between, or `None` after 30 s.
+async fn latency(
+    producer: &FutureProducer,
+    topic: &str,
+    payload: &[u8],
+    consumer: &BaseConsumer,
+    wanted: impl Fn(&[u8], &str) -> bool,
+    codec: &SingleObjectCodec,
+) -> Option<f64> {
+    let sent = Instant::now();
+    producer
+        .send(
+            FutureRecord::<(), [u8]>::to(topic).payload(payload),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(5)) else {
+            continue;
+        };
+        let text = format!("{:?}", codec.decode(m.payload().unwrap_or_default()));
+        if wanted(m.key().unwrap_or_default(), &text) {
+            return Some(sent.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    None
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -93,78 +138,28 @@ async fn main() {
     });
     w.wait_for("dwcp_source_messages_total", &[], 20.0, Duration::from_secs(180))
         .await;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[&alerts]).expect("subscribe");
+    let consumer = reader(&brokers, &alerts);
     let codec = SingleObjectCodec::for_kind(DerivedKind::Alert).expect("codec");
     let mut latencies = Vec::new();
     for k in 0..20 {
-        let key = format!("k{k}");
-        let payload = gauge("temp", &key, 95.0);
-        let sent = Instant::now();
-        producer
-            .send(
-                FutureRecord::<(), [u8]>::to(&topic).payload(&payload),
-                Duration::from_secs(5),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        'wait: while Instant::now() < deadline {
-            let Some(Ok(m)) = consumer.poll(Duration::from_millis(5)) else {
-                continue;
-            };
-            let Some(bytes) = m.payload() else { continue };
-            let text = format!("{:?}", codec.decode(bytes));
-            if text.contains(&format!("\"{key}\"")) && text.contains("\"firing\"") {
-                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                break 'wait;
-            }
-        }
+        let key = format!("\"k{k}\"");
+        let firing = |_: &[u8], text: &str| text.contains(&key) && text.contains("\"firing\"");
+        let payload = gauge("temp", &format!("k{k}"), 95.0);
+        latencies.extend(latency(&producer, &topic, &payload, &consumer, firing, &codec).await);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    // Anomalies: a spike on one rtt series at a time (each has learned by now).
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[&anomalies]).expect("subscribe");
+    // Anomalies: a spike on one rtt series at a time (each has learned by now); the episode's
+    // opening record has no end time.
+    let consumer = reader(&brokers, &anomalies);
     let codec = SingleObjectCodec::for_kind(DerivedKind::Anomaly).expect("codec");
     let mut anomaly_latencies = Vec::new();
     for k in 0..10 {
+        let series = format!("id=\"r{k}\"");
+        let opened = |key: &[u8], text: &str| {
+            String::from_utf8_lossy(key).contains(&series) && text.contains("\"end_time\", Union(0, Null)")
+        };
         let payload = gauge("rtt", &format!("r{k}"), 500.0);
-        let sent = Instant::now();
-        producer
-            .send(
-                FutureRecord::<(), [u8]>::to(&topic).payload(&payload),
-                Duration::from_secs(5),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        'episode: while Instant::now() < deadline {
-            let Some(Ok(m)) = consumer.poll(Duration::from_millis(5)) else {
-                continue;
-            };
-            let Some(key) = m.key() else { continue };
-            if String::from_utf8_lossy(key).contains(&format!("id=\"r{k}\"")) {
-                let text = format!("{:?}", codec.decode(m.payload().unwrap_or_default()));
-                if text.contains("\"end_time\", Union(0, Null)") {
-                    anomaly_latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-                    break 'episode;
-                }
-            }
-        }
+        anomaly_latencies.extend(latency(&producer, &topic, &payload, &consumer, opened, &codec).await);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     ticker.abort();

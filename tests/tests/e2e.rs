@@ -725,10 +725,19 @@ async fn hostile_input_is_dead_lettered_or_accepted_and_the_worker_survives() {
                 .unwrap_or_default()
         })
         .collect();
-    assert_eq!(reasons[0], "empty message");
-    assert!(reasons[1].starts_with("invalid otlp_proto:"), "{reasons:?}");
-    assert!(reasons[2].starts_with("invalid otlp_proto:"), "{reasons:?}");
-    assert!(reasons[3].starts_with("invalid otlp_json:"), "{reasons:?}");
+    // The two source topics are consumed side by side: their dead letters interleave in any
+    // order, each topic's in its own.
+    let of = |prefix: &str| reasons.iter().filter(|r| r.starts_with(prefix)).count();
+    assert_eq!(
+        (of("empty message"), of("invalid otlp_proto:"), of("invalid otlp_json:")),
+        (1, 2, 1),
+        "{reasons:?}"
+    );
+    let proto_order: Vec<&String> = reasons
+        .iter()
+        .filter(|r| !r.starts_with("invalid otlp_json:"))
+        .collect();
+    assert_eq!(proto_order[0], "empty message", "{reasons:?}");
     let health = reqwest::get(format!("http://127.0.0.1:{}/healthz", w.port))
         .await
         .expect("healthz");

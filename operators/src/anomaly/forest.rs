@@ -263,31 +263,17 @@ impl Pending {
     /// The trained forest: the thread's, or built here when there is none (it could not be
     /// spawned).
     fn finish(mut self, config: &AnomalyConfig) -> (Forest, bool) {
-        match self.thread.take() {
-            Some(t) => {
-                let waited = !t.is_finished();
-                match t.join() {
-                    Ok(f) => (f, waited),
-                    Err(_) => (
-                        Forest::train(
-                            &matrix(&self.rows),
-                            config.forest_trees,
-                            config.forest_sample,
-                            self.seed,
-                        ),
-                        true,
-                    ),
-                }
-            }
-            None => (
-                Forest::train(
+        match self.thread.take().map(|t| (t.is_finished(), t.join())) {
+            Some((finished, Ok(forest))) => (forest, !finished),
+            _ => {
+                let forest = Forest::train(
                     &matrix(&self.rows),
                     config.forest_trees,
                     config.forest_sample,
                     self.seed,
-                ),
-                true,
-            ),
+                );
+                (forest, true)
+            }
         }
     }
 }

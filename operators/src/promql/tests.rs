@@ -118,9 +118,55 @@ fn awkward_series() -> Vec<Series> {
     out
 }
 
+/// Over [`awkward_series`], in both window conventions and at several ranges, `q` evaluated by
+/// [`Engine::range`] (series by series where it can) equals the step-by-step evaluation bit for
+/// bit, output order included; `whole`: `q` is a shape evaluated by series as a whole (else
+/// aggregations inside it are).
+fn assert_by_series_equals_step_by_step(q: &str, whole: bool) {
+    let data = awkward_series();
+    let e = parse(q).expect(q);
+    let bits = |s: &[Series]| -> Vec<(Labels, Vec<(i64, u64)>)> {
+        s.iter()
+            .map(|s| {
+                (
+                    (*s.labels).clone(),
+                    s.samples.iter().map(|(t, v)| (*t, v.to_bits())).collect(),
+                )
+            })
+            .collect()
+    };
+    for closed in [false, true] {
+        for (start, end, step) in [
+            (0, 3_600_000, 60_000),
+            (-600_000, 4_000_000, 7_000),
+            (1_000_000, 1_000_000, 1),
+            (0, 3_600_000, 900_000),
+        ] {
+            let mut engine = Engine::new(&data);
+            engine.closed_ranges = closed;
+            engine.threads = 3;
+            if whole {
+                assert!(engine.range_by_series(&e, &[0]).is_some(), "{q} is evaluated by series");
+            } else {
+                assert!(engine.range_by_series(&e, &[0]).is_none(), "{q} is not a whole shape");
+                engine.materialize(&e, &[0]);
+                assert!(!engine.by_series.is_empty(), "{q} has aggregations evaluated by series");
+                engine.by_series.clear();
+            }
+            let fast = engine.range(&e, start, end, step).expect(q);
+            let slow = engine.range_step_by_step(&e, start, end, step).expect(q);
+            assert!(!slow.is_empty(), "{q}: no data");
+            assert_eq!(
+                bits(&fast),
+                bits(&slow),
+                "{q} closed={closed} [{start}, {end}] step {step}"
+            );
+        }
+    }
+}
+
 #[test]
 fn by_series_equals_step_by_step() {
-    let data = awkward_series();
     let queries = [
         "a_total",
         "b offset 2m",
@@ -147,45 +193,13 @@ fn by_series_equals_step_by_step() {
         "sum({__name__=~\"a_total|b\"})",
         "(sum by (region) ((rate(a_total[5m]))))",
     ];
-    for closed in [false, true] {
-        for q in queries {
-            let e = parse(q).expect(q);
-            for (start, end, step) in [
-                (0, 3_600_000, 60_000),
-                (-600_000, 4_000_000, 7_000),
-                (1_000_000, 1_000_000, 1),
-                (0, 3_600_000, 900_000),
-            ] {
-                let mut engine = Engine::new(&data);
-                engine.closed_ranges = closed;
-                engine.threads = 3;
-                assert!(engine.range_by_series(&e, &[0]).is_some(), "{q} is evaluated by series");
-                let fast = engine.range(&e, start, end, step).expect(q);
-                let slow = engine.range_step_by_step(&e, start, end, step).expect(q);
-                let bits = |s: &[Series]| -> Vec<(Labels, Vec<(i64, u64)>)> {
-                    s.iter()
-                        .map(|s| {
-                            (
-                                (*s.labels).clone(),
-                                s.samples.iter().map(|(t, v)| (*t, v.to_bits())).collect(),
-                            )
-                        })
-                        .collect()
-                };
-                assert!(!slow.is_empty(), "{q}: no data");
-                assert_eq!(
-                    bits(&fast),
-                    bits(&slow),
-                    "{q} closed={closed} [{start}, {end}] step {step}"
-                );
-            }
-        }
+    for q in queries {
+        assert_by_series_equals_step_by_step(q, true);
     }
 }
 
 #[test]
 fn aggregations_inside_larger_queries_evaluated_by_series_equal_step_by_step() {
-    let data = awkward_series();
     let queries = [
         "sum(rate(a_total[5m])) / sum(rate(a_total[10m]))",
         "sum by (region) (rate(a_total[5m])) / on (region) group_left count by (region) (b)",
@@ -202,41 +216,8 @@ fn aggregations_inside_larger_queries_evaluated_by_series_equal_step_by_step() {
         "abs(sum without (instance) (delta(b[5m])))",
         "rate(a_total[5m]) / on (region) group_left sum by (region) (rate(a_total[5m]))",
     ];
-    for closed in [false, true] {
-        for q in queries {
-            let e = parse(q).expect(q);
-            for (start, end, step) in [
-                (0, 3_600_000, 60_000),
-                (-600_000, 4_000_000, 7_000),
-                (0, 3_600_000, 900_000),
-            ] {
-                let mut engine = Engine::new(&data);
-                engine.closed_ranges = closed;
-                engine.threads = 3;
-                assert!(engine.range_by_series(&e, &[0]).is_none(), "{q} is not a whole shape");
-                engine.materialize(&e, &[0]);
-                assert!(!engine.by_series.is_empty(), "{q} has aggregations evaluated by series");
-                engine.by_series.clear();
-                let fast = engine.range(&e, start, end, step).expect(q);
-                let slow = engine.range_step_by_step(&e, start, end, step).expect(q);
-                let bits = |s: &[Series]| -> Vec<(Labels, Vec<(i64, u64)>)> {
-                    s.iter()
-                        .map(|s| {
-                            (
-                                (*s.labels).clone(),
-                                s.samples.iter().map(|(t, v)| (*t, v.to_bits())).collect(),
-                            )
-                        })
-                        .collect()
-                };
-                assert!(!slow.is_empty(), "{q}: no data");
-                assert_eq!(
-                    bits(&fast),
-                    bits(&slow),
-                    "{q} closed={closed} [{start}, {end}] step {step}"
-                );
-            }
-        }
+    for q in queries {
+        assert_by_series_equals_step_by_step(q, false);
     }
 }
 
