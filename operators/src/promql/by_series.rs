@@ -415,43 +415,56 @@ impl Grid {
 /// Range queries over this many series-steps or more are split between threads.
 const PARALLEL_WORK: usize = 1 << 20;
 
-/// Results larger than this many cells (Prometheus's default `--query.max-samples`) are left to
-/// the step evaluator rather than allocated whole.
-const MAX_CELLS: usize = 50_000_000;
+/// Bytes a query's grids may take (every group × every step, present or not, with its
+/// accumulator): 800 MiB, what Prometheus's default `--query.max-samples` (50 M) of 16-byte
+/// samples holds. A query that would need more is left to the step evaluator, which holds only
+/// the samples present.
+const MAX_BYTES: usize = 800 << 20;
+
+/// Bytes per cell of a grid over accumulator `A`: the accumulator, the value, the order.
+fn cell_bytes<A>(track_pos: bool) -> usize {
+    std::mem::size_of::<A>() + std::mem::size_of::<Option<f64>>() + if track_pos { 4 } else { 0 }
+}
 
 impl Engine<'_> {
     /// `e` evaluated at `steps` series by series, as a range query's result, or `None` when `e`
     /// is not a shape evaluated here (the step evaluator answers it).
     pub(crate) fn range_by_series(&self, e: &Expr, steps: &[i64]) -> Option<Vec<Series>> {
-        self.grid(e, steps, true).map(|g| g.into_series(steps))
+        self.grid(e, steps, true, &mut MAX_BYTES.clone())
+            .map(|g| g.into_series(steps))
     }
 
     /// Evaluates series by series, at `steps`, the aggregations inside `e` that can be, for
     /// [`Engine::eval`] to read at each step. Subqueries are not entered: they evaluate at their
     /// own steps.
     pub(crate) fn materialize(&mut self, e: &Expr, steps: &[i64]) {
+        self.materialize_within(e, steps, &mut MAX_BYTES.clone());
+    }
+
+    /// [`Engine::materialize`] with what is left of the query's `budget` of bytes.
+    fn materialize_within(&mut self, e: &Expr, steps: &[i64], budget: &mut usize) {
         if matches!(e, Expr::Aggregate(_)) {
-            if let Some(grid) = self.grid(e, steps, false) {
+            if let Some(grid) = self.grid(e, steps, false, budget) {
                 self.by_series.insert(std::ptr::from_ref(e) as usize, grid);
                 return;
             }
         }
         match e {
-            Expr::Paren(p) => self.materialize(&p.expr, steps),
-            Expr::Unary(u) => self.materialize(&u.expr, steps),
+            Expr::Paren(p) => self.materialize_within(&p.expr, steps, budget),
+            Expr::Unary(u) => self.materialize_within(&u.expr, steps, budget),
             Expr::Binary(b) => {
-                self.materialize(&b.lhs, steps);
-                self.materialize(&b.rhs, steps);
+                self.materialize_within(&b.lhs, steps, budget);
+                self.materialize_within(&b.rhs, steps, budget);
             }
             Expr::Aggregate(a) => {
-                self.materialize(&a.expr, steps);
+                self.materialize_within(&a.expr, steps, budget);
                 if let Some(p) = &a.param {
-                    self.materialize(p, steps);
+                    self.materialize_within(p, steps, budget);
                 }
             }
             Expr::Call(c) => {
                 for arg in &c.args.args {
-                    self.materialize(arg, steps);
+                    self.materialize_within(arg, steps, budget);
                 }
             }
             _ => {}
@@ -459,8 +472,9 @@ impl Engine<'_> {
     }
 
     /// `e` evaluated at `steps`; `whole`: `e` is the whole query (so series without an
-    /// aggregation are the result, their names dropped here).
-    fn grid(&self, e: &Expr, steps: &[i64], whole: bool) -> Option<Grid> {
+    /// aggregation are the result, their names dropped here). `None` also when its grid would
+    /// not fit in `budget` bytes (what it takes is taken off).
+    fn grid(&self, e: &Expr, steps: &[i64], whole: bool, budget: &mut usize) -> Option<Grid> {
         let (agg, modifier, inner) = match unparen(e) {
             Expr::Aggregate(a) => {
                 if a.param.is_some() {
@@ -524,9 +538,20 @@ impl Engine<'_> {
                 group_of.push(g);
             }
         }
-        if labels.len().saturating_mul(steps.len()) > MAX_CELLS {
+        let track_pos = !matches!(agg, Agg::None);
+        let per_cell = match agg {
+            Agg::None => cell_bytes::<One>(track_pos),
+            Agg::Sum => cell_bytes::<SumAcc>(track_pos),
+            Agg::Avg => cell_bytes::<AvgAcc>(track_pos),
+            Agg::Count => cell_bytes::<CountAcc>(track_pos),
+            Agg::Group => cell_bytes::<GroupAcc>(track_pos),
+            Agg::Min | Agg::Max => cell_bytes::<Extreme<false>>(track_pos),
+        };
+        let need = labels.len().saturating_mul(steps.len()).saturating_mul(per_cell);
+        if need > *budget {
             return None;
         }
+        *budget -= need;
         let walk = Walk {
             input,
             offset_ms: offset_ms(vs.offset.as_ref()),
@@ -543,7 +568,6 @@ impl Engine<'_> {
             group_of,
             labels,
         };
-        let track_pos = !matches!(agg, Agg::None);
         Some(match agg {
             Agg::None => Grid::evaluate::<One>(walk, rows, steps, threads, track_pos),
             Agg::Sum => Grid::evaluate::<SumAcc>(walk, rows, steps, threads, track_pos),

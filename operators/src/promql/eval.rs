@@ -155,7 +155,8 @@ impl<'a> Engine<'a> {
     ) -> Result<Vec<Series>, EvalError> {
         self.start = start;
         self.end = end;
-        let steps = std::iter::successors(Some(start), |t| t.checked_add(step)).take_while(|t| *t <= end);
+        let steps = std::iter::successors(Some(start), |t| if step > 0 { t.checked_add(step) } else { None })
+            .take_while(|t| *t <= end);
         self.eval_steps(e, steps, "range queries")
     }
 

@@ -256,3 +256,32 @@ fn avg_by_series_falls_back_to_the_incremental_mean_when_the_sum_overflows() {
         "{fast:?}"
     );
 }
+
+#[test]
+fn grids_that_would_not_fit_the_memory_budget_are_left_to_the_step_evaluator() {
+    // 20,000 short-lived series, one group each, over 5,000 steps: the step evaluator holds the
+    // few samples present; a grid would hold every group at every step (100 M cells, 4.4 GB for
+    // sum at 44 bytes a cell).
+    let data: Vec<Series> = (0..20_000)
+        .map(|i: i64| series("pod_cpu", &[("pod", &i.to_string())], &[(i * 1_000, 1.0)]))
+        .collect();
+    let steps: Vec<i64> = (0..5_000).map(|k| k * 1_000).collect();
+    let engine = Engine::new(&data);
+    for q in ["sum by (pod) (pod_cpu)", "pod_cpu"] {
+        assert!(engine.range_by_series(&parse(q).expect(q), &steps).is_none(), "{q}");
+    }
+    // Small enough: evaluated by series.
+    assert!(engine
+        .range_by_series(&parse("sum(pod_cpu)").expect("sum"), &steps)
+        .is_some());
+    // Two aggregations sharing one budget: 3,000 groups × 5,000 steps of sum (660 MB) fit alone,
+    // not twice, so one of them is left to the step evaluator.
+    let half: Vec<Series> = data[..3_000].to_vec();
+    let mut engine = Engine::new(&half);
+    let e = parse("sum by (pod) (pod_cpu) / sum by (pod) (pod_cpu)").expect("ratio");
+    assert!(engine
+        .range_by_series(&parse("sum by (pod) (pod_cpu)").expect("one"), &steps)
+        .is_some());
+    engine.materialize(&e, &steps);
+    assert_eq!(engine.by_series.len(), 1);
+}
