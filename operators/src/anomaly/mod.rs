@@ -20,13 +20,16 @@
 //!   the one-step forecast, in the exponentially weighted deviation of the forecast errors;
 //! - `isolation_forest`: an isolation forest per group of series over each point's features
 //!   against its window ([`forest`]), retrained on a schedule off the stream's thread; its
-//!   isolation score mapped to [0, 1] from `forest_low` to `forest_high`.
+//!   isolation score mapped to [0, 1] from `forest_low` to `forest_high`;
+//! - `new_extreme`: a point beyond everything the series has shown, by `extreme_margin` of its
+//!   range, is anomalous whatever the others say (the ensemble score is then 1), as Numenta's
+//!   detector flags "spatial" anomalies.
 //!
 //! The ensemble score is the mean of the enabled detectors' scores (`mean_ensemble`, the
 //! default; a detector counts once it can score: the profile once trained, the forest once one
 //! is in use) or their maximum;
 //! the detectors at or above the threshold are the ones that agreed. Enabled by default:
-//! three-sigma and seasonal. A series is `learning` for its first `learning_points` points: it emits nothing.
+//! three-sigma, seasonal, the isolation forest and new extremes. A series is `learning` for its first `learning_points` points: it emits nothing.
 //! An episode starts at the first point scoring at or above `threshold` and ends after
 //! `episode_gap` points below it, with its peak. State is about 3 KiB per series (the window as
 //! `f32`, the profile, the Holt-Winters seasons) and serde data: a snapshot restored gives the
@@ -91,6 +94,8 @@ pub struct AnomalyConfig {
     pub z_low: f64,
     /// z-score that maps to 1.
     pub z_high: f64,
+    /// How far beyond the series' range (as a share of it) a new extreme is anomalous.
+    pub extreme_margin: f64,
 }
 
 impl Default for AnomalyConfig {
@@ -118,18 +123,20 @@ impl Default for AnomalyConfig {
             mean_ensemble: true,
             z_low: 3.0,
             z_high: 12.0,
+            extreme_margin: 0.1,
         }
     }
 }
 
 /// Detector names, in score order.
-pub const DETECTORS: [&str; 6] = [
+pub const DETECTORS: [&str; 7] = [
     "three_sigma",
     "moving_average",
     "ewma",
     "seasonal",
     "holt_winters",
     "isolation_forest",
+    "new_extreme",
 ];
 
 /// Which detectors count towards the ensemble score.
@@ -148,11 +155,13 @@ pub struct Enabled {
     pub holt_winters: bool,
     /// The group's isolation forest.
     pub isolation_forest: bool,
+    /// A new extreme beyond the series' range.
+    pub new_extreme: bool,
 }
 
 impl Default for Enabled {
-    /// Three-sigma and the daily profile. Moving average, EWMA and Holt-Winters are off by
-    /// default: on the NAB corpus (little seasonality) they add false positives faster than
+    /// Three-sigma, the daily profile, the isolation forest and new extremes. Moving average,
+    /// EWMA and Holt-Winters are off by default: on the NAB corpus (little seasonality) they add false positives faster than
     /// detections (benches/README.md has the figures); Holt-Winters is for series with daily and
     /// weekly cycles.
     fn default() -> Self {
@@ -163,13 +172,14 @@ impl Default for Enabled {
             seasonal: true,
             holt_winters: false,
             isolation_forest: true,
+            new_extreme: true,
         }
     }
 }
 
 impl Enabled {
     /// In [`DETECTORS`] order.
-    pub fn as_array(self) -> [bool; 6] {
+    pub fn as_array(self) -> [bool; 7] {
         [
             self.three_sigma,
             self.moving_average,
@@ -177,6 +187,7 @@ impl Enabled {
             self.seasonal,
             self.holt_winters,
             self.isolation_forest,
+            self.new_extreme,
         ]
     }
 
@@ -189,6 +200,7 @@ impl Enabled {
             seasonal: i == 3,
             holt_winters: i == 4,
             isolation_forest: i == 5,
+            new_extreme: i == 6,
         }
     }
 
@@ -201,6 +213,7 @@ impl Enabled {
             seasonal: true,
             holt_winters: true,
             isolation_forest: true,
+            new_extreme: true,
         }
     }
 }
@@ -240,7 +253,7 @@ pub struct PointScore {
     /// Ensemble score in [0, 1]; 0 while learning.
     pub score: f64,
     /// Each detector's score, in [`DETECTORS`] order.
-    pub detectors: [f64; 6],
+    pub detectors: [f64; 7],
     /// The expected value (the window mean, or the seasonal profile once trained).
     pub expected: f64,
     /// Half-width of the normal band (4 standard deviations).
@@ -411,7 +424,7 @@ impl SeriesDetector {
             return (
                 PointScore {
                     score: 0.0,
-                    detectors: [0.0; 6],
+                    detectors: [0.0; 7],
                     expected: f64::NAN,
                     band: f64::NAN,
                     learning: self.count < config.learning_points as u64,
@@ -429,9 +442,10 @@ impl SeriesDetector {
             self.hw_week_n = vec![0; WEEK_BINS];
         }
         let bin = ((t % DAY) as f64 / DAY as f64 * bins as f64) as usize % bins;
-        let mut det = [0.0; 6];
+        let mut det = [0.0; 7];
         // Which detectors have something to say yet: the mean ensemble averages those.
-        let mut ready = [true, true, true, false, true, false];
+        // (`new_extreme` overrides the ensemble rather than joining its mean.)
+        let mut ready = [true, true, true, false, true, false, false];
         let week_bin = ((t % WEEK) / (WEEK / WEEK_BINS as u64)) as usize % WEEK_BINS;
         if self.count == 0 {
             self.first_t = t;
@@ -483,6 +497,12 @@ impl SeriesDetector {
                 expected = forecast;
                 band = 4.0 * hw_sd;
             }
+            if self.max > self.min {
+                let margin = config.extreme_margin * (self.max - self.min);
+                if x > self.max + margin || x < self.min - margin {
+                    det[6] = 1.0;
+                }
+            }
         }
         for (d, on) in det.iter_mut().zip(config.enabled.as_array()) {
             if !on {
@@ -499,7 +519,7 @@ impl SeriesDetector {
             .max(1);
         #[allow(clippy::cast_precision_loss)]
         let score = if config.mean_ensemble {
-            det.iter().sum::<f64>() / on as f64
+            (det[..6].iter().sum::<f64>() / on as f64).max(det[6])
         } else {
             det.iter().copied().fold(0.0, f64::max)
         };
