@@ -145,16 +145,24 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
         .collect()
 }
 
-/// Reads every message of `topic` (all partitions) until `count` arrived or `timeout` passed.
-pub fn consume_all(brokers: &str, topic: &str, count: usize, timeout: Duration) -> Vec<rdkafka::message::OwnedMessage> {
+/// A consumer of `topic` from its start, in a group of its own, committing nothing, waiting at
+/// most 10 ms for a fetch (so a record is seen as soon as it lands).
+pub fn reader(brokers: &str, topic: &str) -> BaseConsumer {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
         .create()
         .expect("consumer");
     c.subscribe(&[topic]).expect("subscribe");
+    c
+}
+
+/// Reads every message of `topic` (all partitions) until `count` arrived or `timeout` passed.
+pub fn consume_all(brokers: &str, topic: &str, count: usize, timeout: Duration) -> Vec<rdkafka::message::OwnedMessage> {
+    let c = reader(brokers, topic);
     let mut out = Vec::new();
     let deadline = Instant::now() + timeout;
     while out.len() < count && Instant::now() < deadline {

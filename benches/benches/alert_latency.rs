@@ -16,9 +16,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dwcp_schemas::avro::{DerivedKind, SingleObjectCodec};
-use dwcp_tests::{create_topics, metric_sum, unique, Worker};
+use dwcp_tests::{create_topics, metric_sum, reader, unique, Worker};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -28,19 +28,6 @@ fn gauge(name: &str, id: &str, value: f64) -> Vec<u8> {
         r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"cloud.region","value":{{"stringValue":"r"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"{name}","gauge":{{"dataPoints":[{{"timeUnixNano":"{t}","asDouble":{value},"attributes":[{{"key":"id","value":{{"stringValue":"{id}"}}}}]}}]}}}}]}}]}}]}}"#
     )
     .into_bytes()
-}
-
-/// A consumer of `topic` from its start, polling every 10 ms at most.
-fn reader(brokers: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    consumer
 }
 
 /// Produces `payload` to `topic`, then polls `consumer` until a record `wanted` accepts (its key
