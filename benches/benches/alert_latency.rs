@@ -141,9 +141,16 @@ async fn main() {
     let codec = SingleObjectCodec::for_kind(DerivedKind::Anomaly).expect("codec");
     let mut anomaly_latencies = Vec::new();
     for k in 0..10 {
+        // Only an episode that starts at the spike (the key ends in its start, ms).
+        let spike_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+            - 5;
         let series = format!("id=\"r{k}\"");
         let opened = |key: &[u8], text: &str| {
-            String::from_utf8_lossy(key).contains(&series) && text.contains("\"end_time\", Union(0, Null)")
+            let key = String::from_utf8_lossy(key);
+            let start: u128 = key.rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+            key.contains(&series) && start >= spike_ms && text.contains("\"end_time\", Union(0, Null)")
         };
         let payload = gauge("rtt", &format!("r{k}"), 500.0);
         anomaly_latencies.extend(latency(&producer, &topic, &payload, &consumer, opened, &codec).await);

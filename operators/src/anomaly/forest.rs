@@ -28,6 +28,9 @@ use super::AnomalyConfig;
 /// Features per point.
 pub const FEATURES: usize = 5;
 
+/// The index of the hour-of-day feature.
+const HOUR: usize = 4;
+
 /// One point's features.
 pub type Features = [f32; FEATURES];
 
@@ -122,8 +125,8 @@ impl Forest {
 
     /// The isolation score of `x` in (0, 1].
     ///
-    /// A point outside the range `[lo, hi]` a split saw would have been cut off there with the
-    /// probability a random cut over the range widened to include it falls between the point
+    /// A point outside the range `[lo, hi]` a split saw (on any feature but the hour) would have
+    /// been cut off there with the probability a random cut over the range widened to include it falls between the point
     /// and the range (as a random cut forest inserts a point): its path length is that
     /// expectation. So a point far beyond everything trained on scores as the outlier it is,
     /// not as the most extreme training vector.
@@ -140,7 +143,11 @@ impl Forest {
                     break;
                 }
                 let v = x.get(usize::from(node.feature)).copied().unwrap_or(0.0);
-                let outside = if v < node.lo {
+                // Not for the hour of the day: a buffer spanning minutes (a busy group) would
+                // make every later hour look beyond the range.
+                let outside = if usize::from(node.feature) == HOUR {
+                    0.0
+                } else if v < node.lo {
                     node.lo - v
                 } else if v > node.hi {
                     v - node.hi

@@ -395,3 +395,22 @@ fn a_snapshot_taken_while_the_forest_trains_restores_to_the_same_scores() {
         whole[800].detectors
     );
 }
+
+#[test]
+fn a_later_hour_than_the_forest_trained_on_is_not_an_outlier() {
+    // A busy group's buffer spans minutes: every vector at hour 10.0 to 10.1. A point like them
+    // hours later is ordinary; one far out in the other features is not.
+    let mut n = Noise(11);
+    let rows: Vec<f32> = (0..2000)
+        .flat_map(|i| {
+            let f: [f32; 4] = std::array::from_fn(|_| n.normal() as f32);
+            [f[0], f[1], f[2], f[3].abs(), 10.0 + i as f32 / 20_000.0]
+        })
+        .collect();
+    let data = ndarray::Array2::from_shape_vec((2000, forest::FEATURES), rows).expect("matrix");
+    let f = forest::Forest::train(&data, 100, 256, 5);
+    let later = f.score(&[0.1, -0.2, 0.0, 1.0, 15.0]);
+    assert!(later < 0.55, "an ordinary point at a later hour: {later}");
+    let spike = f.score(&[12.0, 12.0, 12.0, 1.0, 15.0]);
+    assert!(spike > 0.7, "a spike at a later hour: {spike}");
+}
