@@ -5,7 +5,10 @@
 //! it into [`Records`] of one signal, resolving each record's region on the way.
 
 mod convert;
+mod encode;
 mod json;
+
+pub use encode::{encode_metrics, encode_spans};
 
 use std::fmt;
 use std::sync::Arc;

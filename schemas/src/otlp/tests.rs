@@ -250,3 +250,209 @@ fn deeply_nested_json_values_are_refused_not_overflowed() {
     let json = format!(r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"body":{v}}}]}}]}}]}}"#);
     assert!(decode(Signal::Logs, Encoding::OtlpJson, json.as_bytes(), &ctx()).is_err());
 }
+
+mod encode {
+    use std::sync::Arc;
+
+    use super::super::{decode, encode_metrics, encode_spans, Encoding, RegionContext};
+    use crate::model::{
+        AnyValue, Attributes, ExpBuckets, KeyValue, MetricDescriptor, MetricPoint, Number, Origin, PointValue, Records,
+        Resource, Scope, Signal, Span, SpanEvent, SpanId, SpanKind, SpanLink, StatusCode, Temporality, TraceId,
+    };
+
+    fn attrs(pairs: &[(&str, AnyValue)]) -> Attributes {
+        Attributes(
+            pairs
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: (*k).into(),
+                    value: v.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    fn origins() -> [Origin; 3] {
+        let region: Arc<str> = Arc::from("r1");
+        let res = |name: &str| {
+            Arc::new(Resource {
+                attributes: attrs(&[("service.name", AnyValue::String(name.into()))]),
+            })
+        };
+        let (a, b) = (res("a"), res("b"));
+        let s1 = Arc::new(Scope {
+            name: "lib".into(),
+            version: "1.2".into(),
+            attributes: attrs(&[("k", AnyValue::Int(3))]),
+        });
+        let s2 = Arc::new(Scope::default());
+        [
+            Origin {
+                region: region.clone(),
+                resource: a.clone(),
+                scope: s1,
+            },
+            Origin {
+                region: region.clone(),
+                resource: a,
+                scope: s2.clone(),
+            },
+            Origin {
+                region,
+                resource: b,
+                scope: s2,
+            },
+        ]
+    }
+
+    fn point(origin: &Origin, name: &str, value: PointValue, t: u64) -> MetricPoint {
+        MetricPoint {
+            origin: origin.clone(),
+            metric: Arc::new(MetricDescriptor {
+                name: name.into(),
+                description: "d".into(),
+                unit: "ms".into(),
+            }),
+            attributes: attrs(&[
+                ("s", AnyValue::String("x".into())),
+                ("b", AnyValue::Bool(true)),
+                ("f", AnyValue::Double(1.5)),
+                ("y", AnyValue::Bytes(vec![1, 2])),
+                ("a", AnyValue::Array(vec![AnyValue::Int(1), AnyValue::Empty])),
+                (
+                    "kv",
+                    AnyValue::KvList(vec![KeyValue {
+                        key: "in".into(),
+                        value: AnyValue::String("v".into()),
+                    }]),
+                ),
+            ]),
+            start_time_unix_nano: t - 10,
+            time_unix_nano: t,
+            value,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn every_point_kind_and_origin_comes_back_with_the_fallback_region() {
+        let [o1, o2, o3] = origins();
+        let hist = |t| PointValue::Histogram {
+            count: 3,
+            sum: Some(6.0),
+            min: None,
+            max: Some(4.0),
+            bounds: vec![1.0, 5.0],
+            bucket_counts: vec![1, 2, 0],
+            temporality: t,
+        };
+        let points = vec![
+            point(&o1, "g", PointValue::Gauge { value: Number::Int(-4) }, 100),
+            point(
+                &o1,
+                "g",
+                PointValue::Gauge {
+                    value: Number::Double(2.5),
+                },
+                200,
+            ),
+            point(
+                &o1,
+                "s",
+                PointValue::Sum {
+                    value: Number::Double(7.0),
+                    temporality: Temporality::Delta,
+                    monotonic: true,
+                },
+                100,
+            ),
+            // Same name, other temporality: a new metric entry.
+            point(
+                &o1,
+                "s",
+                PointValue::Sum {
+                    value: Number::Int(7),
+                    temporality: Temporality::Cumulative,
+                    monotonic: false,
+                },
+                100,
+            ),
+            point(&o2, "h", hist(Temporality::Cumulative), 100),
+            point(&o2, "h", hist(Temporality::Delta), 100),
+            point(
+                &o3,
+                "e",
+                PointValue::ExponentialHistogram {
+                    count: 5,
+                    sum: None,
+                    min: Some(0.5),
+                    max: Some(9.0),
+                    scale: -2,
+                    zero_count: 1,
+                    zero_threshold: 0.001,
+                    positive: ExpBuckets {
+                        offset: -1,
+                        bucket_counts: vec![1, 2],
+                    },
+                    negative: ExpBuckets {
+                        offset: 0,
+                        bucket_counts: vec![1],
+                    },
+                    temporality: Temporality::Cumulative,
+                },
+                100,
+            ),
+            point(
+                &o3,
+                "q",
+                PointValue::Summary {
+                    count: 4,
+                    sum: 10.0,
+                    quantiles: vec![(0.5, 2.0), (0.99, 4.0)],
+                },
+                100,
+            ),
+            // Back to the first origin after another: a new resource entry.
+            point(&o1, "g", PointValue::Gauge { value: Number::Int(1) }, 300),
+        ];
+        let bytes = encode_metrics(&points);
+        let ctx = RegionContext::new(Some(Arc::from("r1")));
+        let back = decode(Signal::Metrics, Encoding::OtlpProto, &bytes, &ctx).expect("decodes");
+        assert_eq!(back.records, Records::Metrics(points));
+        assert_eq!(back.unknown_region, 0);
+    }
+
+    #[test]
+    fn spans_come_back_whole() {
+        let [o1, _, o3] = origins();
+        let span = |origin: &Origin, id: u8, parent: Option<SpanId>| Span {
+            origin: origin.clone(),
+            trace_id: TraceId([7; 16]),
+            span_id: SpanId([id; 8]),
+            parent_span_id: parent,
+            trace_state: "k=v".into(),
+            name: format!("op{id}"),
+            kind: SpanKind::Consumer,
+            start_time_unix_nano: 5,
+            end_time_unix_nano: 9,
+            attributes: attrs(&[("http.route", AnyValue::String("/x".into()))]),
+            events: vec![SpanEvent {
+                time_unix_nano: 6,
+                name: "ev".into(),
+                attributes: Attributes::default(),
+            }],
+            links: vec![SpanLink {
+                trace_id: TraceId([8; 16]),
+                span_id: SpanId([9; 8]),
+                attributes: attrs(&[("l", AnyValue::Bool(false))]),
+            }],
+            status_code: if id == 1 { StatusCode::Error } else { StatusCode::Unset },
+            status_message: if id == 1 { "boom".into() } else { String::new() },
+        };
+        let spans = vec![span(&o1, 1, None), span(&o3, 2, Some(SpanId([1; 8])))];
+        let bytes = encode_spans(&spans);
+        let ctx = RegionContext::new(Some(Arc::from("r1")));
+        let back = decode(Signal::Traces, Encoding::OtlpProto, &bytes, &ctx).expect("decodes");
+        assert_eq!(back.records, Records::Traces(spans));
+    }
+}
