@@ -124,7 +124,8 @@ pub struct AggregationRule {
 }
 
 impl AggregationRule {
-    fn record(&self) -> String {
+    /// The output name prefix (`dwcp:latency` for `dwcp:latency:p95:10s`).
+    pub fn record(&self) -> String {
         self.record.clone().unwrap_or_else(|| self.metric.replace('.', ":"))
     }
 }

@@ -386,6 +386,27 @@ pub fn metric_name(name: &str, unit: &str, kind: PromKind) -> String {
     n
 }
 
+/// The Prometheus kind a point converts to, for naming.
+pub fn prom_kind(v: &PointValue) -> PromKind {
+    match v {
+        PointValue::Gauge { .. } | PointValue::Sum { monotonic: false, .. } => PromKind::Gauge,
+        PointValue::Sum { monotonic: true, .. } => PromKind::Counter,
+        PointValue::Histogram { .. } | PointValue::ExponentialHistogram { .. } | PointValue::Summary { .. } => {
+            PromKind::Histogram
+        }
+    }
+}
+
+/// A metric's family: its Prometheus name without a `_bucket`, `_sum` or `_count` suffix, so a
+/// histogram's or summary's series, and a selector naming any of them, share one family.
+pub fn family(prom_name: &str) -> &str {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|s| prom_name.strip_suffix(s))
+        .filter(|f| !f.is_empty())
+        .unwrap_or(prom_name)
+}
+
 /// A sanitized label name.
 pub fn label_name(key: &str) -> String {
     let mut k = sanitize(key, false);

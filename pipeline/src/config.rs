@@ -82,6 +82,40 @@ pub struct Config {
     pub rules: RulesConfig,
     /// The monitoring API on the HTTP port.
     pub api: ApiConfig,
+    /// Re-keying into internal topics, for several workers in one group.
+    pub repartition: RepartitionConfig,
+}
+
+/// Re-keying into internal topics so that several workers can share the keyed operators: a
+/// first stage decodes the input and writes each metric point to `series_topic` by its series
+/// key and each span to `spans_topic` by its trace id; the operators read those topics. Off: one
+/// worker, records flow in process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepartitionConfig {
+    /// Run the two stages.
+    pub enabled: bool,
+    /// Metric points, keyed by series key.
+    pub series_topic: String,
+    /// Spans, keyed by trace id.
+    pub spans_topic: String,
+    /// Partitions of the internal topics when this worker creates them (an existing topic keeps
+    /// its own count).
+    pub partitions: i32,
+    /// Replication factor of the internal topics when this worker creates them.
+    pub replication_factor: i32,
+}
+
+impl Default for RepartitionConfig {
+    fn default() -> Self {
+        RepartitionConfig {
+            enabled: false,
+            series_topic: "dwcp.internal.series".into(),
+            spans_topic: "dwcp.internal.spans".into(),
+            partitions: 12,
+            replication_factor: 1,
+        }
+    }
 }
 
 /// A secret from the configuration: shown as `***` in debug output, so it is never logged.
@@ -560,6 +594,8 @@ pub struct ResolvedTopic {
     pub pattern: Option<regex::Regex>,
     /// The configured region, shared.
     pub region: Option<Arc<str>>,
+    /// An internal topic of the repartitioning stage (the region travels in a header).
+    pub internal: bool,
 }
 
 impl ResolvedTopic {
@@ -593,6 +629,41 @@ impl ValidatedConfig {
     /// The entry for a topic the consumer got a message from.
     pub fn topic(&self, name: &str) -> Option<&ResolvedTopic> {
         self.topics.iter().find(|t| t.matches(name))
+    }
+
+    /// With repartitioning on: the first stage's view (the metric and span inputs, read by the
+    /// group `<group_id>.repartition`), or `None` when no input needs re-keying.
+    pub fn repartition_stage(&self) -> Option<ValidatedConfig> {
+        if !self.config.repartition.enabled {
+            return None;
+        }
+        let mut c = self.clone();
+        c.topics.retain(|t| t.config.signal != Signal::Logs);
+        if c.topics.is_empty() {
+            return None;
+        }
+        c.config.source.group_id = format!("{}.repartition", self.config.source.group_id);
+        Some(c)
+    }
+
+    /// The keyed stage's view: with repartitioning on, the log inputs and the internal topics;
+    /// else the configuration itself.
+    pub fn keyed_stage(&self) -> ValidatedConfig {
+        let rp = &self.config.repartition;
+        if !rp.enabled {
+            return self.clone();
+        }
+        let mut c = self.clone();
+        c.topics.retain(|t| t.config.signal == Signal::Logs);
+        for (name, signal) in [(&rp.series_topic, Signal::Metrics), (&rp.spans_topic, Signal::Traces)] {
+            c.topics.push(ResolvedTopic {
+                config: TopicConfig::named(name, signal),
+                pattern: None,
+                region: None,
+                internal: true,
+            });
+        }
+        c
     }
 }
 
@@ -736,7 +807,64 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
             config: t.clone(),
             pattern,
             region: t.region.as_deref().map(Arc::from),
+            internal: false,
         });
+    }
+    let rp = &config.repartition;
+    if rp.enabled {
+        for (field, name) in [
+            ("repartition.series_topic", &rp.series_topic),
+            ("repartition.spans_topic", &rp.spans_topic),
+        ] {
+            if name.trim().is_empty() {
+                return Err(invalid(field, "must not be empty".into()));
+            }
+            if topics.iter().any(|t| t.matches(name))
+                || (config.dead_letter.enabled && *name == config.dead_letter.topic)
+            {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "`{name}` is also an input or the dead-letter topic; the internal topics must be their own"
+                    ),
+                ));
+            }
+        }
+        if rp.series_topic == rp.spans_topic {
+            return Err(invalid(
+                "repartition.spans_topic",
+                "must differ from repartition.series_topic".into(),
+            ));
+        }
+        if rp.partitions < 1 {
+            return Err(invalid("repartition.partitions", "must be at least 1".into()));
+        }
+        if rp.replication_factor < 1 {
+            return Err(invalid("repartition.replication_factor", "must be at least 1".into()));
+        }
+        // Operators whose output mixes keys the series partitions separate: each worker would
+        // write its own partial copy of the same series or records.
+        let oc = &config.operators;
+        let mut unsupported = Vec::new();
+        if oc.span_metrics.enabled {
+            unsupported.push("operators.span_metrics.enabled (span counts per service would be split by trace)");
+        }
+        if oc.prometheus.target_info {
+            unsupported
+                .push("operators.prometheus.target_info (every worker seeing a resource would write its target_info)");
+        }
+        if oc.derived_config().is_enabled() {
+            unsupported.push("operators sla/health/network/capacity (they combine metrics of every partition)");
+        }
+        if !unsupported.is_empty() {
+            return Err(invalid(
+                "repartition.enabled",
+                format!(
+                    "not supported yet together with {}; turn those off to run several workers",
+                    unsupported.join(", ")
+                ),
+            ));
+        }
     }
     if config.operators.activity_window_ms == 0 {
         return Err(invalid("operators.activity_window_ms", "must be at least 1".into()));
@@ -988,6 +1116,66 @@ mod tests {
         let names: Vec<&str> = c.topics.iter().map(|t| t.config.name.as_str()).collect();
         assert_eq!(names, ["otlp_metrics", "otlp_spans", "otlp_logs"]);
         assert_eq!(c.config.dead_letter.topic, "dwcp.dlq");
+    }
+
+    const REPARTITION_OK: &str = "operators:\n  span_metrics: {enabled: false}\n  prometheus: {target_info: false}\nrepartition: {enabled: true}\n";
+
+    #[test]
+    fn repartitioning_splits_the_inputs_between_two_stages() {
+        let c = p(REPARTITION_OK).expect("valid");
+        let stage = c.repartition_stage().expect("a re-keying stage");
+        assert_eq!(stage.config.source.group_id, "dwcp-monitor.repartition");
+        let names = |c: &ValidatedConfig| {
+            c.topics
+                .iter()
+                .map(|t| (t.config.name.clone(), t.internal))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&stage),
+            [("otlp_metrics".into(), false), ("otlp_spans".into(), false)]
+        );
+        let keyed = c.keyed_stage();
+        assert_eq!(keyed.config.source.group_id, "dwcp-monitor");
+        assert_eq!(
+            names(&keyed),
+            [
+                ("otlp_logs".into(), false),
+                ("dwcp.internal.series".into(), true),
+                ("dwcp.internal.spans".into(), true)
+            ]
+        );
+        assert_eq!(
+            keyed.topic("dwcp.internal.series").map(|t| t.config.signal),
+            Some(Signal::Metrics)
+        );
+        // Off: one stage, the configuration as it is.
+        let off = p("").expect("valid");
+        assert!(off.repartition_stage().is_none());
+        assert_eq!(names(&off.keyed_stage()), names(&off));
+    }
+
+    #[test]
+    fn repartitioning_refuses_operators_that_are_not_partition_aware() {
+        let msg = p("repartition: {enabled: true}\n")
+            .expect_err("span metrics on")
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "pipeline.yaml: repartition.enabled: not supported yet together with operators.span_metrics.enabled"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("operators.prometheus.target_info"), "{msg}");
+        let msg = p(&format!(
+            "{REPARTITION_OK}source:\n  topics: [{{name: dwcp.internal.series, signal: metrics}}]\n"
+        ))
+        .expect_err("internal topic as input")
+        .to_string();
+        assert!(
+            msg.starts_with("pipeline.yaml: repartition.series_topic: `dwcp.internal.series` is also an input"),
+            "{msg}"
+        );
     }
 
     #[test]

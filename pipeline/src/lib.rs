@@ -8,6 +8,7 @@ pub mod derived;
 pub mod eval_anomaly;
 pub mod grafana;
 pub mod http;
+pub mod repartition;
 pub mod source;
 pub mod telemetry;
 pub mod test_rules;

@@ -45,6 +45,10 @@ pub struct SourceBatch {
     pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
+    /// The input partition whose event time the records advance: this message's topic and
+    /// partition, or, on an internal topic, the input partition the re-keying stage read them
+    /// from (so the watermark waits for every input partition, as with one worker).
+    pub watermark_key: (Arc<str>, i32),
     /// The records.
     pub records: Arc<dwcp_schemas::Records>,
     /// Released when every consumer of the records is done.
@@ -102,9 +106,14 @@ impl AckReceiver for PartitionAcks {
 
 type Trackers = Arc<Mutex<HashMap<(String, i32), Arc<PartitionAcks>>>>;
 
+/// The partitions the consumer owns now, as (topic, partition), updated at every rebalance.
+pub type Assignment = Arc<Mutex<std::collections::BTreeSet<(String, i32)>>>;
+
 /// The consumer's context: rebalance handling and statistics.
 pub struct SourceContext {
     telemetry: Arc<Telemetry>,
+    group: String,
+    assignment: Assignment,
     trackers: Trackers,
     ready: Arc<AtomicBool>,
 }
@@ -162,8 +171,17 @@ impl ConsumerContext for SourceContext {
             tracing::info!(partitions = tpl.count(), "partitions assigned");
         }
         if let Ok(a) = consumer.assignment() {
+            *self
+                .assignment
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = a
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
             self.telemetry
                 .assigned_partitions
+                .get_or_create(&labels([("group", &self.group)]))
                 .set(i64::try_from(a.count()).unwrap_or(i64::MAX));
         }
         self.ready.store(true, Ordering::Release);
@@ -191,12 +209,43 @@ pub enum SourceError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
+/// A producer's configuration for the source's cluster: its brokers and the consumer's
+/// `security.*`, `sasl.*` and `ssl.*` options.
+pub fn producer_config(config: &ValidatedConfig) -> ClientConfig {
+    let src = &config.config.source;
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &src.brokers);
+    for (k, v) in &src.consumer_options {
+        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+            pc.set(k, v);
+        }
+    }
+    pc
+}
+
+/// The input topic and partition an internal message was made from (its `dwcp.source.topic`
+/// and `dwcp.source.partition` headers).
+fn source_partition(m: &BorrowedMessage<'_>) -> Option<(Arc<str>, i32)> {
+    let headers = m.headers()?;
+    let text = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let topic = text(crate::repartition::SOURCE_TOPIC_HEADER)?;
+    let partition = text(crate::repartition::SOURCE_PARTITION_HEADER)?.parse().ok()?;
+    Some((Arc::from(topic), partition))
+}
+
 /// The running source.
 pub struct KafkaSource {
     config: ValidatedConfig,
     consumer: Arc<SourceConsumer>,
     dead_letter: Option<FutureProducer>,
     trackers: Trackers,
+    assignment: Assignment,
     telemetry: Arc<Telemetry>,
 }
 
@@ -225,8 +274,11 @@ impl KafkaSource {
         for (k, v) in &src.consumer_options {
             cc.set(k, v);
         }
+        let assignment = Assignment::default();
         let context = SourceContext {
             telemetry: telemetry.clone(),
+            group: src.group_id.clone(),
+            assignment: assignment.clone(),
             trackers: trackers.clone(),
             ready,
         };
@@ -235,16 +287,10 @@ impl KafkaSource {
         consumer.subscribe(&topics)?;
         let dl = &config.config.dead_letter;
         let dead_letter = if dl.enabled {
-            let mut pc = ClientConfig::new();
-            pc.set("bootstrap.servers", &src.brokers)
-                .set("message.max.bytes", dl.max_message_bytes.to_string())
+            let mut pc = producer_config(&config);
+            pc.set("message.max.bytes", dl.max_message_bytes.to_string())
                 .set("enable.idempotence", "true")
                 .set("message.timeout.ms", "30000");
-            for (k, v) in &src.consumer_options {
-                if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-                    pc.set(k, v);
-                }
-            }
             Some(pc.create()?)
         } else {
             None
@@ -254,8 +300,14 @@ impl KafkaSource {
             consumer: Arc::new(consumer),
             dead_letter,
             trackers,
+            assignment,
             telemetry,
         })
+    }
+
+    /// The partitions this consumer owns, kept current across rebalances.
+    pub fn assignment(&self) -> Assignment {
+        self.assignment.clone()
     }
 
     /// Reads until `shutdown` turns true, sending batches to `out`; then commits what is done.
@@ -324,7 +376,7 @@ impl KafkaSource {
             .bytes_in
             .get_or_create(&labels([("topic", &topic)]))
             .inc_by(payload.len() as u64);
-        let fallback = entry.region.clone().or_else(|| self.header_region(m));
+        let fallback = entry.region.clone().or_else(|| self.header_region(m, entry.internal));
         let ctx = RegionContext::new(fallback);
         // Large messages decode off the async threads.
         let result = if payload.len() > 256 * 1024 {
@@ -344,9 +396,15 @@ impl KafkaSource {
                         .get_or_create(&labels([("signal", signal.as_str())]))
                         .inc_by(d.unknown_region as u64);
                 }
+                let watermark_key = if entry.internal {
+                    source_partition(m).unwrap_or_else(|| (topic.clone(), partition))
+                } else {
+                    (topic.clone(), partition)
+                };
                 Some(SourceBatch {
                     topic,
                     partition,
+                    watermark_key,
                     records: Arc::new(d.records),
                     ack,
                 })
@@ -362,8 +420,14 @@ impl KafkaSource {
         }
     }
 
-    fn header_region(&self, m: &BorrowedMessage<'_>) -> Option<Arc<str>> {
-        let name = &self.config.config.source.region_header;
+    /// The region header's value: `dwcp.region` on the internal topics (set by the
+    /// repartitioning stage), else the configured `region_header`.
+    fn header_region(&self, m: &BorrowedMessage<'_>, internal: bool) -> Option<Arc<str>> {
+        let name = if internal {
+            crate::repartition::REGION_HEADER
+        } else {
+            &self.config.config.source.region_header
+        };
         let headers = m.headers()?;
         headers
             .iter()

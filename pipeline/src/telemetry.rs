@@ -43,8 +43,14 @@ pub struct Telemetry {
     pub commits: Family<Labels, Counter>,
     /// Messages read but not yet acknowledged by every sink.
     pub in_flight_messages: Gauge,
-    /// Partitions assigned to this worker.
-    pub assigned_partitions: Gauge,
+    /// Partitions assigned to this worker, by consumer group (the keyed stage's group, and
+    /// `<group>.repartition` for the re-keying stage).
+    pub assigned_partitions: Family<Labels, Gauge>,
+    /// Records the re-keying stage wrote to the internal topics, by topic.
+    pub repartitioned: Family<Labels, Counter>,
+    /// Internal-topic messages whose delivery failed for good; their input offsets are never
+    /// committed, so a restarted worker reads them again.
+    pub repartition_failures: Counter,
     /// Rebalances seen, by kind (assign, revoke).
     pub rebalances: Family<Labels, Counter>,
     /// Records written by each sink.
@@ -208,8 +214,18 @@ impl Telemetry {
             ),
             assigned_partitions: reg!(
                 "assigned_partitions",
-                "Partitions assigned to this worker",
-                Gauge::default()
+                "Partitions assigned to this worker, by consumer group",
+                Family::default()
+            ),
+            repartitioned: reg!(
+                "repartitioned_records",
+                "Records written to the internal topics by the re-keying stage, by topic",
+                Family::default()
+            ),
+            repartition_failures: reg!(
+                "repartition_failures",
+                "Internal-topic messages not delivered (their input is read again after a restart)",
+                Counter::default()
             ),
             rebalances: reg!("rebalances", "Consumer group rebalances, by kind", Family::default()),
             sink_records: reg!("sink_records", "Records accepted by each sink", Family::default()),

@@ -200,6 +200,37 @@ pub async fn run(
         );
     }
 
+    // With repartitioning, a first stage re-keys metric points and spans into the internal
+    // topics and the operators read those (and the log inputs).
+    let mut repartition_stage = None;
+    let mut rule_partitions = None;
+    if let Some(stage) = config.repartition_stage() {
+        let counts = crate::repartition::ensure_topics(&config).await?;
+        let rp = &config.config.repartition;
+        let plan = crate::repartition::KeyPlan::new(&config);
+        for g in &plan.open_groups {
+            tracing::warn!(group = %g, "rule group selects metrics by name pattern: with several workers it reads only the series of the worker that evaluates it");
+        }
+        rule_partitions = Some((rp.series_topic.clone(), plan.group_partitions(counts.0)));
+        let rsource = Arc::new(KafkaSource::new(stage.clone(), telemetry.clone(), ready.clone())?);
+        let rep = crate::repartition::Repartitioner::new(&stage, counts, telemetry.clone())?;
+        tracing::info!(
+            group = %stage.config.source.group_id,
+            topics = ?stage.topics.iter().map(|t| t.config.name.as_str()).collect::<Vec<_>>(),
+            series_topic = %rp.series_topic,
+            series_partitions = counts.0,
+            spans_topic = %rp.spans_topic,
+            spans_partitions = counts.1,
+            "repartitioning: metric points by series key, spans by trace id"
+        );
+        let (tx, rx) = mpsc::channel::<SourceBatch>(config.config.source.queue_capacity);
+        let src = rsource.clone();
+        let sd = shutdown.clone();
+        let reader = tokio::spawn(async move { src.run(tx, sd).await });
+        let writer = tokio::spawn(rep.run(rx));
+        repartition_stage = Some((rsource, reader, writer));
+    }
+    let config = config.keyed_stage();
     let source = Arc::new(KafkaSource::new(config.clone(), telemetry.clone(), ready)?);
     tracing::info!(
         brokers = %config.config.source.brokers,
@@ -362,6 +393,13 @@ pub async fn run(
         tracing::info!(groups = config.rule_groups.len(), rules = n, "rules loaded");
         let mut engine = RuleEngine::new(config.rule_groups.clone(), config.config.rules.max_series);
         engine.prometheus2 = config.config.rules.prometheus_version == 2;
+        if let Some((topic, partitions)) = &rule_partitions {
+            router.rule_homes = Some(RuleHomes {
+                topic: topic.clone(),
+                partitions: partitions.clone(),
+                assignment: source.assignment(),
+            });
+        }
         router.rules = Some(engine);
     }
     let router = tokio::spawn(router.run(batch_rx));
@@ -380,6 +418,11 @@ pub async fn run(
         t.await?;
     }
     source.final_commit();
+    if let Some((rsource, reader, writer)) = repartition_stage {
+        reader.await?;
+        writer.await?;
+        rsource.final_commit();
+    }
     Ok(())
 }
 
@@ -422,6 +465,9 @@ struct Router {
     history_reported: HistoryStats,
     window_reported: (u64, u64),
     anomaly: Option<dwcp_operators::anomaly::operator::AnomalyOperator>,
+    /// With repartitioning: each rule group's partition of the series topic, and the
+    /// partitions this worker owns; a group is evaluated here only when its partition is.
+    rule_homes: Option<RuleHomes>,
     anomaly_scores: Vec<dwcp_operators::prom::Sample>,
     anomaly_records: Vec<dwcp_operators::anomaly::operator::AnomalyRecord>,
     state_dir: Option<std::path::PathBuf>,
@@ -438,6 +484,27 @@ struct Reported {
     traces: TraceStats,
     span_metrics_dropped: u64,
     derived: dwcp_operators::derived::DerivedStats,
+}
+
+/// Where each rule group is evaluated when several workers share the series.
+struct RuleHomes {
+    topic: String,
+    partitions: Vec<i32>,
+    assignment: crate::source::Assignment,
+}
+
+impl RuleHomes {
+    /// Per group, whether this worker owns its partition now.
+    fn owned(&self) -> Vec<bool> {
+        let a = self
+            .assignment
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.partitions
+            .iter()
+            .map(|p| a.contains(&(self.topic.clone(), *p)))
+            .collect()
+    }
 }
 
 /// Distinct metric names labelled in `dwcp_series_dropped_total`; further ones count as `other`.
@@ -496,6 +563,7 @@ impl Router {
             history: None,
             history_reported: HistoryStats::default(),
             anomaly: None,
+            rule_homes: None,
             anomaly_scores: Vec::new(),
             anomaly_records: Vec::new(),
             state_dir: oc.state_dir.clone(),
@@ -618,7 +686,7 @@ impl Router {
     async fn batch(&mut self, b: SourceBatch, out: &mut Vec<ActivityReport>) {
         let now = now_nanos();
         self.watermarks
-            .observe_all(&(b.topic.clone(), b.partition), event_times(&b.records), now);
+            .observe_all(&b.watermark_key, event_times(&b.records), now);
         self.activity.process(&b.records, out);
         if let Records::Metrics(points) = &*b.records {
             if self.wants_samples() {
@@ -743,6 +811,9 @@ impl Router {
     /// Evaluates the rule groups due at the watermark; ships alerts and recorded series.
     async fn evaluate_rules(&mut self, wm: EventTime) {
         let Some(rules) = &mut self.rules else { return };
+        if let Some(h) = &self.rule_homes {
+            rules.set_owned(Some(h.owned()));
+        }
         let started = std::time::Instant::now();
         let mut out = RuleOutput::default();
         rules.on_watermark(wm, &mut out);

@@ -14,7 +14,7 @@
 
 pub mod template;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use promql_parser::parser::Expr;
@@ -225,6 +225,64 @@ fn lookback_needed(e: &Expr) -> i64 {
         Expr::MatrixSelector(ms) => i64::try_from(ms.range.as_millis()).unwrap_or(0) + off(ms.vs.offset.as_ref()),
         Expr::Call(c) => c.args.args.iter().map(|a| lookback_needed(a)).max().unwrap_or(0),
         _ => 0,
+    }
+}
+
+/// Adds the metric names `e`'s selectors name exactly (`foo`, `{__name__="foo"}`) to `names`;
+/// sets `open` when a selector names none exactly (`{__name__=~"f.*"}`, `{job="x"}`).
+fn selected_names(e: &Expr, names: &mut BTreeSet<String>, open: &mut bool) {
+    use promql_parser::label::MatchOp;
+    let mut selector = |vs: &promql_parser::parser::VectorSelector, names: &mut BTreeSet<String>| {
+        if let Some(n) = &vs.name {
+            names.insert(n.clone());
+            return;
+        }
+        let exact: Vec<&str> = vs
+            .matchers
+            .matchers
+            .iter()
+            .filter(|m| m.name == "__name__" && matches!(m.op, MatchOp::Equal))
+            .map(|m| m.value.as_str())
+            .collect();
+        match exact.first() {
+            Some(n) if vs.matchers.or_matchers.is_empty() => {
+                names.insert((*n).to_string());
+            }
+            _ => *open = true,
+        }
+    };
+    match e {
+        Expr::Aggregate(a) => {
+            selected_names(&a.expr, names, open);
+            if let Some(p) = &a.param {
+                selected_names(p, names, open);
+            }
+        }
+        Expr::Unary(u) => selected_names(&u.expr, names, open),
+        Expr::Binary(b) => {
+            selected_names(&b.lhs, names, open);
+            selected_names(&b.rhs, names, open);
+        }
+        Expr::Paren(p) => selected_names(&p.expr, names, open),
+        Expr::Subquery(s) => selected_names(&s.expr, names, open),
+        Expr::VectorSelector(vs) => selector(vs, names),
+        Expr::MatrixSelector(ms) => selector(&ms.vs, names),
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                selected_names(a, names, open);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Rule {
+    /// The metric names the expression selects, and whether some selector matches names by
+    /// pattern or not at all (so the rule may read any metric).
+    pub fn selected_metrics(&self) -> (BTreeSet<String>, bool) {
+        let (mut names, mut open) = (BTreeSet::new(), false);
+        selected_names(&self.expr, &mut names, &mut open);
+        (names, open)
     }
 }
 
@@ -506,6 +564,9 @@ pub struct RuleEngine {
     /// The earliest sample seen before the first evaluation: evaluation starts there, so a
     /// replay evaluates its history rather than only its end.
     earliest_ms: Option<i64>,
+    /// Per group, whether this engine evaluates it (`None`: all). With several workers, each
+    /// group is evaluated by the one that holds its series.
+    owned: Option<Vec<bool>>,
 }
 
 /// Evaluations per group per watermark advance at most; a longer jump skips ahead.
@@ -538,7 +599,14 @@ impl RuleEngine {
             skipped_evaluations: 0,
             prometheus2: false,
             earliest_ms: None,
+            owned: None,
         }
+    }
+
+    /// Which groups this engine evaluates, by index (`None`: all). A group not evaluated keeps
+    /// its schedule (its evaluation times pass) but reads and emits nothing.
+    pub fn set_owned(&mut self, owned: Option<Vec<bool>>) {
+        self.owned = owned;
     }
 
     /// The groups.
@@ -640,6 +708,9 @@ impl RuleEngine {
 
     /// Evaluates group `gi` at `t` ms.
     pub fn eval_group(&mut self, gi: usize, t: i64, out: &mut RuleOutput) {
+        if self.owned.as_ref().is_some_and(|o| !o.get(gi).copied().unwrap_or(true)) {
+            return;
+        }
         for ri in 0..self.groups[gi].rules.len() {
             out.evaluations += 1;
             let result = {

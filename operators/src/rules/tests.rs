@@ -139,3 +139,54 @@ fn the_shipped_rules_load() {
         assert!(names.contains(&want), "{names:?}");
     }
 }
+
+#[test]
+fn rules_name_the_metrics_they_select() {
+    let groups = load(
+        r#"
+groups:
+  - name: g
+    rules:
+      - alert: A
+        expr: histogram_quantile(0.9, sum by (le) (rate(lat_bucket[5m]))) > on() group_left max({__name__="q", job="x"})
+      - alert: B
+        expr: absent(up) or label_replace(sum_over_time(y[10m:1m]), "a", "$1", "b", "(.*)")
+      - alert: C
+        expr: '{__name__=~"z.*"} > 1 and w'
+"#,
+        "r.yml",
+        60_000,
+    )
+    .expect("rules");
+    let names = |ri: usize| {
+        let (n, open) = groups[0].rules[ri].selected_metrics();
+        (n.into_iter().collect::<Vec<_>>(), open)
+    };
+    assert_eq!(names(0), (vec!["lat_bucket".to_string(), "q".into()], false));
+    assert_eq!(names(1), (vec!["up".to_string(), "y".into()], false));
+    assert_eq!(names(2), (vec!["w".to_string()], true));
+}
+
+/// A group this engine does not own is skipped: no samples, no alerts, its schedule moving on.
+#[test]
+fn groups_not_owned_are_not_evaluated() {
+    let groups = load(RULES, "r.yml", 60_000).expect("rules");
+    let run = |owned: Option<Vec<bool>>| {
+        let mut e = RuleEngine::new(groups.clone(), 10_000);
+        e.set_owned(owned);
+        let mut out = RuleOutput::default();
+        for step in 0..=20 {
+            let t = step * 15_000;
+            e.process(&[gauge("x", &[("job", "api")], 20.0, t)]);
+            #[allow(clippy::cast_sign_loss)]
+            e.on_watermark(t as u64 * 1_000_000, &mut out);
+        }
+        out
+    };
+    let all = run(Some(vec![true]));
+    assert_eq!(all.samples.iter().filter(|s| s.name() == "job:x:max").count(), 6);
+    assert_eq!(all.alerts.len(), 2, "pending and firing");
+    let none = run(Some(vec![false]));
+    assert!(none.samples.is_empty() && none.alerts.is_empty());
+    assert_eq!(none.evaluations, 0);
+}
