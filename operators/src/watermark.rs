@@ -42,6 +42,9 @@ impl Default for WatermarkConfig {
 struct PartitionMark {
     max_event_time: EventTime,
     last_seen_processing: EventTime,
+    /// Registered and not heard from yet: holds the watermark until it shows data or goes idle.
+    #[serde(default)]
+    waiting: bool,
 }
 
 /// Tracks watermarks per partition, keyed by any ordered key (topic and partition, say).
@@ -73,8 +76,10 @@ impl<K: Ord + Clone> WatermarkTracker<K> {
         let mark = self.partitions.entry(partition.clone()).or_insert(PartitionMark {
             max_event_time: 0,
             last_seen_processing: now,
+            waiting: false,
         });
         mark.last_seen_processing = now;
+        mark.waiting = false;
         if valid && event_time > mark.max_event_time {
             mark.max_event_time = event_time;
         }
@@ -95,10 +100,31 @@ impl<K: Ord + Clone> WatermarkTracker<K> {
         let mark = self.partitions.entry(partition.clone()).or_insert(PartitionMark {
             max_event_time: 0,
             last_seen_processing: now,
+            waiting: false,
         });
         mark.last_seen_processing = now;
+        mark.waiting = false;
         if let Some(t) = newest {
             mark.max_event_time = mark.max_event_time.max(t);
+        }
+    }
+
+    /// Expects `partition` from processing time `now`: until it shows a record or stays silent
+    /// for `idle_timeout`, the watermark does not advance, so its first records are not late
+    /// because other partitions were read first. A partition already known is left as it is.
+    pub fn register(&mut self, partition: &K, now: EventTime) {
+        self.partitions.entry(partition.clone()).or_insert(PartitionMark {
+            max_event_time: 0,
+            last_seen_processing: now,
+            waiting: true,
+        });
+    }
+
+    /// `partition` has nothing to read now: if it is still waiting for its first record, it
+    /// stops holding the watermark.
+    pub fn release(&mut self, partition: &K) {
+        if let Some(m) = self.partitions.get_mut(partition) {
+            m.waiting = false;
         }
     }
 
@@ -109,6 +135,14 @@ impl<K: Ord + Clone> WatermarkTracker<K> {
 
     /// The watermark at processing time `now`; never decreases.
     pub fn watermark(&mut self, now: EventTime) -> EventTime {
+        let idle_timeout = self.config.idle_timeout;
+        if self
+            .partitions
+            .values()
+            .any(|m| m.waiting && now.saturating_sub(m.last_seen_processing) < idle_timeout)
+        {
+            return self.current;
+        }
         let active = self
             .partitions
             .values()
@@ -159,6 +193,33 @@ mod tests {
             idle_timeout: 10 * S,
             max_future_skew: 60 * S,
         })
+    }
+
+    #[test]
+    fn a_registered_partition_holds_the_watermark_until_it_shows_data_or_goes_idle() {
+        let mut t = tracker();
+        t.register(&1, 100 * S);
+        t.register(&2, 100 * S);
+        t.observe(&1, 50 * S, 100 * S);
+        assert_eq!(t.watermark(101 * S), 0, "partition 2 has shown nothing yet");
+        t.observe(&2, 40 * S, 102 * S);
+        assert_eq!(t.watermark(102 * S), 38 * S);
+        // Registering a known partition changes nothing.
+        t.register(&2, 103 * S);
+        assert_eq!(t.watermark(103 * S), 38 * S);
+        // One known to be empty is released at once.
+        t.register(&4, 103 * S);
+        t.observe(&2, 45 * S, 103 * S);
+        assert_eq!(t.watermark(103 * S), 38 * S);
+        t.release(&4);
+        assert_eq!(t.watermark(103 * S), 43 * S);
+        // A third that never shows up stops holding it after the idle timeout.
+        t.register(&3, 104 * S);
+        t.observe(&2, 60 * S, 105 * S);
+        assert_eq!(t.watermark(105 * S), 43 * S);
+        t.observe(&1, 70 * S, 113 * S);
+        t.observe(&2, 70 * S, 113 * S);
+        assert_eq!(t.watermark(114 * S), 68 * S);
     }
 
     #[test]

@@ -242,6 +242,26 @@ pub async fn ensure_topics(config: &ValidatedConfig) -> anyhow::Result<(i32, i32
     Ok((series, spans))
 }
 
+/// The partitions of the topics `stage` reads (its names and patterns against the cluster's
+/// topics now).
+///
+/// # Errors
+/// When the metadata cannot be read.
+pub async fn input_partitions(stage: &ValidatedConfig) -> anyhow::Result<Vec<(Arc<str>, i32)>> {
+    let client: FutureProducer = producer_config(stage).create()?;
+    let c = client.clone();
+    let md = tokio::task::spawn_blocking(move || c.client().fetch_metadata(None, Duration::from_secs(10))).await??;
+    let mut out = Vec::new();
+    for t in md.topics() {
+        if t.error().is_none() && stage.topic(t.name()).is_some() {
+            let name: Arc<str> = Arc::from(t.name());
+            out.extend(t.partitions().iter().map(|p| (name.clone(), p.id())));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 async fn partition_count(client: &FutureProducer, topic: &str) -> anyhow::Result<i32> {
     // A topic just created may take a moment to show its partitions.
     for _ in 0..50 {

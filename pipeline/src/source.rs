@@ -38,6 +38,9 @@ use tokio::sync::{mpsc, watch};
 use crate::config::ValidatedConfig;
 use crate::telemetry::{labels, Telemetry};
 
+/// See [`SourceBatch::watermark_key`].
+pub type WatermarkKey = (Arc<str>, i32, i32);
+
 /// Records of one message, on their way to the operators.
 #[derive(Debug)]
 pub struct SourceBatch {
@@ -45,10 +48,11 @@ pub struct SourceBatch {
     pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
-    /// The input partition whose event time the records advance: this message's topic and
-    /// partition, or, on an internal topic, the input partition the re-keying stage read them
-    /// from (so the watermark waits for every input partition, as with one worker).
-    pub watermark_key: (Arc<str>, i32),
+    /// Whose event time the records advance: this message's topic and partition (and -1); on
+    /// an internal topic, the input topic and partition the re-keying stage read them from and
+    /// the internal partition, so the watermark waits for every input partition in every
+    /// internal partition, as one worker reading the inputs would.
+    pub watermark_key: WatermarkKey,
     /// The records.
     pub records: Arc<dwcp_schemas::Records>,
     /// Released when every consumer of the records is done.
@@ -106,12 +110,29 @@ impl AckReceiver for PartitionAcks {
 
 type Trackers = Arc<Mutex<HashMap<(String, i32), Arc<PartitionAcks>>>>;
 
-/// The partitions the consumer owns now, as (topic, partition), updated at every rebalance.
-pub type Assignment = Arc<Mutex<std::collections::BTreeSet<(String, i32)>>>;
+/// What the watermark needs to know about input partitions beyond their records: which were
+/// just assigned (expected to show data), and which have nothing left to read (consumer lag 0
+/// in librdkafka's statistics), so an empty partition stops holding event time back.
+#[derive(Debug, Default)]
+pub struct PartitionProgress {
+    /// Assigned since the operators last looked, internal topics left out.
+    pub assigned: Vec<(String, i32)>,
+    /// Partitions whose last reported lag was 0.
+    pub caught_up: std::collections::HashSet<(String, i32)>,
+}
+
+/// Shared [`PartitionProgress`].
+pub type Progress = Arc<Mutex<PartitionProgress>>;
+
+/// The partitions the consumer owns now, as (topic, partition), each with when it was
+/// assigned; updated at every rebalance.
+pub type Assignment = Arc<Mutex<std::collections::BTreeMap<(String, i32), std::time::Instant>>>;
 
 /// The consumer's context: rebalance handling and statistics.
 pub struct SourceContext {
     telemetry: Arc<Telemetry>,
+    progress: Progress,
+    internal_topics: Vec<String>,
     group: String,
     assignment: Assignment,
     trackers: Trackers,
@@ -123,6 +144,14 @@ impl ClientContext for SourceContext {
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
+                    let key = (topic.clone(), *partition);
+                    let mut progress = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if p.consumer_lag == 0 {
+                        progress.caught_up.insert(key);
+                    } else {
+                        progress.caught_up.remove(&key);
+                    }
+                    drop(progress);
                     self.telemetry
                         .consumer_lag
                         .get_or_create(&labels([("topic", topic), ("partition", &partition.to_string())]))
@@ -169,16 +198,29 @@ impl ConsumerContext for SourceContext {
                 .get_or_create(&labels([("kind", "assign")]))
                 .inc();
             tracing::info!(partitions = tpl.count(), "partitions assigned");
+            let mut progress = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for e in tpl.elements() {
+                if !self.internal_topics.iter().any(|t| t == e.topic()) {
+                    progress.assigned.push((e.topic().to_string(), e.partition()));
+                }
+            }
         }
         if let Ok(a) = consumer.assignment() {
-            *self
+            let mut owned = self
                 .assignment
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = a
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            *owned = a
                 .elements()
                 .iter()
-                .map(|e| (e.topic().to_string(), e.partition()))
+                .map(|e| {
+                    let key = (e.topic().to_string(), e.partition());
+                    let since = owned.get(&key).copied().unwrap_or(now);
+                    (key, since)
+                })
                 .collect();
+            drop(owned);
             self.telemetry
                 .assigned_partitions
                 .get_or_create(&labels([("group", &self.group)]))
@@ -246,6 +288,7 @@ pub struct KafkaSource {
     dead_letter: Option<FutureProducer>,
     trackers: Trackers,
     assignment: Assignment,
+    progress: Progress,
     telemetry: Arc<Telemetry>,
 }
 
@@ -275,8 +318,16 @@ impl KafkaSource {
             cc.set(k, v);
         }
         let assignment = Assignment::default();
+        let progress = Progress::default();
         let context = SourceContext {
             telemetry: telemetry.clone(),
+            progress: progress.clone(),
+            internal_topics: config
+                .topics
+                .iter()
+                .filter(|t| t.internal)
+                .map(|t| t.config.name.clone())
+                .collect(),
             group: src.group_id.clone(),
             assignment: assignment.clone(),
             trackers: trackers.clone(),
@@ -301,8 +352,14 @@ impl KafkaSource {
             dead_letter,
             trackers,
             assignment,
+            progress,
             telemetry,
         })
+    }
+
+    /// Assignments and caught-up partitions, for the watermark.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 
     /// The partitions this consumer owns, kept current across rebalances.
@@ -396,10 +453,9 @@ impl KafkaSource {
                         .get_or_create(&labels([("signal", signal.as_str())]))
                         .inc_by(d.unknown_region as u64);
                 }
-                let watermark_key = if entry.internal {
-                    source_partition(m).unwrap_or_else(|| (topic.clone(), partition))
-                } else {
-                    (topic.clone(), partition)
+                let watermark_key = match source_partition(m) {
+                    Some((t, p)) if entry.internal => (t, p, partition),
+                    _ => (topic.clone(), partition, -1),
                 };
                 Some(SourceBatch {
                     topic,

@@ -204,6 +204,7 @@ pub async fn run(
     // topics and the operators read those (and the log inputs).
     let mut repartition_stage = None;
     let mut rule_partitions = None;
+    let mut input_partitions = Vec::new();
     if let Some(stage) = config.repartition_stage() {
         let counts = crate::repartition::ensure_topics(&config).await?;
         let rp = &config.config.repartition;
@@ -212,6 +213,11 @@ pub async fn run(
             tracing::warn!(group = %g, "rule group selects metrics by name pattern: with several workers it reads only the series of the worker that evaluates it");
         }
         rule_partitions = Some((rp.series_topic.clone(), plan.group_partitions(counts.0)));
+        input_partitions = crate::repartition::input_partitions(&stage).await?;
+        tracing::info!(
+            partitions = input_partitions.len(),
+            "repartitioning: every internal partition waits for these input partitions before its event time advances"
+        );
         let rsource = Arc::new(KafkaSource::new(stage.clone(), telemetry.clone(), ready.clone())?);
         let rep = crate::repartition::Repartitioner::new(&stage, counts, telemetry.clone())?;
         tracing::info!(
@@ -369,6 +375,8 @@ pub async fn run(
 
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(config.config.source.queue_capacity);
     let mut router = Router::new(&config, file_tx, remote_write, es, reports, telemetry.clone());
+    router.input_partitions = input_partitions;
+    router.progress = Some(source.progress());
     router.derived = derived;
     router.producer = producer;
     router.derived_view = Some(derived_view);
@@ -428,7 +436,23 @@ pub async fn run(
 
 /// The operators and the fan-out to sinks, driven by batches and a 500 ms tick.
 struct Router {
-    watermarks: WatermarkTracker<(Arc<str>, i32)>,
+    watermarks: WatermarkTracker<crate::source::WatermarkKey>,
+    /// With repartitioning: the input partitions every internal partition expects data from
+    /// (registered with the watermark when the internal partition first shows data), and the
+    /// internal partitions already registered.
+    input_partitions: Vec<(Arc<str>, i32)>,
+    /// Input partitions assigned and caught up, from the source: an assigned partition holds
+    /// event time until it shows data, is reported empty, or goes idle.
+    progress: Option<crate::source::Progress>,
+    /// With repartitioning: the series topic, and per partition of it the watermark over the
+    /// input partitions and the cross-region aggregation, so a partition read later than
+    /// another on this worker (assigned later, or simply fetched later) is not late for the
+    /// event time the other reached. Rule groups follow their home partition's watermark.
+    series_topic: Option<Arc<str>>,
+    partition_marks: std::collections::BTreeMap<i32, WatermarkTracker<(Arc<str>, i32)>>,
+    partition_aggregates: std::collections::BTreeMap<i32, AggregateOperator>,
+    watermark_config: WatermarkConfig,
+    aggregation_config: dwcp_operators::aggregate::AggregationConfig,
     activity: ActivityOperator,
     converter: PromConverter,
     guard: CardinalityGuard,
@@ -494,15 +518,15 @@ struct RuleHomes {
 }
 
 impl RuleHomes {
-    /// Per group, whether this worker owns its partition now.
-    fn owned(&self) -> Vec<bool> {
+    /// Per group, since when this worker owns its partition (`None`: it does not).
+    fn owned_since(&self) -> Vec<Option<std::time::Instant>> {
         let a = self
             .assignment
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.partitions
             .iter()
-            .map(|p| a.contains(&(self.topic.clone(), *p)))
+            .map(|p| a.get(&(self.topic.clone(), *p)).copied())
             .collect()
     }
 }
@@ -529,6 +553,21 @@ impl Router {
                 idle_timeout: oc.idle_timeout_ms * MS,
                 max_future_skew: oc.max_future_skew_ms * MS,
             }),
+            input_partitions: Vec::new(),
+            progress: None,
+            series_topic: config
+                .config
+                .repartition
+                .enabled
+                .then(|| Arc::from(config.config.repartition.series_topic.as_str())),
+            partition_marks: std::collections::BTreeMap::new(),
+            partition_aggregates: std::collections::BTreeMap::new(),
+            watermark_config: WatermarkConfig {
+                allowed_lateness: oc.allowed_lateness_ms * MS,
+                idle_timeout: oc.idle_timeout_ms * MS,
+                max_future_skew: oc.max_future_skew_ms * MS,
+            },
+            aggregation_config: oc.aggregation.clone(),
             activity: ActivityOperator::new(ActivityConfig {
                 window: oc.activity_window_ms * MS,
                 dark_after: oc.dark_after_ms * MS,
@@ -583,11 +622,18 @@ impl Router {
                     self.batch(b, &mut out).await;
                 }
                 _ = tick.tick() => {
+                    self.track_progress(now_nanos());
                     let wm = self.watermarks.watermark(now_nanos());
                     self.telemetry.watermark_seconds.set(i64::try_from(wm / 1_000_000_000).unwrap_or(0));
                     self.activity.on_watermark(wm, &mut out);
                     let mut samples = Vec::new();
                     self.aggregate.on_watermark(wm, &mut samples);
+                    let now = now_nanos();
+                    for (x, agg) in &mut self.partition_aggregates {
+                        if let Some(m) = self.partition_marks.get_mut(x) {
+                            agg.on_watermark(m.watermark(now), &mut samples);
+                        }
+                    }
                     self.derive_from(&samples);
                     self.publish(samples, "aggregated", None).await;
                     self.traces.on_watermark(wm, &mut self.trace_out);
@@ -622,6 +668,9 @@ impl Router {
         self.activity.on_close(&mut out);
         let mut samples = Vec::new();
         self.aggregate.on_watermark(EventTime::MAX, &mut samples);
+        for agg in self.partition_aggregates.values_mut() {
+            agg.on_watermark(EventTime::MAX, &mut samples);
+        }
         self.publish(samples, "aggregated", None).await;
         self.report(&mut out);
         self.traces.on_watermark(EventTime::MAX / 2, &mut self.trace_out);
@@ -683,10 +732,46 @@ impl Router {
         es.send(docs, None).await;
     }
 
+    /// Registers newly assigned input partitions with the watermark and releases the ones
+    /// reported empty.
+    fn track_progress(&mut self, now: EventTime) {
+        let Some(p) = &self.progress else { return };
+        let mut p = p.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (t, part) in p.assigned.drain(..) {
+            self.watermarks.register(&(Arc::from(t.as_str()), part, -1), now);
+        }
+        for (t, part) in &p.caught_up {
+            self.watermarks.release(&(Arc::from(t.as_str()), *part, -1));
+        }
+    }
+
     async fn batch(&mut self, b: SourceBatch, out: &mut Vec<ActivityReport>) {
         let now = now_nanos();
+        self.track_progress(now);
         self.watermarks
             .observe_all(&b.watermark_key, event_times(&b.records), now);
+        let series_partition = self
+            .series_topic
+            .as_ref()
+            .filter(|t| ***t == *b.topic)
+            .map(|_| b.partition);
+        if let Some(x) = series_partition {
+            let (config, inputs) = (self.watermark_config, &self.input_partitions);
+            let mark = self.partition_marks.entry(x).or_insert_with(|| {
+                // Every input partition is expected here: until each shows data (or goes idle)
+                // event time waits, so one read first is not ahead of the rest.
+                let mut w = WatermarkTracker::new(config);
+                for (t, p) in inputs {
+                    w.register(&(t.clone(), *p), now);
+                }
+                w
+            });
+            mark.observe_all(
+                &(b.watermark_key.0.clone(), b.watermark_key.1),
+                event_times(&b.records),
+                now,
+            );
+        }
         self.activity.process(&b.records, out);
         if let Records::Metrics(points) = &*b.records {
             if self.wants_samples() {
@@ -701,18 +786,25 @@ impl Router {
                 // An episode that opened (or ended) in this batch goes out now, not at the tick.
                 self.ship_anomaly_records();
             }
-            self.aggregate.process(points);
+            match series_partition {
+                Some(x) => {
+                    let config = &self.aggregation_config;
+                    self.partition_aggregates
+                        .entry(x)
+                        .or_insert_with(|| AggregateOperator::new(config.clone()))
+                        .process(points);
+                }
+                None => self.aggregate.process(points),
+            }
         }
         // A rule group whose time has come is evaluated now, not at the next tick: alert
         // latency is then the group's interval boundary, not the tick.
-        if matches!(&*b.records, Records::Metrics(_))
-            && self
-                .rules
-                .as_ref()
-                .is_some_and(|r| r.due(self.watermarks.watermark(now)))
-        {
+        if matches!(&*b.records, Records::Metrics(_)) && self.rules.is_some() {
             let wm = self.watermarks.watermark(now);
-            self.evaluate_rules(wm).await;
+            let wms = self.rule_watermarks(wm, now);
+            if self.rules.as_ref().is_some_and(|r| r.due_at(&wms)) {
+                self.evaluate_rules(wm).await;
+            }
         }
         if let Records::Traces(spans) = &*b.records {
             self.span_metrics.process(spans);
@@ -809,14 +901,36 @@ impl Router {
     }
 
     /// Evaluates the rule groups due at the watermark; ships alerts and recorded series.
+    /// Per rule group, the event time it has reached: the worker's watermark, or with
+    /// repartitioning its home partition's. A home partition owned but silent for the idle
+    /// timeout follows the worker's (so `absent()` of a metric no one sends still fires).
+    fn rule_watermarks(&mut self, wm: EventTime, now: EventTime) -> Vec<EventTime> {
+        let Some(rules) = &self.rules else { return Vec::new() };
+        let Some(h) = &self.rule_homes else {
+            return vec![wm; rules.groups().len()];
+        };
+        let idle = Duration::from_nanos(self.watermark_config.idle_timeout);
+        let since = h.owned_since();
+        h.partitions
+            .iter()
+            .zip(since)
+            .map(|(x, since)| match self.partition_marks.get_mut(x) {
+                Some(m) => m.watermark(now),
+                None if since.is_some_and(|s| s.elapsed() >= idle) => wm,
+                None => 0,
+            })
+            .collect()
+    }
+
     async fn evaluate_rules(&mut self, wm: EventTime) {
+        let wms = self.rule_watermarks(wm, now_nanos());
         let Some(rules) = &mut self.rules else { return };
         if let Some(h) = &self.rule_homes {
-            rules.set_owned(Some(h.owned()));
+            rules.set_owned(Some(h.owned_since().iter().map(Option::is_some).collect()));
         }
         let started = std::time::Instant::now();
         let mut out = RuleOutput::default();
-        rules.on_watermark(wm, &mut out);
+        rules.on_watermarks(&wms, &mut out);
         let t = &self.telemetry;
         if out.evaluations > 0 {
             t.rule_eval_seconds.set(started.elapsed().as_secs_f64());
@@ -1022,7 +1136,12 @@ impl Router {
             .get_or_create(&labels([("operator", "activity")]))
             .inc_by(late - self.reported.activity_late);
         self.reported.activity_late = late;
-        let late = self.aggregate.late();
+        let late = self.aggregate.late()
+            + self
+                .partition_aggregates
+                .values()
+                .map(AggregateOperator::late)
+                .sum::<u64>();
         t.late_records
             .get_or_create(&labels([("operator", "aggregate")]))
             .inc_by(late - self.reported.aggregate_late);
@@ -1101,7 +1220,17 @@ impl Router {
             .set(i64::try_from(self.activity.open_windows()).unwrap_or(i64::MAX));
         t.operator_state
             .get_or_create(&labels([("operator", "aggregate")]))
-            .set(i64::try_from(self.aggregate.series()).unwrap_or(i64::MAX));
+            .set(
+                i64::try_from(
+                    self.aggregate.series()
+                        + self
+                            .partition_aggregates
+                            .values()
+                            .map(AggregateOperator::series)
+                            .sum::<usize>(),
+                )
+                .unwrap_or(i64::MAX),
+            );
         t.operator_state
             .get_or_create(&labels([("operator", "prometheus_delta")]))
             .set(i64::try_from(self.converter.delta_series()).unwrap_or(i64::MAX));

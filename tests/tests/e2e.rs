@@ -10,6 +10,9 @@ use dwcp_tests::{
 };
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 
+#[path = "e2e/scale_out.rs"]
+mod scale_out;
+
 /// Metric data points per metrics fixture file: one per instrument the manifest names
 /// (dwcp.requests, dwcp.latency, dwcp.errors, dwcp.active_connections, dwcp.cpu.usage,
 /// dwcp.migration.duration).

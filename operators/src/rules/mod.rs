@@ -660,7 +660,17 @@ impl RuleEngine {
     /// Event time reached `watermark` (ns): evaluates every group whose next evaluation time
     /// has passed, in order.
     pub fn on_watermark(&mut self, watermark: EventTime, out: &mut RuleOutput) {
-        let wm = i64::try_from(watermark / 1_000_000).unwrap_or(i64::MAX);
+        let all = vec![watermark; self.groups.len()];
+        self.on_watermarks(&all, out);
+    }
+
+    /// Like [`RuleEngine::on_watermark`] with a watermark per group (ns, in group order): with
+    /// several workers each group follows the event time of the partition holding its series.
+    /// A group with no watermark entry waits.
+    pub fn on_watermarks(&mut self, watermarks: &[EventTime], out: &mut RuleOutput) {
+        let wms: Vec<i64> = (0..self.groups.len())
+            .map(|gi| i64::try_from(watermarks.get(gi).copied().unwrap_or(0) / 1_000_000).unwrap_or(i64::MAX))
+            .collect();
         // Nothing to evaluate before the first sample: event time starts with the data.
         if self.earliest_ms.is_none() && self.next_eval.iter().all(Option::is_none) {
             return;
@@ -671,6 +681,7 @@ impl RuleEngine {
             let mut due: Option<(i64, usize)> = None;
             let earliest = self.earliest_ms;
             for (gi, g) in self.groups.iter().enumerate() {
+                let wm = wms[gi];
                 // First evaluation: the first interval boundary at or after the earliest sample
                 // (or the watermark's, with no samples yet).
                 let next = *self.next_eval[gi].get_or_insert_with(|| match earliest {
@@ -682,6 +693,7 @@ impl RuleEngine {
                 }
             }
             let Some((t, gi)) = due else { break };
+            let wm = wms[gi];
             let interval = self.groups[gi].interval_ms;
             if (wm - t) / interval > MAX_CATCH_UP {
                 let skip_to = wm.div_euclid(interval) * interval;
@@ -692,18 +704,25 @@ impl RuleEngine {
             self.eval_group(gi, t, out);
             self.next_eval[gi] = Some(t + interval);
         }
-        // Trimming walks every series: only when something was evaluated.
+        // Trimming walks every series: only when something was evaluated; by the slowest group.
         if out.evaluations > evaluations {
-            self.store.trim(wm - self.retention_ms);
+            let slowest = wms.iter().copied().min().unwrap_or(0);
+            self.store.trim(slowest - self.retention_ms);
         }
     }
 
     /// Whether a group is due at `watermark` (ns): a cheap check for the driver, which can
     /// then evaluate right after a batch rather than at its next tick.
     pub fn due(&self, watermark: EventTime) -> bool {
-        let wm = i64::try_from(watermark / 1_000_000).unwrap_or(i64::MAX);
-        self.next_eval.iter().any(|n| n.is_some_and(|n| n <= wm))
-            || (self.earliest_ms.is_some() && self.next_eval.iter().any(Option::is_none))
+        self.due_at(&vec![watermark; self.groups.len()])
+    }
+
+    /// [`RuleEngine::due`] with a watermark per group.
+    pub fn due_at(&self, watermarks: &[EventTime]) -> bool {
+        self.next_eval.iter().enumerate().any(|(gi, n)| {
+            let wm = i64::try_from(watermarks.get(gi).copied().unwrap_or(0) / 1_000_000).unwrap_or(i64::MAX);
+            n.is_some_and(|n| n <= wm)
+        }) || (self.earliest_ms.is_some() && self.next_eval.iter().any(Option::is_none))
     }
 
     /// Evaluates group `gi` at `t` ms.

@@ -1,0 +1,405 @@
+//! Several workers in one consumer group, with repartitioning (issue 9).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use dwcp_tests::{consume_all, create_topics, kafka, metric_sum, produce, producer, unique, PrometheusServer, Worker};
+
+use super::decode_avro;
+
+const REGIONS: [&str; 3] = ["us-east-1", "us-west-1", "eu-west-1"];
+
+/// Gauges each region sends beside its latency histogram; each has one spike, at its own step.
+const GAUGES: [&str; 6] = [
+    "dwcp.queue.a",
+    "dwcp.queue.b",
+    "dwcp.queue.c",
+    "dwcp.queue.d",
+    "dwcp.queue.e",
+    "dwcp.queue.f",
+];
+
+/// OTLP/JSON of one region at step `i` (15 s apart from `t0`): the cumulative latency histogram
+/// (every request slow in us-east-1 from step 40 to 72) and the gauges.
+fn message(region: &str, ri: usize, t0: u64, i: u64, counts: [u64; 3]) -> Vec<u8> {
+    let t = (t0 + i * 15) * 1_000_000_000;
+    let total: u64 = counts.iter().sum();
+    let gauges: Vec<String> = GAUGES
+        .iter()
+        .enumerate()
+        .map(|(gi, name)| {
+            let season = 5.0 * ((i as f64 + gi as f64) / 8.0).sin();
+            let noise = (((i * 7 + gi as u64 * 3 + ri as u64) % 11) as f64) / 11.0;
+            let spike = if i == 110 + gi as u64 * 5 && ri == gi % 3 {
+                80.0
+            } else {
+                0.0
+            };
+            let v = 20.0 + season + noise + spike;
+            format!(r#"{{"name":"{name}","gauge":{{"dataPoints":[{{"timeUnixNano":"{t}","asDouble":{v}}}]}}}}"#)
+        })
+        .collect();
+    format!(
+        r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"cloud.region","value":{{"stringValue":"{region}"}}}},{{"key":"service.name","value":{{"stringValue":"gw"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"dwcp.latency","unit":"ms","histogram":{{"aggregationTemporality":2,"dataPoints":[{{"startTimeUnixNano":"1","timeUnixNano":"{t}","count":"{total}","sum":{},"bucketCounts":["{}","{}","{}"],"explicitBounds":[50,250]}}]}}}},{}]}}]}}]}}"#,
+        counts[0] * 20 + counts[2] * 400,
+        counts[0],
+        counts[1],
+        counts[2],
+        gauges.join(",")
+    )
+    .into_bytes()
+}
+
+/// The input: 160 steps per region, each region on its own partition of `topic`.
+async fn produce_input(brokers: &str, topic: &str, t0: u64) -> u64 {
+    let p = producer(brokers);
+    let mut counts = [[0u64; 3]; 3];
+    let mut points = 0;
+    for i in 0..160u64 {
+        for (ri, region) in REGIONS.iter().enumerate() {
+            let slow = ri == 0 && (40..=72).contains(&i);
+            if i > 0 {
+                counts[ri][if slow { 2 } else { 0 }] += 100;
+            }
+            let partition = i32::try_from(ri).expect("partition");
+            produce(
+                &p,
+                topic,
+                None,
+                &message(region, ri, t0, i, counts[ri]),
+                None,
+                Some(partition),
+            )
+            .await;
+            points += 1 + GAUGES.len() as u64;
+        }
+    }
+    points
+}
+
+fn yaml(brokers: &str, id: &str, input: &str, prom: &str, repartition: bool) -> String {
+    let rules = format!("{}/../deploy/rules/dwcp.rules.yml", env!("CARGO_MANIFEST_DIR"));
+    let anomaly_series: Vec<String> = GAUGES.iter().map(|g| g.replace('.', "_")).collect();
+    let mut y = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 600000\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n  anomaly:\n    series: [{}]\n  aggregation:\n    rules: [{{metric: dwcp.latency}}, {{metric: dwcp.queue.a}}]\n\
+         rules:\n  files: [\"{rules}\"]\n\
+         derived_topics:\n  alerts: \"{id}.alerts\"\n  anomalies: \"{id}.anomalies\"\n\
+         sinks:\n  prometheus_remote_write:\n    - {{url: \"{prom}\", batch_wait_ms: 100}}\n",
+        anomaly_series.join(", ")
+    );
+    if repartition {
+        y.push_str(&format!(
+            "repartition:\n  enabled: true\n  series_topic: \"{id}.series\"\n  spans_topic: \"{id}.spans\"\n  partitions: 6\n"
+        ));
+    }
+    y
+}
+
+/// Every series in a Prometheus, each with all its samples (labels → [(ms, value text)]).
+async fn everything(base: &str, at: u64) -> BTreeMap<BTreeMap<String, String>, Vec<(i64, String)>> {
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{base}/api/v1/query"))
+        .query(&[("query", "{__name__=~\".+\"}[3h]"), ("time", &at.to_string())])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["status"], "success", "{body}");
+    let mut out = BTreeMap::new();
+    for s in body["data"]["result"].as_array().expect("matrix") {
+        let labels: BTreeMap<String, String> = s["metric"]
+            .as_object()
+            .expect("labels")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect();
+        let values = s["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|v| {
+                #[allow(clippy::cast_possible_truncation)]
+                let ms = (v[0].as_f64().expect("time") * 1000.0).round() as i64;
+                (ms, v[1].as_str().unwrap_or_default().to_string())
+            })
+            .collect();
+        out.insert(labels, values);
+    }
+    out
+}
+
+/// Waits until the workers' `metric` (summed over all of them) stops changing for 3 s and
+/// reaches `want`.
+async fn wait_sum(workers: &[&Worker], metric: &str, filter: &[(&str, &str)], want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut total = 0.0;
+        for w in workers {
+            total += metric_sum(&w.metrics().await, metric, filter);
+        }
+        if total >= want {
+            return;
+        }
+        if Instant::now() > deadline {
+            let mut logs = Vec::new();
+            for w in workers {
+                let m = w.metrics().await;
+                let interesting: Vec<&str> = m
+                    .lines()
+                    .filter(|l| {
+                        !l.starts_with('#')
+                            && (l.contains("records") || l.contains("partitions") || l.contains("decode"))
+                    })
+                    .collect();
+                logs.push(format!("{}\n{}", interesting.join("\n"), w.log_text()));
+            }
+            panic!(
+                "{metric}{filter:?} summed to {total}, not {want}; workers:\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until a Prometheus holds `want` samples and stops gaining any.
+async fn settled(base: &str, at: u64) -> BTreeMap<BTreeMap<String, String>, Vec<(i64, String)>> {
+    let mut last = everything(base, at).await;
+    let mut stable_since = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stable_since.elapsed() < Duration::from_secs(3) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = everything(base, at).await;
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        }
+    }
+    last
+}
+
+/// An Avro value as text, map entries in key order (Avro maps decode into hash maps).
+fn canonical(v: &apache_avro::types::Value) -> String {
+    use apache_avro::types::Value;
+    match v {
+        Value::Map(m) => {
+            let sorted: BTreeMap<&String, String> = m.iter().map(|(k, v)| (k, canonical(v))).collect();
+            format!("{sorted:?}")
+        }
+        Value::Record(fields) => {
+            let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k}: {}", canonical(v))).collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(", ")),
+        Value::Union(i, v) => format!("Union({i}, {})", canonical(v)),
+        other => format!("{other:?}"),
+    }
+}
+
+fn sorted_records(brokers: &str, topic: &str, avsc: &str, count: usize) -> Vec<String> {
+    let messages = consume_all(brokers, topic, count, Duration::from_secs(30));
+    let mut records: Vec<String> = decode_avro(&messages, avsc)
+        .iter()
+        .map(|r| {
+            let fields: Vec<String> = r.iter().map(|(k, v)| format!("{k}: {}", canonical(v))).collect();
+            fields.join(", ")
+        })
+        .collect();
+    records.sort();
+    records
+}
+
+/// Three workers in one group with repartitioning produce exactly what one worker produces
+/// in process over the same input: the same alert transitions and anomaly episodes on the
+/// derived topics and the same series, sample for sample, in Prometheus. Each region's data is
+/// on its own input partition, so without repartitioning the cross-region aggregation and the
+/// rules (p95 over all regions' buckets, `absent()`) would each see a third of it. All workers
+/// are started and their groups settled before the input arrives (moving state with its
+/// partitions is the changelog's job), and read it as it is produced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_repartitioning_workers_produce_what_one_worker_does() {
+    let Some(brokers) = kafka() else { return };
+    let id = unique("scale");
+    let input = format!("{id}.in");
+    let (one, three) = (format!("{id}-one"), format!("{id}-three"));
+    let mut topics = vec![input.clone()];
+    for g in [&one, &three] {
+        for t in ["dlq", "alerts", "anomalies"] {
+            topics.push(format!("{g}.{t}"));
+        }
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    create_topics(&brokers, &names[..1], 3).await;
+    create_topics(&brokers, &names[1..], 1).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let prom_one = PrometheusServer::start(&work.path().join("prom-one")).await;
+    let prom_three = PrometheusServer::start(&work.path().join("prom-three")).await;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let t0 = now_s / 60 * 60 - 50 * 60;
+
+    // Three workers first; wait until each owns partitions of both stages.
+    let y3 = yaml(&brokers, &three, &input, &prom_three.write_url(), true);
+    let workers: Vec<Worker> = (0..3)
+        .map(|i| Worker::start(work.path(), &format!("w{i}"), &y3))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut owned = Vec::new();
+        for w in &workers {
+            let m = w.metrics().await;
+            owned.push((
+                metric_sum(
+                    &m,
+                    "dwcp_assigned_partitions",
+                    &[("group", &format!("{three}.repartition"))],
+                ),
+                metric_sum(&m, "dwcp_assigned_partitions", &[("group", &three)]),
+            ));
+        }
+        let settled = owned.iter().all(|(a, b)| *a >= 1.0 && *b >= 1.0)
+            && owned.iter().map(|o| o.0).sum::<f64>() == 3.0
+            && owned.iter().map(|o| o.1).sum::<f64>() == 12.0;
+        if settled {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "groups did not settle: {owned:?}\n{}",
+            workers
+                .iter()
+                .map(Worker::log_text)
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // One worker, no repartitioning, reading the same input as it arrives.
+    let y1 = yaml(&brokers, &one, &input, &prom_one.write_url(), false);
+    let single = Worker::start(work.path(), "single", &y1);
+    single
+        .wait_for(
+            "dwcp_assigned_partitions",
+            &[("group", &one)],
+            3.0,
+            Duration::from_secs(180),
+        )
+        .await;
+    let points = produce_input(&brokers, &input, t0).await;
+    let refs: Vec<&Worker> = workers.iter().collect();
+    let series_topic = format!("{three}.series");
+    wait_sum(
+        &refs,
+        "dwcp_source_records_total",
+        &[("topic", &series_topic)],
+        points as f64,
+    )
+    .await;
+    // Every worker re-keyed one region; the keyed work is spread over more than one.
+    let mut keyed = 0;
+    for w in &workers {
+        let m = w.metrics().await;
+        assert_eq!(
+            metric_sum(&m, "dwcp_repartitioned_records_total", &[]),
+            160.0 * 7.0,
+            "{m}"
+        );
+        if metric_sum(&m, "dwcp_source_records_total", &[("topic", &series_topic)]) > 0.0 {
+            keyed += 1;
+        }
+    }
+    assert!(keyed >= 2, "series on {keyed} worker(s)");
+
+    single
+        .wait_for(
+            "dwcp_source_records_total",
+            &[("topic", &input)],
+            points as f64,
+            Duration::from_secs(180),
+        )
+        .await;
+
+    let at = now_s + 60;
+    let want_one = settled(&prom_one.url(), at).await;
+    let got_three = settled(&prom_three.url(), at).await;
+    let samples: usize = want_one.values().map(Vec::len).sum();
+    // The input's 7 metrics per region and step, plus what the operators derive.
+    assert!(samples > 160 * 3 * 7, "{samples} samples");
+    for name in [
+        "dwcp:latency:p95:5m",
+        "ALERTS",
+        "dwcp_anomaly_score",
+        "dwcp:latency:p95:10s",
+    ] {
+        assert!(want_one.keys().any(|l| l["__name__"] == name), "{name} missing");
+    }
+    let missing: Vec<_> = want_one.keys().filter(|k| !got_three.contains_key(*k)).collect();
+    let extra: Vec<_> = got_three.keys().filter(|k| !want_one.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "series missing: {missing:?}\nextra: {extra:?}"
+    );
+    for (labels, values) in &want_one {
+        if &got_three[labels] != values {
+            let mut diag = String::new();
+            for w in &workers {
+                let m = w.metrics().await;
+                let late: Vec<&str> = m
+                    .lines()
+                    .filter(|l| l.starts_with("dwcp_late") || l.starts_with("dwcp_rule"))
+                    .collect();
+                let log: Vec<&str> = w
+                    .log_text()
+                    .lines()
+                    .filter(|l| l.contains("repartitioning") || l.contains("WARN"))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+                    .leak()
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                diag.push_str(&format!("{}\n{}\n----\n", late.join("\n"), log.join("\n")));
+            }
+            panic!(
+                "{labels:?}: {} samples, want {}\n{diag}",
+                got_three[labels].len(),
+                values.len()
+            );
+        }
+    }
+
+    // Alert transitions and anomaly episodes: the same records (the derived topics are
+    // at-least-once without transactions, and no worker crashed, so exactly these).
+    let alerts_one = sorted_records(&brokers, &format!("{one}.alerts"), "alert.avsc", 4);
+    let alerts_three = sorted_records(&brokers, &format!("{three}.alerts"), "alert.avsc", alerts_one.len());
+    assert!(alerts_one.iter().any(|a| a.contains("HighLatency")), "{alerts_one:?}");
+    assert!(
+        alerts_one.iter().any(|a| a.contains("DWCPServiceDown")),
+        "{alerts_one:?}"
+    );
+    assert_eq!(alerts_three, alerts_one);
+    let anomalies_one = sorted_records(&brokers, &format!("{one}.anomalies"), "anomaly.avsc", 6);
+    let anomalies_three = sorted_records(
+        &brokers,
+        &format!("{three}.anomalies"),
+        "anomaly.avsc",
+        anomalies_one.len(),
+    );
+    // An episode opens at each gauge's spike (and does not end: the quiet gap that closes one
+    // is longer than what follows).
+    for g in GAUGES {
+        let metric = format!("metric: String(\"{}\")", g.replace('.', "_"));
+        assert!(
+            anomalies_one.iter().any(|a| a.contains(&metric)),
+            "{metric}: {anomalies_one:?}"
+        );
+    }
+    assert_eq!(anomalies_three, anomalies_one);
+    let _ = (&prom_one, &prom_three, single);
+}
