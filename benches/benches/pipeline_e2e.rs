@@ -8,6 +8,10 @@
 //!
 //! Environment: DWCP_BENCH_MESSAGES (default 400), 1,200 points each; DWCP_BENCH_SERIES_SPREAD
 //! (default 50): how many distinct `peer` offsets cycle, so distinct series ≈ spread × 1,200.
+//! DWCP_BENCH_WORKERS (default 1): workers in the group; with more than one (or
+//! DWCP_BENCH_REPARTITION=1) they run the re-keying stage through internal topics of 6
+//! partitions. The workers start and settle their groups first; the time runs from the first
+//! point consumed to the last (summed over workers).
 
 use std::time::{Duration, Instant};
 
@@ -33,10 +37,56 @@ async fn main() {
         return;
     };
     let messages = env_usize("DWCP_BENCH_MESSAGES", 400);
+    let workers = env_usize("DWCP_BENCH_WORKERS", 1).max(1);
+    let repartition = workers > 1 || env_usize("DWCP_BENCH_REPARTITION", 0) == 1;
     let spread = env_usize("DWCP_BENCH_SERIES_SPREAD", 50);
     let id = unique("bench");
     let topic = format!("{id}.metrics");
     create_topics(&brokers, &[&topic, &format!("{id}.dlq")], 6).await;
+
+    let work = tempfile_dir();
+    let mut yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  queue_capacity: 256\n  topics:\n    - {{name: \"{topic}\", signal: metrics}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\nlog:\n  level: warn\n\
+         operators:\n  aggregation:\n    rules:\n      - {{metric: dwcp.metric.2}}\n      - {{metric: dwcp.metric.1}}\n      - {{metric: dwcp.metric.0}}\n\
+         sinks:\n  prometheus_remote_write:\n    - {{url: \"{vm}/api/v1/write\", shards: 4, max_samples_per_send: 10000}}\n"
+    );
+    let series_topic = format!("{id}.series");
+    if repartition {
+        yaml = yaml.replace(
+            "operators:\n",
+            "operators:\n  span_metrics: {enabled: false}\n  prometheus: {target_info: false}\n",
+        );
+        yaml.push_str(&format!(
+            "repartition:\n  enabled: true\n  series_topic: \"{series_topic}\"\n  spans_topic: \"{id}.spans\"\n  partitions: 6\n"
+        ));
+    }
+    std::env::set_var("DWCP_BIN", release_binary());
+    let mut ws: Vec<Worker> = (0..workers)
+        .map(|i| Worker::start(&work, &format!("bench{i}"), &yaml))
+        .collect();
+    // Settle the groups: every worker owns partitions of each stage.
+    let settle = Instant::now();
+    loop {
+        let mut ok = true;
+        for w in &ws {
+            let m = w.metrics().await;
+            ok &= metric_sum(&m, "dwcp_assigned_partitions", &[("group", &id)]) >= 1.0;
+            if repartition {
+                ok &= metric_sum(
+                    &m,
+                    "dwcp_assigned_partitions",
+                    &[("group", &format!("{id}.repartition"))],
+                ) >= 1.0;
+            }
+        }
+        if ok {
+            break;
+        }
+        assert!(settle.elapsed() < Duration::from_secs(300), "groups did not settle");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -79,48 +129,83 @@ async fn main() {
         t0.elapsed().as_secs_f64()
     );
 
-    let work = tempfile_dir();
-    let yaml = format!(
-        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  queue_capacity: 256\n  topics:\n    - {{name: \"{topic}\", signal: metrics}}\n\
-         dead_letter:\n  topic: \"{id}.dlq\"\nlog:\n  level: warn\n\
-         operators:\n  aggregation:\n    rules:\n      - {{metric: dwcp.metric.2}}\n      - {{metric: dwcp.metric.1}}\n      - {{metric: dwcp.metric.0}}\n\
-         sinks:\n  prometheus_remote_write:\n    - {{url: \"{vm}/api/v1/write\", shards: 4, max_samples_per_send: 10000}}\n"
-    );
-    std::env::set_var("DWCP_BIN", release_binary());
-    let mut w = Worker::start(&work, "bench", &yaml);
-    let start = Instant::now();
-    w.wait_for(
-        "dwcp_source_records_total",
-        &[],
-        total_points as f64,
-        Duration::from_secs(600),
-    )
-    .await;
-    let consumed = start.elapsed();
-    let text = w.metrics().await;
-    let converted = metric_sum(&text, "dwcp_prometheus_samples_total", &[("origin", "converted")]);
+    let consumed_topic = if repartition {
+        series_topic.as_str()
+    } else {
+        topic.as_str()
+    };
+    let sum_over = |texts: &[String], metric: &str, filter: &[(&str, &str)]| -> f64 {
+        texts.iter().map(|t| metric_sum(t, metric, filter)).sum()
+    };
+    let mut first = None;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let consumed = loop {
+        let mut texts = Vec::new();
+        for w in &ws {
+            texts.push(w.metrics().await);
+        }
+        let n = sum_over(&texts, "dwcp_source_records_total", &[("topic", consumed_topic)]);
+        if n > 0.0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if n >= total_points as f64 {
+            break first.map_or(Duration::ZERO, |f| f.elapsed());
+        }
+        assert!(Instant::now() < deadline, "consumed {n} of {total_points}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let start = first.unwrap_or_else(Instant::now);
+    // Decoded is not yet converted: wait until the operators have had every record.
+    let texts = loop {
+        let mut texts = Vec::new();
+        for w in &ws {
+            texts.push(w.metrics().await);
+        }
+        if sum_over(&texts, "dwcp_records_out_total", &[("topic", consumed_topic)]) >= total_points as f64 {
+            break texts;
+        }
+        assert!(Instant::now() < deadline, "operators did not get every record");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let converted = sum_over(&texts, "dwcp_prometheus_samples_total", &[("origin", "converted")]);
     // Everything converted is admitted or dropped by the guard; wait until the endpoint took it.
-    let admitted = converted - metric_sum(&text, "dwcp_series_dropped_total", &[]);
-    w.wait_for(
-        "dwcp_remote_write_samples_total",
-        &[("result", "sent")],
-        admitted,
-        Duration::from_secs(600),
-    )
-    .await;
+    let admitted = converted - sum_over(&texts, "dwcp_series_dropped_total", &[]);
+    loop {
+        let mut texts = Vec::new();
+        for w in &ws {
+            texts.push(w.metrics().await);
+        }
+        if sum_over(&texts, "dwcp_remote_write_samples_total", &[("result", "sent")]) >= admitted {
+            break;
+        }
+        assert!(Instant::now() < deadline, "remote-write did not take everything");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let done = start.elapsed();
-    let text = w.metrics().await;
-    let rss = rss_kib(&w);
-    assert!(w.stop());
+    let mut texts = Vec::new();
+    for w in &ws {
+        texts.push(w.metrics().await);
+    }
+    let rss: u64 = ws.iter().map(rss_kib).sum();
+    eprintln!(
+        "samples: converted {:.0}, aggregated {:.0}; late points {:.0}",
+        sum_over(&texts, "dwcp_prometheus_samples_total", &[("origin", "converted")]),
+        sum_over(&texts, "dwcp_prometheus_samples_total", &[("origin", "aggregated")]),
+        sum_over(&texts, "dwcp_late_records_total", &[("operator", "aggregate")]),
+    );
+    for w in &mut ws {
+        assert!(w.stop());
+    }
     println!(
-        "pipeline_e2e: {total_points} points in {:.2} s consumed ({:.0} points/s), {:.2} s until remote-write accepted all \
-         ({:.0} points/s, {:.0} samples/s); active series {}; worker RSS {} MiB",
+        "pipeline_e2e: {workers} worker(s){}: {total_points} points in {:.2} s consumed ({:.0} points/s), {:.2} s until remote-write accepted all \
+         ({:.0} points/s, {:.0} samples/s); active series {}; workers' RSS {} MiB",
+        if repartition { ", repartitioned" } else { "" },
         consumed.as_secs_f64(),
         total_points as f64 / consumed.as_secs_f64(),
         done.as_secs_f64(),
         total_points as f64 / done.as_secs_f64(),
-        metric_sum(&text, "dwcp_remote_write_samples_total", &[("result", "sent")]) / done.as_secs_f64(),
-        metric_sum(&text, "dwcp_active_series", &[]),
+        sum_over(&texts, "dwcp_remote_write_samples_total", &[("result", "sent")]) / done.as_secs_f64(),
+        sum_over(&texts, "dwcp_active_series", &[]),
         rss / 1024,
     );
 }
@@ -146,14 +231,13 @@ fn release_binary() -> std::path::PathBuf {
     bin
 }
 
-fn rss_kib(_w: &Worker) -> u64 {
-    // The worker is the newest dwcp-monitor process; read its VmRSS.
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("grep VmRSS /proc/$(pgrep -n dwcp-monitor)/status")
-        .output();
-    out.ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+fn rss_kib(w: &Worker) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", w.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
         .unwrap_or(0)
 }
