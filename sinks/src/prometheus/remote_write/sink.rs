@@ -152,31 +152,62 @@ impl ShardWorker {
         batch::run(&mut self, rx, limits, &depth).await;
     }
 
+    /// Sends `chunk`, retrying what is retryable. A 400 for a single sample that the receiver
+    /// already has newer or equal data for (Prometheus: `out of order sample`, `duplicate sample
+    /// for timestamp`, `out of bounds`) rejects the whole request, so such a request is split in
+    /// halves until the refused samples stand alone: they are dropped (counted), the rest are
+    /// written. This is what a replay after a crash or a partition move sends: samples the
+    /// previous owner already wrote, mixed with ones it did not.
     async fn send_with_retries(&self, chunk: &[Sample]) {
-        let body = match encode(chunk) {
+        let mut pending: Vec<&[Sample]> = vec![chunk];
+        let mut isolated = 0u64;
+        while let Some(part) = pending.pop() {
+            match self.send_part(part).await {
+                Ok(()) => {
+                    self.stats.samples_sent.inc_by(part.len() as u64);
+                }
+                Err((status, body)) if status == 400 && refuses_old_samples(&body) && part.len() > 1 => {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    // The first half goes first: a series' samples keep their order.
+                    pending.push(second);
+                    pending.push(first);
+                }
+                Err((status, body)) => {
+                    self.stats.samples_dropped.inc_by(part.len() as u64);
+                    if status == 400 && refuses_old_samples(&body) {
+                        isolated += part.len() as u64;
+                    } else {
+                        tracing::warn!(
+                            endpoint = %self.name, shard = self.shard, status, samples = part.len(), receiver_message = %body,
+                            "remote-write rejected samples; not retried"
+                        );
+                    }
+                }
+            }
+        }
+        if isolated > 0 {
+            tracing::info!(
+                endpoint = %self.name, shard = self.shard, samples = isolated,
+                "remote-write: samples older than what the receiver holds dropped (a replay after a restart or a partition move); the rest of their requests written"
+            );
+        }
+    }
+
+    /// One request with retries on 5xx and 429: `Ok`, or the permanent status and message.
+    async fn send_part(&self, part: &[Sample]) -> Result<(), (u16, String)> {
+        let body = match encode(part) {
             Ok(b) => b,
             Err(e) => {
-                self.stats.samples_dropped.inc_by(chunk.len() as u64);
                 tracing::error!(endpoint = %self.name, error = %e, "snappy compression failed; samples dropped");
-                return;
+                return Err((0, format!("snappy compression failed: {e}")));
             }
         };
         let mut attempt: u32 = 0;
         loop {
             self.stats.requests.inc();
             match self.service.send(body.clone()).await {
-                Ok(()) => {
-                    self.stats.samples_sent.inc_by(chunk.len() as u64);
-                    return;
-                }
-                Err(SendError::Permanent { status, body }) => {
-                    self.stats.samples_dropped.inc_by(chunk.len() as u64);
-                    tracing::warn!(
-                        endpoint = %self.name, shard = self.shard, status, samples = chunk.len(), receiver_message = %body,
-                        "remote-write rejected samples; not retried"
-                    );
-                    return;
-                }
+                Ok(()) => return Ok(()),
+                Err(SendError::Permanent { status, body }) => return Err((status, body)),
                 Err(SendError::Retryable { reason, retry_after }) => {
                     self.stats.retries.inc();
                     let delay = retry_after.unwrap_or_else(|| self.backoff(attempt));
@@ -202,4 +233,18 @@ impl ShardWorker {
         let jitter = rand::rng().random_range(0..=step / 2);
         Duration::from_millis(step / 2 + jitter)
     }
+}
+
+/// Whether a receiver's 400 message is a per-sample refusal of data older than (or at the time
+/// of) what it holds, as Prometheus' TSDB answers; the request's other samples were fine.
+fn refuses_old_samples(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "out of order sample",
+        "duplicate sample for timestamp",
+        "out of bounds",
+        "too old",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
 }
