@@ -301,9 +301,11 @@ fn a_missing_ca_file_is_a_startup_error_naming_it() {
 
 /// Prometheus' TSDB in miniature: a request is refused whole (400) if any sample is older than
 /// its series' newest, or at the same time with another value; else every sample is stored.
+type Stored = std::collections::BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>>;
+
 #[derive(Default)]
 struct Tsdb {
-    series: Mutex<std::collections::BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>>>,
+    series: Mutex<Stored>,
     requests: Mutex<usize>,
 }
 
