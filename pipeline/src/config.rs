@@ -104,6 +104,11 @@ pub struct RepartitionConfig {
     pub partitions: i32,
     /// Replication factor of the internal topics when this worker creates them.
     pub replication_factor: i32,
+    /// Keep keyed operator state in compacted changelog topics `<prefix><operator>`, so it
+    /// moves with its partitions (today: the anomaly detectors' baselines).
+    pub changelog: bool,
+    /// Prefix of the changelog topics.
+    pub changelog_prefix: String,
 }
 
 impl Default for RepartitionConfig {
@@ -114,6 +119,8 @@ impl Default for RepartitionConfig {
             spans_topic: "dwcp.internal.spans".into(),
             partitions: 12,
             replication_factor: 1,
+            changelog: true,
+            changelog_prefix: "dwcp.state.".into(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! to sinks, the HTTP port, and the embedded demo. The binary in `main.rs` is a thin CLI over it.
 
 pub mod api;
+pub mod changelog;
 pub mod config;
 pub mod demo;
 pub mod derived;

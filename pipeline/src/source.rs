@@ -70,6 +70,8 @@ struct PartitionState {
     pending: std::collections::BTreeSet<i64>,
     next_offset: Option<i64>,
     committed: Option<i64>,
+    /// Commits go no further than this: the offset a state checkpoint covers.
+    limit: Option<i64>,
 }
 
 impl PartitionAcks {
@@ -83,7 +85,8 @@ impl PartitionAcks {
     fn committable(&self) -> Option<i64> {
         let s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let c = s.pending.first().copied().or(s.next_offset)?;
-        (Some(c) != s.committed).then_some(c)
+        let c = s.limit.map_or(c, |l| c.min(l));
+        (Some(c) != s.committed && Some(c) > s.committed).then_some(c)
     }
 
     fn mark_committed(&self, offset: i64) {
@@ -634,6 +637,14 @@ impl KafkaSource {
                 "rejected document could not be dead-lettered and is lost"
             );
         }
+    }
+
+    /// Commits of `topic`/`partition` go no further than `offset` from now on (the offset a
+    /// state checkpoint covers), until the next call.
+    pub fn limit_commits(&self, topic: &str, partition: i32, offset: i64) {
+        let t = self.tracker(topic, partition);
+        let mut s = t.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.limit = Some(offset);
     }
 
     /// Commits every partition's acknowledged prefix.

@@ -129,6 +129,20 @@ pub struct Telemetry {
     pub checkpoints: Family<Labels, Counter>,
     /// Duration of the last local state snapshot, seconds.
     pub checkpoint_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Changelog checkpoints of partition state, by operator and result (`written`, `failed`).
+    pub changelog_checkpoints: Family<Labels, Counter>,
+    /// Duration of the last changelog checkpoint (every owned partition), seconds, by operator.
+    pub changelog_checkpoint_seconds: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Bytes of the last changelog checkpoint, by operator.
+    pub changelog_checkpoint_bytes: Family<Labels, Gauge>,
+    /// When the last changelog checkpoint was acknowledged (Unix seconds), by operator: its age
+    /// is `time() - dwcp_changelog_last_checkpoint_timestamp_seconds`.
+    pub changelog_last_checkpoint: Family<Labels, Gauge>,
+    /// Partition states read back from a changelog, by operator and result (`restored`,
+    /// `empty`, `failed`).
+    pub changelog_restores: Family<Labels, Counter>,
+    /// Duration of the last restore, seconds, by operator.
+    pub changelog_restore_seconds: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Series and samples held in the monitoring API's window.
     pub api_series: Gauge,
     /// Samples the API window dropped, by reason (`out_of_order`, `series_limit`).
@@ -385,6 +399,36 @@ impl Telemetry {
                 "state_checkpoint_duration_seconds",
                 "Duration of the last local state snapshot",
                 Gauge::default()
+            ),
+            changelog_checkpoints: reg!(
+                "changelog_checkpoints",
+                "Partition state checkpoints to changelog topics, by operator and result",
+                Family::default()
+            ),
+            changelog_checkpoint_seconds: reg!(
+                "changelog_checkpoint_duration_seconds",
+                "Duration of the last changelog checkpoint of every owned partition",
+                Family::default()
+            ),
+            changelog_checkpoint_bytes: reg!(
+                "changelog_checkpoint_bytes",
+                "Bytes of the last changelog checkpoint",
+                Family::default()
+            ),
+            changelog_last_checkpoint: reg!(
+                "changelog_last_checkpoint_timestamp_seconds",
+                "When the last changelog checkpoint was acknowledged",
+                Family::default()
+            ),
+            changelog_restores: reg!(
+                "changelog_restores",
+                "Partition states read back from a changelog, by operator and result",
+                Family::default()
+            ),
+            changelog_restore_seconds: reg!(
+                "changelog_restore_duration_seconds",
+                "Duration of the last restore of a partition's state",
+                Family::default()
             ),
             api_series: reg!(
                 "api_series",

@@ -377,6 +377,7 @@ pub async fn run(
     let mut router = Router::new(&config, file_tx, remote_write, es, reports, telemetry.clone());
     router.input_partitions = input_partitions;
     router.progress = Some(source.progress());
+    router.source = Some(source.clone());
     router.derived = derived;
     router.producer = producer;
     router.derived_view = Some(derived_view);
@@ -385,7 +386,17 @@ pub async fn run(
     router.history = history;
     router.alertmanagers = alertmanagers;
     router.annotator = annotator;
-    if oc.anomaly.is_active() {
+    if oc.anomaly.is_active() && config.config.repartition.enabled {
+        router.anomaly_template = Some(oc.anomaly.clone());
+        // Checked now, so the per-partition operators cannot fail later.
+        dwcp_operators::anomaly::operator::AnomalyOperator::new(oc.anomaly.clone())
+            .map_err(|e| anyhow::anyhow!("{}: operators.anomaly.{e}", config.file.display()))?;
+        if config.config.repartition.changelog {
+            let cl = crate::changelog::Changelog::open(&config, "anomaly").await?;
+            tracing::info!(topic = %cl.topic(), "anomaly state per series partition, checkpointed to the changelog");
+            router.changelog = Some(Arc::new(cl));
+        }
+    } else if oc.anomaly.is_active() {
         let mut op = dwcp_operators::anomaly::operator::AnomalyOperator::new(oc.anomaly.clone())
             .map_err(|e| anyhow::anyhow!("{}: operators.anomaly.{e}", config.file.display()))?;
         if let Some(dir) = &oc.state_dir {
@@ -489,6 +500,11 @@ struct Router {
     history_reported: HistoryStats,
     window_reported: (u64, u64),
     anomaly: Option<dwcp_operators::anomaly::operator::AnomalyOperator>,
+    /// With repartitioning: anomaly state per series partition (moving through the changelog).
+    anomaly_template: Option<dwcp_operators::anomaly::operator::AnomalyOperatorConfig>,
+    anomaly_tasks: std::collections::BTreeMap<i32, AnomalyTask>,
+    changelog: Option<Arc<crate::changelog::Changelog>>,
+    source: Option<Arc<KafkaSource>>,
     /// With repartitioning: each rule group's partition of the series topic, and the
     /// partitions this worker owns; a group is evaluated here only when its partition is.
     rule_homes: Option<RuleHomes>,
@@ -508,6 +524,20 @@ struct Reported {
     traces: TraceStats,
     span_metrics_dropped: u64,
     derived: dwcp_operators::derived::DerivedStats,
+}
+
+/// One series partition's anomaly state and the offset after the last record it has seen.
+struct AnomalyTask {
+    op: dwcp_operators::anomaly::operator::AnomalyOperator,
+    next_offset: i64,
+}
+
+/// A changelog record of the anomaly operator: the state and the offset of the partition's
+/// next record after what it covers.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AnomalyCheckpoint {
+    next_offset: i64,
+    state: dwcp_operators::anomaly::operator::AnomalyState,
 }
 
 /// Where each rule group is evaluated when several workers share the series.
@@ -602,6 +632,10 @@ impl Router {
             history: None,
             history_reported: HistoryStats::default(),
             anomaly: None,
+            anomaly_template: None,
+            anomaly_tasks: std::collections::BTreeMap::new(),
+            changelog: None,
+            source: None,
             rule_homes: None,
             anomaly_scores: Vec::new(),
             anomaly_records: Vec::new(),
@@ -628,14 +662,20 @@ impl Router {
                     self.activity.on_watermark(wm, &mut out);
                     let mut samples = Vec::new();
                     self.aggregate.on_watermark(wm, &mut samples);
+                    self.derive_from(&samples, None);
+                    self.publish(samples, "aggregated", None).await;
                     let now = now_nanos();
-                    for (x, agg) in &mut self.partition_aggregates {
-                        if let Some(m) = self.partition_marks.get_mut(x) {
+                    let partitions: Vec<i32> = self.partition_aggregates.keys().copied().collect();
+                    for x in partitions {
+                        let mut samples = Vec::new();
+                        if let (Some(agg), Some(m)) = (self.partition_aggregates.get_mut(&x), self.partition_marks.get_mut(&x)) {
                             agg.on_watermark(m.watermark(now), &mut samples);
                         }
+                        if !samples.is_empty() {
+                            self.derive_from(&samples, Some(x));
+                            self.publish(samples, "aggregated", None).await;
+                        }
                     }
-                    self.derive_from(&samples);
-                    self.publish(samples, "aggregated", None).await;
                     self.traces.on_watermark(wm, &mut self.trace_out);
                     self.ship_traces().await;
                     let mut points = Vec::new();
@@ -643,7 +683,7 @@ impl Router {
                     if !points.is_empty() && self.wants_samples() {
                         let mut samples = Vec::new();
                         self.converter.convert(&points, &mut samples);
-                        self.derive_from(&samples);
+                        self.derive_from(&samples, None);
                         self.publish(samples, "span_metrics", None).await;
                     }
                     self.close_derived(wm).await;
@@ -771,13 +811,19 @@ impl Router {
                 event_times(&b.records),
                 now,
             );
+            #[allow(clippy::cast_possible_wrap)]
+            let offset = b.ack.id() as i64;
+            self.open_anomaly_task(x, offset).await;
+            if let Some(t) = self.anomaly_tasks.get_mut(&x) {
+                t.next_offset = t.next_offset.max(offset + 1);
+            }
         }
         self.activity.process(&b.records, out);
         if let Records::Metrics(points) = &*b.records {
             if self.wants_samples() {
                 let mut samples = Vec::new();
                 self.converter.convert(points, &mut samples);
-                self.derive_from(&samples);
+                self.derive_from(&samples, series_partition);
                 self.publish(samples, "converted", Some(&b.ack)).await;
                 // Anomaly scores go out with the samples they score (and their offsets wait for
                 // them), so a receiver sees them in time order with the raw series.
@@ -846,29 +892,167 @@ impl Router {
             || self.derived.is_some()
             || self.rules.is_some()
             || self.anomaly.is_some()
+            || self.anomaly_template.is_some()
             || self.window.is_some()
     }
 
     /// Feeds samples to the derived operator and the rule store.
-    fn derive_from(&mut self, samples: &[dwcp_operators::prom::Sample]) {
+    /// Feeds samples to the operators downstream of conversion; `partition`: the internal
+    /// series partition they came from (their anomaly state is that partition's).
+    fn derive_from(&mut self, samples: &[dwcp_operators::prom::Sample], partition: Option<i32>) {
         if let Some(d) = &mut self.derived {
             d.process(samples);
         }
         if let Some(r) = &mut self.rules {
             r.process(samples);
         }
-        if let Some(a) = &mut self.anomaly {
-            a.process(samples, &mut self.anomaly_scores, &mut self.anomaly_records);
+        match partition.and_then(|x| self.anomaly_tasks.get_mut(&x)) {
+            Some(t) => {
+                t.op.process(samples, &mut self.anomaly_scores, &mut self.anomaly_records)
+            }
+            None => {
+                if let Some(a) = &mut self.anomaly {
+                    a.process(samples, &mut self.anomaly_scores, &mut self.anomaly_records);
+                }
+            }
+        }
+    }
+
+    /// With repartitioning: the anomaly state of series partition `x`, opened at its first
+    /// record (`offset`): read back from the changelog when there is one, and the partition's
+    /// commits held at `offset` until its first checkpoint.
+    async fn open_anomaly_task(&mut self, x: i32, offset: i64) {
+        let Some(config) = &self.anomaly_template else { return };
+        if self.anomaly_tasks.contains_key(&x) {
+            return;
+        }
+        let mut op = match dwcp_operators::anomaly::operator::AnomalyOperator::new(config.clone()) {
+            Ok(op) => op,
+            // Checked at startup with the same configuration.
+            Err(e) => {
+                tracing::error!(error = %e, "anomaly operator not created");
+                return;
+            }
+        };
+        let mut next_offset = offset;
+        if let Some(cl) = &self.changelog {
+            let started = std::time::Instant::now();
+            let op_label = labels([("operator", "anomaly")]);
+            let result = match cl.read(x).await {
+                Ok(Some(bytes)) => match serde_json::from_slice::<AnomalyCheckpoint>(&bytes) {
+                    Ok(c) => {
+                        op.restore(c.state);
+                        next_offset = c.next_offset;
+                        tracing::info!(partition = x, series = op.tracked(), covers_offset = c.next_offset, first_offset = offset, topic = %cl.topic(), "anomaly state restored from the changelog");
+                        "restored"
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = x, error = %e, topic = %cl.topic(), "changelog record is not an anomaly checkpoint of this version; starting empty");
+                        "failed"
+                    }
+                },
+                Ok(None) => "empty",
+                Err(e) => {
+                    tracing::error!(partition = x, error = %e, "changelog not readable; starting empty");
+                    "failed"
+                }
+            };
+            self.telemetry
+                .changelog_restores
+                .get_or_create(&labels([("operator", "anomaly"), ("result", result)]))
+                .inc();
+            self.telemetry
+                .changelog_restore_seconds
+                .get_or_create(&op_label)
+                .set(started.elapsed().as_secs_f64());
+        }
+        if let (Some(src), Some(topic), Some(_)) = (&self.source, &self.series_topic, &self.changelog) {
+            src.limit_commits(topic, x, offset.min(next_offset));
+        }
+        self.anomaly_tasks.insert(
+            x,
+            AnomalyTask {
+                op,
+                next_offset: offset,
+            },
+        );
+    }
+
+    /// Writes every owned series partition's anomaly state to the changelog; a partition's
+    /// commits then advance to what its checkpoint covers. Partitions no longer owned are
+    /// dropped (their new owner reads the last checkpoint).
+    async fn checkpoint_changelog(&mut self) {
+        let (Some(cl), Some(topic), Some(src)) =
+            (self.changelog.clone(), self.series_topic.clone(), self.source.clone())
+        else {
+            return;
+        };
+        let owned = src.assignment();
+        {
+            let owned = owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.anomaly_tasks
+                .retain(|x, _| owned.contains_key(&(topic.to_string(), *x)));
+        }
+        if self.anomaly_tasks.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let (mut bytes, mut failed) = (0usize, 0usize);
+        for (x, t) in &self.anomaly_tasks {
+            let c = AnomalyCheckpoint {
+                next_offset: t.next_offset,
+                state: t.op.snapshot(),
+            };
+            let written = match serde_json::to_vec(&c) {
+                Ok(b) => {
+                    bytes += b.len();
+                    cl.write(*x, &b).await
+                }
+                Err(e) => Err(e.into()),
+            };
+            match written {
+                Ok(()) => src.limit_commits(&topic, *x, t.next_offset),
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(partition = x, error = %e, "anomaly checkpoint not written; the partition's commits wait for the next one");
+                }
+            }
+        }
+        let t = &self.telemetry;
+        let op = labels([("operator", "anomaly")]);
+        let written = self.anomaly_tasks.len() - failed;
+        t.changelog_checkpoints
+            .get_or_create(&labels([("operator", "anomaly"), ("result", "written")]))
+            .inc_by(written as u64);
+        if failed > 0 {
+            t.changelog_checkpoints
+                .get_or_create(&labels([("operator", "anomaly"), ("result", "failed")]))
+                .inc_by(failed as u64);
+        }
+        t.changelog_checkpoint_seconds
+            .get_or_create(&op)
+            .set(started.elapsed().as_secs_f64());
+        t.changelog_checkpoint_bytes
+            .get_or_create(&op)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        if written > 0 {
+            t.changelog_last_checkpoint
+                .get_or_create(&op)
+                .set(i64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0));
         }
     }
 
     /// Ships anomaly scores (remote-write) and episodes as they open and end (the anomalies
     /// topic, Grafana; the SQL history keeps the ended ones).
     async fn ship_anomalies(&mut self) {
-        let Some(a) = &self.anomaly else { return };
+        if self.anomaly.is_none() && self.anomaly_template.is_none() {
+            return;
+        }
+        let tracked = self.anomaly.as_ref().map_or(0, |a| a.tracked())
+            + self.anomaly_tasks.values().map(|t| t.op.tracked()).sum::<usize>();
         self.telemetry
             .anomaly_series
-            .set(i64::try_from(a.tracked()).unwrap_or(i64::MAX));
+            .set(i64::try_from(tracked).unwrap_or(i64::MAX));
         self.ship_anomaly_records();
         let scores = std::mem::take(&mut self.anomaly_scores);
         self.publish(scores, "anomaly", None).await;
@@ -1025,6 +1209,7 @@ impl Router {
     /// Snapshots the derived operator's state to `state_dir`, off the async threads.
     async fn checkpoint(&mut self) {
         self.last_checkpoint = std::time::Instant::now();
+        self.checkpoint_changelog().await;
         let Some(dir) = self.state_dir.clone() else { return };
         let mut files = Vec::new();
         if let Some(d) = &self.derived {

@@ -537,3 +537,123 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
     );
     assert_eq!(got.len(), want.len(), "no sample Prometheus holds was not produced");
 }
+
+/// OTLP/JSON of one probe gauge point of eu-west-1.
+fn probe_message(t_s: u64, value: f64) -> Vec<u8> {
+    let t = t_s * 1_000_000_000;
+    format!(
+        r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"cloud.region","value":{{"stringValue":"eu-west-1"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"dwcp.probe","unit":"ms","gauge":{{"dataPoints":[{{"timeUnixNano":"{t}","asDouble":{value}}}]}}}}]}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+/// State that moves: two repartitioning workers; the one owning the probe series learns its
+/// baseline from 150 points and checkpoints it to the changelog, then is killed with SIGKILL.
+/// The other takes the partition over, reads the checkpoint, and finds the spike that comes
+/// next (a worker starting the series afresh would still be learning: 100 points first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomaly_baselines_move_with_their_partition_when_a_worker_dies() {
+    let Some(brokers) = kafka() else { return };
+    let id = unique("scale-state");
+    let input = format!("{id}.in");
+    let anomalies = format!("{id}.anomalies");
+    create_topics(&brokers, &[&input], 2).await;
+    create_topics(&brokers, &[&format!("{id}.dlq"), &anomalies], 1).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 2000\n  checkpoint_interval_ms: 500\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n  anomaly:\n    series: [dwcp_probe_milliseconds]\n\
+         derived_topics:\n  anomalies: \"{anomalies}\"\n\
+         repartition:\n  enabled: true\n  series_topic: \"{id}.series\"\n  spans_topic: \"{id}.spans\"\n  partitions: 4\n  changelog_prefix: \"{id}.state.\"\n"
+    );
+    let mut workers: Vec<Worker> = (0..2)
+        .map(|i| Worker::start(work.path(), &format!("w{i}"), &yaml))
+        .collect();
+    let series_topic = format!("{id}.series");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut settled = true;
+        for w in &workers {
+            let m = w.metrics().await;
+            settled &= metric_sum(&m, "dwcp_assigned_partitions", &[("group", &id)]) >= 1.0
+                && metric_sum(
+                    &m,
+                    "dwcp_assigned_partitions",
+                    &[("group", &format!("{id}.repartition"))],
+                ) >= 1.0;
+        }
+        if settled {
+            break;
+        }
+        assert!(Instant::now() < deadline, "groups did not settle");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let t0 = now_s - 30 * 60;
+    let value = |i: u64| 50.0 + 10.0 * (i as f64 / 10.0).sin() + ((i * 7) % 13) as f64 / 13.0;
+    let p = producer(&brokers);
+    for i in 0..150u64 {
+        produce(&p, &input, None, &probe_message(t0 + i * 5, value(i)), None, Some(0)).await;
+    }
+    // The owner: the worker that reads the series; wait until a checkpoint covers all 150.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let owner = loop {
+        let mut found = None;
+        for (i, w) in workers.iter().enumerate() {
+            let m = w.metrics().await;
+            if metric_sum(&m, "dwcp_source_records_total", &[("topic", &series_topic)]) >= 150.0 {
+                found = Some(i);
+            }
+        }
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "the series was not consumed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let written = |m: &str| metric_sum(m, "dwcp_changelog_checkpoints_total", &[("result", "written")]);
+    let before = written(&workers[owner].metrics().await);
+    workers[owner]
+        .wait_for(
+            "dwcp_changelog_checkpoints_total",
+            &[("result", "written")],
+            before + 4.0,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        metric_sum(&workers[owner].metrics().await, "dwcp_anomaly_series", &[]),
+        1.0
+    );
+    workers[owner].kill9();
+    // The spike, then quiet points.
+    for i in 150..170u64 {
+        let v = if i == 150 { value(i) + 200.0 } else { value(i) };
+        produce(&p, &input, None, &probe_message(t0 + i * 5, v), None, Some(0)).await;
+    }
+    let survivor = &workers[1 - owner];
+    survivor
+        .wait_for(
+            "dwcp_changelog_restores_total",
+            &[("result", "restored")],
+            1.0,
+            Duration::from_secs(180),
+        )
+        .await;
+    let messages = consume_all(&brokers, &anomalies, 1, Duration::from_secs(120));
+    let records = decode_avro(&messages, "anomaly.avsc");
+    assert!(
+        !records.is_empty(),
+        "no episode; survivor log:\n{}",
+        survivor.log_text()
+    );
+    let start = match &records[0]["start_time"] {
+        apache_avro::types::Value::TimestampMillis(t) => *t,
+        other => panic!("start_time: {other:?}"),
+    };
+    assert_eq!(start, i64::try_from((t0 + 150 * 5) * 1000).expect("ms"), "{records:?}");
+}
