@@ -15,9 +15,9 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::ValidatedConfig;
@@ -79,62 +79,159 @@ impl Changelog {
         &self.topic
     }
 
-    /// Writes `partition`'s checkpoint; returns once the broker acknowledged it.
+    /// Writes `partition`'s checkpoint number `generation`; returns once the broker
+    /// acknowledged all of it.
+    ///
+    /// The state goes in chunks of at most [`CHUNK_BYTES`] (brokers refuse large messages: 1 MB
+    /// by default), keyed `<group>/<partition>/<set>/<i>` with `set` = generation mod 2, then a
+    /// manifest keyed `<group>/<partition>` naming the set, the generation and the chunk count.
+    /// A checkpoint cut off half-way leaves the previous one whole in the other set.
     ///
     /// # Errors
     /// When the broker does not take it (the partition's commits then stay where they were).
-    pub async fn write(&self, partition: i32, bytes: &[u8]) -> anyhow::Result<()> {
-        let key = format!("{}/{partition}", self.group);
-        self.producer
-            .send(
-                FutureRecord::to(&self.topic).key(&key).payload(bytes).partition(0),
-                Duration::from_secs(30),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| anyhow::anyhow!("changelog {}: {e}", self.topic))
+    pub async fn write(&self, partition: i32, generation: u64, bytes: &[u8]) -> anyhow::Result<()> {
+        let set = generation % 2;
+        let mut deliveries = Vec::new();
+        let chunks: Vec<&[u8]> = if bytes.is_empty() {
+            vec![bytes]
+        } else {
+            bytes.chunks(CHUNK_BYTES).collect()
+        };
+        for (i, chunk) in chunks.iter().enumerate() {
+            let key = format!("{}/{partition}/{set}/{i}", self.group);
+            let mut payload = Vec::with_capacity(chunk.len() + 8);
+            payload.extend_from_slice(&generation.to_le_bytes());
+            payload.extend_from_slice(chunk);
+            deliveries.push(self.enqueue(&key, &payload).await?);
+        }
+        for d in deliveries {
+            self.delivered(d).await?;
+        }
+        let manifest = Manifest {
+            generation,
+            set,
+            chunks: chunks.len(),
+            bytes: bytes.len(),
+        };
+        let d = self
+            .enqueue(&format!("{}/{partition}", self.group), &serde_json::to_vec(&manifest)?)
+            .await?;
+        self.delivered(d).await
     }
 
-    /// The latest checkpoint of `partition`, reading the topic from its start to its end.
+    /// Enqueues one record (waiting while librdkafka's queue is full) and returns its delivery.
+    async fn enqueue(&self, key: &str, payload: &[u8]) -> anyhow::Result<DeliveryFuture> {
+        loop {
+            let record = FutureRecord::to(&self.topic).key(key).payload(payload).partition(0);
+            match self.producer.send_result(record) {
+                Ok(d) => return Ok(d),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => anyhow::bail!("changelog {}: {e}", self.topic),
+            }
+        }
+    }
+
+    async fn delivered(&self, d: DeliveryFuture) -> anyhow::Result<()> {
+        match d.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(anyhow::anyhow!("changelog {}: {e}", self.topic)),
+            Err(_) => Err(anyhow::anyhow!("changelog {}: delivery cancelled", self.topic)),
+        }
+    }
+
+    /// The latest whole checkpoint of `partition` (its generation and bytes), reading the
+    /// topic from its start to its end.
     ///
     /// # Errors
-    /// When the topic cannot be read.
-    pub async fn read(&self, partition: i32) -> anyhow::Result<Option<Vec<u8>>> {
+    /// When the topic cannot be read or the checkpoint the manifest names is incomplete.
+    pub async fn read(&self, partition: i32) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
         let reader = self.reader.clone();
         let topic = self.topic.clone();
-        let group = self.group.clone();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Vec<u8>>> {
-            let consumer: BaseConsumer = reader.create()?;
-            let (low, high) = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
-            if high <= low {
-                return Ok(None);
-            }
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
-            consumer.assign(&tpl)?;
-            let key = format!("{group}/{partition}");
-            let mut latest = None;
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            loop {
-                match consumer.poll(Duration::from_millis(500)) {
-                    Some(Ok(m)) => {
-                        if m.key() == Some(key.as_bytes()) {
-                            latest = m.payload().map(<[u8]>::to_vec);
-                        }
-                        if m.offset() + 1 >= high {
-                            return Ok(latest);
-                        }
-                    }
-                    Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(latest),
-                    Some(Err(e)) => return Err(e.into()),
-                    None => {}
+        let manifest_key = format!("{}/{partition}", self.group);
+        let chunk_prefix = format!("{manifest_key}/");
+        let latest =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<std::collections::HashMap<String, Vec<u8>>> {
+                let consumer: BaseConsumer = reader.create()?;
+                let (low, high) = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
+                let mut latest = std::collections::HashMap::new();
+                if high <= low {
+                    return Ok(latest);
                 }
-                anyhow::ensure!(
-                    std::time::Instant::now() < deadline,
-                    "changelog {topic}: not read to its end within 60 s"
-                );
-            }
-        })
-        .await?
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
+                consumer.assign(&tpl)?;
+                let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                loop {
+                    match consumer.poll(Duration::from_millis(500)) {
+                        Some(Ok(m)) => {
+                            if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                                if k == manifest_key || k.starts_with(&chunk_prefix) {
+                                    match m.payload() {
+                                        Some(p) => latest.insert(k.to_string(), p.to_vec()),
+                                        None => latest.remove(k),
+                                    };
+                                }
+                            }
+                            if m.offset() + 1 >= high {
+                                return Ok(latest);
+                            }
+                        }
+                        Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(latest),
+                        Some(Err(e)) => return Err(e.into()),
+                        None => {}
+                    }
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "changelog {topic}: not read to its end within 120 s"
+                    );
+                }
+            })
+            .await??;
+        let Some(m) = latest.get(&format!("{}/{partition}", self.group)) else {
+            return Ok(None);
+        };
+        let m: Manifest = serde_json::from_slice(m)?;
+        let mut bytes = Vec::with_capacity(m.bytes);
+        for i in 0..m.chunks {
+            let key = format!("{}/{partition}/{}/{i}", self.group, m.set);
+            let chunk = latest.get(&key).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "changelog {}: chunk {key} of generation {} missing",
+                    self.topic,
+                    m.generation
+                )
+            })?;
+            let (gen, data) = chunk.split_at(8.min(chunk.len()));
+            let gen = u64::from_le_bytes(gen.try_into().unwrap_or([0; 8]));
+            anyhow::ensure!(
+                gen == m.generation,
+                "changelog {}: chunk {key} is of generation {gen}, the manifest names {}",
+                self.topic,
+                m.generation
+            );
+            bytes.extend_from_slice(data);
+        }
+        anyhow::ensure!(
+            bytes.len() == m.bytes,
+            "changelog {}: checkpoint of {} bytes, {} read",
+            self.topic,
+            m.bytes,
+            bytes.len()
+        );
+        Ok(Some((m.generation, bytes)))
     }
+}
+
+/// Largest changelog message payload: under Kafka's default 1 MB message limit.
+pub const CHUNK_BYTES: usize = 512 * 1024;
+
+/// What a partition's latest checkpoint is made of.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    generation: u64,
+    set: u64,
+    chunks: usize,
+    bytes: usize,
 }

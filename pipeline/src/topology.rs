@@ -530,6 +530,8 @@ struct Reported {
 struct AnomalyTask {
     op: dwcp_operators::anomaly::operator::AnomalyOperator,
     next_offset: i64,
+    /// The changelog generation of the last checkpoint written or read.
+    generation: u64,
 }
 
 /// A changelog record of the anomaly operator: the state and the offset of the partition's
@@ -935,14 +937,16 @@ impl Router {
             }
         };
         let mut next_offset = offset;
+        let mut generation = 0;
         if let Some(cl) = &self.changelog {
             let started = std::time::Instant::now();
             let op_label = labels([("operator", "anomaly")]);
             let result = match cl.read(x).await {
-                Ok(Some(bytes)) => match serde_json::from_slice::<AnomalyCheckpoint>(&bytes) {
+                Ok(Some((g, bytes))) => match serde_json::from_slice::<AnomalyCheckpoint>(&bytes) {
                     Ok(c) => {
                         op.restore(c.state);
                         next_offset = c.next_offset;
+                        generation = g;
                         tracing::info!(partition = x, series = op.tracked(), covers_offset = c.next_offset, first_offset = offset, topic = %cl.topic(), "anomaly state restored from the changelog");
                         "restored"
                     }
@@ -974,6 +978,7 @@ impl Router {
             AnomalyTask {
                 op,
                 next_offset: offset,
+                generation,
             },
         );
     }
@@ -998,7 +1003,8 @@ impl Router {
         }
         let started = std::time::Instant::now();
         let (mut bytes, mut failed) = (0usize, 0usize);
-        for (x, t) in &self.anomaly_tasks {
+        for (x, t) in &mut self.anomaly_tasks {
+            t.generation += 1;
             let c = AnomalyCheckpoint {
                 next_offset: t.next_offset,
                 state: t.op.snapshot(),
@@ -1006,7 +1012,7 @@ impl Router {
             let written = match serde_json::to_vec(&c) {
                 Ok(b) => {
                     bytes += b.len();
-                    cl.write(*x, &b).await
+                    cl.write(*x, t.generation, &b).await
                 }
                 Err(e) => Err(e.into()),
             };
