@@ -349,14 +349,16 @@ impl Repartitioner {
                         };
                         (partition, p.origin.region.clone())
                     });
-                    for ((partition, region), members) in groups {
-                        let payload = encode_metrics(members.iter().copied());
-                        deliveries.push(
-                            self.send(&self.config.series_topic, partition, &region, &b, payload)
-                                .await,
-                        );
-                        series_count.inc_by(members.len() as u64);
-                    }
+                    let topic = &self.config.series_topic;
+                    self.send_groups(
+                        topic,
+                        groups,
+                        |m| encode_metrics(m.iter().copied()),
+                        &b,
+                        &mut deliveries,
+                    )
+                    .await;
+                    series_count.inc_by(points.len() as u64);
                 }
                 Records::Traces(spans) => {
                     let groups = group_by(spans, |s: &Span| {
@@ -365,14 +367,10 @@ impl Repartitioner {
                             s.origin.region.clone(),
                         )
                     });
-                    for ((partition, region), members) in groups {
-                        let payload = encode_spans(members.iter().copied());
-                        deliveries.push(
-                            self.send(&self.config.spans_topic, partition, &region, &b, payload)
-                                .await,
-                        );
-                        spans_count.inc_by(members.len() as u64);
-                    }
+                    let topic = &self.config.spans_topic;
+                    self.send_groups(topic, groups, |m| encode_spans(m.iter().copied()), &b, &mut deliveries)
+                        .await;
+                    spans_count.inc_by(spans.len() as u64);
                 }
                 // The stage reads no log topics (`ValidatedConfig::repartition_stage`).
                 Records::Logs(_) => {}
@@ -405,6 +403,21 @@ impl Repartitioner {
         while pending.join_next().await.is_some() {}
         let p = self.producer.clone();
         let _ = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(30))).await;
+    }
+
+    /// One message per (partition, region) group, encoded by `encode`.
+    async fn send_groups<T>(
+        &self,
+        topic: &str,
+        groups: Groups<'_, T>,
+        encode: impl Fn(&[&T]) -> Vec<u8>,
+        from: &SourceBatch,
+        deliveries: &mut Vec<DeliveryFuture>,
+    ) {
+        for ((partition, region), members) in groups {
+            let payload = encode(&members);
+            deliveries.push(self.send(topic, partition, &region, from, payload).await);
+        }
     }
 
     /// Enqueues one message, waiting while librdkafka's queue is full.
@@ -448,6 +461,9 @@ impl Repartitioner {
         }
     }
 }
+
+/// Records grouped by (internal partition, region).
+type Groups<'a, T> = Vec<((i32, Arc<str>), Vec<&'a T>)>;
 
 /// The items grouped by `key`, groups in order of first appearance, items in input order.
 fn group_by<T, K: Eq + std::hash::Hash + Clone>(items: &[T], mut key: impl FnMut(&T) -> K) -> Vec<(K, Vec<&T>)> {

@@ -196,6 +196,7 @@ pub async fn run(
             health = %dt.health,
             alerts = %dt.alerts,
             anomalies = %dt.anomalies,
+            delivery = "at-least-once: after a crash records may repeat, under the same deterministic key",
             "derived topics: records as Avro"
         );
     }
