@@ -414,6 +414,12 @@ pub async fn run(
         let mut engine = RuleEngine::new(config.rule_groups.clone(), config.config.rules.max_series);
         engine.prometheus2 = config.config.rules.prometheus_version == 2;
         if let Some((topic, partitions)) = &rule_partitions {
+            engine.set_homes(partitions.clone());
+            if config.config.repartition.changelog {
+                let cl = crate::changelog::Changelog::open(&config, "rules").await?;
+                tracing::info!(topic = %cl.topic(), "rule state per series partition, checkpointed to the changelog");
+                router.rules_changelog = Some(Arc::new(cl));
+            }
             router.rule_homes = Some(RuleHomes {
                 topic: topic.clone(),
                 partitions: partitions.clone(),
@@ -501,10 +507,11 @@ struct Router {
     history_reported: HistoryStats,
     window_reported: (u64, u64),
     anomaly: Option<dwcp_operators::anomaly::operator::AnomalyOperator>,
-    /// With repartitioning: anomaly state per series partition (moving through the changelog).
+    /// With repartitioning: state per series partition (moving through the changelogs).
     anomaly_template: Option<dwcp_operators::anomaly::operator::AnomalyOperatorConfig>,
-    anomaly_tasks: std::collections::BTreeMap<i32, AnomalyTask>,
+    tasks: std::collections::BTreeMap<i32, PartitionTask>,
     changelog: Option<Arc<crate::changelog::Changelog>>,
+    rules_changelog: Option<Arc<crate::changelog::Changelog>>,
     source: Option<Arc<KafkaSource>>,
     /// With repartitioning: each rule group's partition of the series topic, and the
     /// partitions this worker owns; a group is evaluated here only when its partition is.
@@ -527,9 +534,10 @@ struct Reported {
     derived: dwcp_operators::derived::DerivedStats,
 }
 
-/// One series partition's anomaly state and the offset after the last record it has seen.
-struct AnomalyTask {
-    op: dwcp_operators::anomaly::operator::AnomalyOperator,
+/// One series partition's state (its anomaly detectors; its rule state lives in the engine) and
+/// the offset after the last record it has seen.
+struct PartitionTask {
+    anomaly: Option<dwcp_operators::anomaly::operator::AnomalyOperator>,
     next_offset: i64,
     /// The changelog generation of the last checkpoint written or read.
     generation: u64,
@@ -541,6 +549,13 @@ struct AnomalyTask {
 struct AnomalyCheckpoint {
     next_offset: i64,
     state: dwcp_operators::anomaly::operator::AnomalyState,
+}
+
+/// A changelog record of the rule engine's part for one partition.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RulesCheckpoint {
+    next_offset: i64,
+    state: dwcp_operators::rules::RulePartState,
 }
 
 /// Where each rule group is evaluated when several workers share the series.
@@ -636,8 +651,9 @@ impl Router {
             history_reported: HistoryStats::default(),
             anomaly: None,
             anomaly_template: None,
-            anomaly_tasks: std::collections::BTreeMap::new(),
+            tasks: std::collections::BTreeMap::new(),
             changelog: None,
+            rules_changelog: None,
             source: None,
             rule_homes: None,
             anomaly_scores: Vec::new(),
@@ -816,8 +832,8 @@ impl Router {
             );
             #[allow(clippy::cast_possible_wrap)]
             let offset = b.ack.id() as i64;
-            self.open_anomaly_task(x, offset).await;
-            if let Some(t) = self.anomaly_tasks.get_mut(&x) {
+            self.open_partition_task(x, offset).await;
+            if let Some(t) = self.tasks.get_mut(&x) {
                 t.next_offset = t.next_offset.max(offset + 1);
             }
         }
@@ -907,12 +923,16 @@ impl Router {
             d.process(samples);
         }
         if let Some(r) = &mut self.rules {
-            r.process(samples);
-        }
-        match partition.and_then(|x| self.anomaly_tasks.get_mut(&x)) {
-            Some(t) => {
-                t.op.process(samples, &mut self.anomaly_scores, &mut self.anomaly_records)
+            match partition {
+                Some(x) => r.process_from(samples, x),
+                None => r.process(samples),
             }
+        }
+        match partition
+            .and_then(|x| self.tasks.get_mut(&x))
+            .and_then(|t| t.anomaly.as_mut())
+        {
+            Some(op) => op.process(samples, &mut self.anomaly_scores, &mut self.anomaly_records),
             None => {
                 if let Some(a) = &mut self.anomaly {
                     a.process(samples, &mut self.anomaly_scores, &mut self.anomaly_records);
@@ -921,131 +941,190 @@ impl Router {
         }
     }
 
-    /// With repartitioning: the anomaly state of series partition `x`, opened at its first
-    /// record (`offset`): read back from the changelog when there is one, and the partition's
-    /// commits held at `offset` until its first checkpoint.
-    async fn open_anomaly_task(&mut self, x: i32, offset: i64) {
-        let Some(config) = &self.anomaly_template else { return };
-        if self.anomaly_tasks.contains_key(&x) {
+    /// With repartitioning: the state of series partition `x` (its anomaly detectors, its part
+    /// of the rule engine), opened at its first record (`offset`): read back from the
+    /// changelogs when there are any, and the partition's commits held at `offset` until its
+    /// first checkpoint.
+    async fn open_partition_task(&mut self, x: i32, offset: i64) {
+        if self.tasks.contains_key(&x) || (self.anomaly_template.is_none() && self.rules_changelog.is_none()) {
             return;
         }
-        let mut op = match dwcp_operators::anomaly::operator::AnomalyOperator::new(config.clone()) {
-            Ok(op) => op,
-            // Checked at startup with the same configuration.
-            Err(e) => {
-                tracing::error!(error = %e, "anomaly operator not created");
-                return;
+        let mut anomaly = None;
+        if let Some(config) = &self.anomaly_template {
+            match dwcp_operators::anomaly::operator::AnomalyOperator::new(config.clone()) {
+                Ok(op) => anomaly = Some(op),
+                // Checked at startup with the same configuration.
+                Err(e) => tracing::error!(error = %e, "anomaly operator not created"),
             }
-        };
+        }
         let mut next_offset = offset;
         let mut generation = 0;
-        if let Some(cl) = &self.changelog {
-            let started = std::time::Instant::now();
-            let op_label = labels([("operator", "anomaly")]);
-            let result = match cl.read(x).await {
-                Ok(Some((g, bytes))) => match serde_json::from_slice::<AnomalyCheckpoint>(&bytes) {
-                    Ok(c) => {
+        if let Some(cl) = self.changelog.clone() {
+            if anomaly.is_some() {
+                if let Some((g, c)) = self.restore::<AnomalyCheckpoint>(&cl, "anomaly", x).await {
+                    if let Some(op) = anomaly.as_mut() {
                         op.restore(c.state);
-                        next_offset = c.next_offset;
-                        generation = g;
-                        tracing::info!(partition = x, series = op.tracked(), covers_offset = c.next_offset, first_offset = offset, topic = %cl.topic(), "anomaly state restored from the changelog");
-                        "restored"
+                        tracing::info!(
+                            partition = x,
+                            series = op.tracked(),
+                            covers_offset = c.next_offset,
+                            first_offset = offset,
+                            "anomaly state restored from the changelog"
+                        );
                     }
-                    Err(e) => {
-                        tracing::error!(partition = x, error = %e, topic = %cl.topic(), "changelog record is not an anomaly checkpoint of this version; starting empty");
-                        "failed"
-                    }
-                },
-                Ok(None) => "empty",
-                Err(e) => {
-                    tracing::error!(partition = x, error = %e, "changelog not readable; starting empty");
-                    "failed"
+                    next_offset = next_offset.min(c.next_offset);
+                    generation = generation.max(g);
                 }
-            };
-            self.telemetry
-                .changelog_restores
-                .get_or_create(&labels([("operator", "anomaly"), ("result", result)]))
-                .inc();
-            self.telemetry
-                .changelog_restore_seconds
-                .get_or_create(&op_label)
-                .set(started.elapsed().as_secs_f64());
+            }
         }
-        if let (Some(src), Some(topic), Some(_)) = (&self.source, &self.series_topic, &self.changelog) {
+        if let Some(cl) = self.rules_changelog.clone() {
+            if let Some((g, c)) = self.restore::<RulesCheckpoint>(&cl, "rules", x).await {
+                if let Some(r) = &mut self.rules {
+                    r.restore_partition(x, c.state);
+                }
+                tracing::info!(
+                    partition = x,
+                    covers_offset = c.next_offset,
+                    first_offset = offset,
+                    "rule state restored from the changelog"
+                );
+                next_offset = next_offset.min(c.next_offset);
+                generation = generation.max(g);
+            }
+        }
+        let moving = self.changelog.is_some() || self.rules_changelog.is_some();
+        if let (Some(src), Some(topic), true) = (&self.source, &self.series_topic, moving) {
             src.limit_commits(topic, x, offset.min(next_offset));
         }
-        self.anomaly_tasks.insert(
+        self.tasks.insert(
             x,
-            AnomalyTask {
-                op,
+            PartitionTask {
+                anomaly,
                 next_offset: offset,
                 generation,
             },
         );
     }
 
-    /// Writes every owned series partition's anomaly state to the changelog; a partition's
-    /// commits then advance to what its checkpoint covers. Partitions no longer owned are
-    /// dropped (their new owner reads the last checkpoint).
+    /// Reads partition `x`'s latest checkpoint from `cl`, counted and timed under `operator`.
+    async fn restore<T: serde::de::DeserializeOwned>(
+        &self,
+        cl: &crate::changelog::Changelog,
+        operator: &str,
+        x: i32,
+    ) -> Option<(u64, T)> {
+        let started = std::time::Instant::now();
+        let (result, value) = match cl.read(x).await {
+            Ok(Some((g, bytes))) => match serde_json::from_slice::<T>(&bytes) {
+                Ok(c) => ("restored", Some((g, c))),
+                Err(e) => {
+                    tracing::error!(partition = x, error = %e, topic = %cl.topic(), "changelog record is not a checkpoint of this version; starting empty");
+                    ("failed", None)
+                }
+            },
+            Ok(None) => ("empty", None),
+            Err(e) => {
+                tracing::error!(partition = x, error = %e, topic = %cl.topic(), "changelog not readable; starting empty");
+                ("failed", None)
+            }
+        };
+        self.telemetry
+            .changelog_restores
+            .get_or_create(&labels([("operator", operator), ("result", result)]))
+            .inc();
+        self.telemetry
+            .changelog_restore_seconds
+            .get_or_create(&labels([("operator", operator)]))
+            .set(started.elapsed().as_secs_f64());
+        value
+    }
+
+    /// Writes every owned series partition's state to the changelogs; a partition's commits
+    /// then advance to what its checkpoint covers (only when every changelog took it).
+    /// Partitions no longer owned are dropped (their new owner reads the last checkpoint).
     async fn checkpoint_changelog(&mut self) {
-        let (Some(cl), Some(topic), Some(src)) =
-            (self.changelog.clone(), self.series_topic.clone(), self.source.clone())
-        else {
+        let (Some(topic), Some(src)) = (self.series_topic.clone(), self.source.clone()) else {
             return;
         };
+        if self.changelog.is_none() && self.rules_changelog.is_none() {
+            return;
+        }
         let owned = src.assignment();
         {
             let owned = owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.anomaly_tasks
-                .retain(|x, _| owned.contains_key(&(topic.to_string(), *x)));
+            self.tasks.retain(|x, _| owned.contains_key(&(topic.to_string(), *x)));
         }
-        if self.anomaly_tasks.is_empty() {
+        if self.tasks.is_empty() {
             return;
         }
         let started = std::time::Instant::now();
-        let (mut bytes, mut failed) = (0usize, 0usize);
-        for (x, t) in &mut self.anomaly_tasks {
+        // Per operator: (written, failed, bytes).
+        let mut stats: std::collections::BTreeMap<&'static str, (usize, usize, usize)> =
+            std::collections::BTreeMap::new();
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        for x in partitions {
+            let Some(t) = self.tasks.get_mut(&x) else { continue };
             t.generation += 1;
-            let c = AnomalyCheckpoint {
-                next_offset: t.next_offset,
-                state: t.op.snapshot(),
-            };
-            let written = match serde_json::to_vec(&c) {
-                Ok(b) => {
-                    bytes += b.len();
-                    cl.write(*x, t.generation, &b).await
+            let (generation, next_offset) = (t.generation, t.next_offset);
+            let mut parts = Vec::new();
+            if let (Some(cl), Some(op)) = (&self.changelog, &t.anomaly) {
+                let c = AnomalyCheckpoint {
+                    next_offset,
+                    state: op.snapshot(),
+                };
+                parts.push(("anomaly", cl.clone(), serde_json::to_vec(&c)));
+            }
+            if let (Some(cl), Some(r)) = (&self.rules_changelog, &mut self.rules) {
+                let c = RulesCheckpoint {
+                    next_offset,
+                    state: r.snapshot_partition(x),
+                };
+                parts.push(("rules", cl.clone(), serde_json::to_vec(&c)));
+            }
+            let mut all = true;
+            for (operator, cl, bytes) in parts {
+                let entry = stats.entry(operator).or_default();
+                let written = match bytes {
+                    Ok(b) => {
+                        entry.2 += b.len();
+                        cl.write(x, generation, &b).await
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                match written {
+                    Ok(()) => entry.0 += 1,
+                    Err(e) => {
+                        entry.1 += 1;
+                        all = false;
+                        tracing::warn!(partition = x, operator, error = %e, "checkpoint not written; the partition's commits wait for the next one");
+                    }
                 }
-                Err(e) => Err(e.into()),
-            };
-            match written {
-                Ok(()) => src.limit_commits(&topic, *x, t.next_offset),
-                Err(e) => {
-                    failed += 1;
-                    tracing::warn!(partition = x, error = %e, "anomaly checkpoint not written; the partition's commits wait for the next one");
-                }
+            }
+            if all {
+                src.limit_commits(&topic, x, next_offset);
             }
         }
         let t = &self.telemetry;
-        let op = labels([("operator", "anomaly")]);
-        let written = self.anomaly_tasks.len() - failed;
-        t.changelog_checkpoints
-            .get_or_create(&labels([("operator", "anomaly"), ("result", "written")]))
-            .inc_by(written as u64);
-        if failed > 0 {
+        let now_s = i64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0);
+        for (operator, (written, failed, bytes)) in stats {
+            let op = labels([("operator", operator)]);
             t.changelog_checkpoints
-                .get_or_create(&labels([("operator", "anomaly"), ("result", "failed")]))
-                .inc_by(failed as u64);
-        }
-        t.changelog_checkpoint_seconds
-            .get_or_create(&op)
-            .set(started.elapsed().as_secs_f64());
-        t.changelog_checkpoint_bytes
-            .get_or_create(&op)
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        if written > 0 {
-            t.changelog_last_checkpoint
+                .get_or_create(&labels([("operator", operator), ("result", "written")]))
+                .inc_by(written as u64);
+            if failed > 0 {
+                t.changelog_checkpoints
+                    .get_or_create(&labels([("operator", operator), ("result", "failed")]))
+                    .inc_by(failed as u64);
+            }
+            t.changelog_checkpoint_seconds
                 .get_or_create(&op)
-                .set(i64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0));
+                .set(started.elapsed().as_secs_f64());
+            t.changelog_checkpoint_bytes
+                .get_or_create(&op)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            if written > 0 {
+                t.changelog_last_checkpoint.get_or_create(&op).set(now_s);
+            }
         }
     }
 
@@ -1056,7 +1135,12 @@ impl Router {
             return;
         }
         let tracked = self.anomaly.as_ref().map_or(0, |a| a.tracked())
-            + self.anomaly_tasks.values().map(|t| t.op.tracked()).sum::<usize>();
+            + self
+                .tasks
+                .values()
+                .filter_map(|t| t.anomaly.as_ref())
+                .map(dwcp_operators::anomaly::operator::AnomalyOperator::tracked)
+                .sum::<usize>();
         self.telemetry
             .anomaly_series
             .set(i64::try_from(tracked).unwrap_or(i64::MAX));

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use promql_parser::parser::Expr;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::alerts::{fingerprint, AlertState, AlertTransition};
 use crate::prom::{Label, Sample};
@@ -391,15 +391,45 @@ pub fn load(text: &str, file: &str, default_interval_ms: i64) -> Result<Vec<Grou
 }
 
 /// One alert instance of one rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Active {
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
+    #[serde(with = "f64_bits")]
     value: f64,
     state: AlertState,
     active_at: i64,
     resolved_at: Option<i64>,
     keep_firing_since: Option<i64>,
+}
+
+/// f64 as its bits in JSON: NaN (stale markers) and infinities survive.
+mod f64_bits {
+    pub fn serialize<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v.to_bits())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        <u64 as serde::Deserialize>::deserialize(d).map(f64::from_bits)
+    }
+}
+
+/// A series in a [`RulePartState`]: its labels and (time ms, value bits).
+type SeriesState = (Vec<(String, String)>, Vec<(i64, u64)>);
+
+/// A group in a [`RulePartState`]: its index, next evaluation (ms), and per rule its alerts.
+type GroupState = (usize, Option<i64>, Vec<Vec<(u64, Active)>>);
+
+/// The part of a [`RuleEngine`]'s state that belongs to one partition: the series that came
+/// from it (and the recorded series of its groups) and its groups' schedule and alerts. With
+/// several workers it moves with the partition.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RulePartState {
+    /// Series: labels, then (time ms, value bits) in time order.
+    series: Vec<SeriesState>,
+    /// Groups homed at the partition: (group index, next evaluation ms, per rule its alerts).
+    groups: Vec<GroupState>,
+    earliest_ms: Option<i64>,
 }
 
 /// Resolved alerts are kept this long (for Alertmanager), ms; Prometheus's `resolvedRetention`.
@@ -567,6 +597,10 @@ pub struct RuleEngine {
     /// Per group, whether this engine evaluates it (`None`: all). With several workers, each
     /// group is evaluated by the one that holds its series.
     owned: Option<Vec<bool>>,
+    /// With several workers: each group's home partition, and the partition each series came
+    /// from (by series hash), so a partition's part of the state can move.
+    homes: Option<Vec<i32>>,
+    partition_of: HashMap<u64, i32>,
 }
 
 /// Evaluations per group per watermark advance at most; a longer jump skips ahead.
@@ -600,6 +634,85 @@ impl RuleEngine {
             prometheus2: false,
             earliest_ms: None,
             owned: None,
+            homes: None,
+            partition_of: HashMap::new(),
+        }
+    }
+
+    /// Each group's home partition (config order): recorded series belong to their group's.
+    pub fn set_homes(&mut self, homes: Vec<i32>) {
+        self.homes = Some(homes);
+    }
+
+    /// Stores samples that came from `partition`.
+    pub fn process_from(&mut self, samples: &[Sample], partition: i32) {
+        for s in samples {
+            self.partition_of.insert(s.series_hash(), partition);
+        }
+        self.process(samples);
+    }
+
+    /// The part of the state that belongs to `partition`.
+    pub fn snapshot_partition(&mut self, partition: i32) -> RulePartState {
+        // Forget series the store has trimmed away.
+        let live: std::collections::HashSet<u64> = self.store.index.keys().copied().collect();
+        self.partition_of.retain(|h, _| live.contains(h));
+        let mut series = Vec::new();
+        for (h, i) in &self.store.index {
+            if self.partition_of.get(h) == Some(&partition) {
+                if let Some(s) = self.store.series.get(*i) {
+                    series.push((
+                        s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        s.samples.iter().map(|(t, v)| (*t, v.to_bits())).collect(),
+                    ));
+                }
+            }
+        }
+        let groups = self
+            .homes
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter(|(_, home)| **home == partition)
+            .map(|(gi, _)| {
+                let active = self.active[gi]
+                    .iter()
+                    .map(|m| m.iter().map(|(fp, a)| (*fp, a.clone())).collect())
+                    .collect();
+                (gi, self.next_eval[gi], active)
+            })
+            .collect();
+        RulePartState {
+            series,
+            groups,
+            earliest_ms: self.earliest_ms,
+        }
+    }
+
+    /// Takes over a partition's part of the state (written by [`RuleEngine::snapshot_partition`]
+    /// on another worker): its series are added to the store, its groups' schedules and alerts
+    /// replace these.
+    pub fn restore_partition(&mut self, partition: i32, state: RulePartState) {
+        for (labels, samples) in state.series {
+            let l: Vec<Label> = labels
+                .iter()
+                .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
+                .collect();
+            for (t, bits) in samples {
+                let s = Sample::new(l.clone(), f64::from_bits(bits), t);
+                self.partition_of.insert(s.series_hash(), partition);
+                self.store.append(&s);
+            }
+        }
+        for (gi, next, active) in state.groups {
+            if gi >= self.groups.len() || active.len() != self.groups[gi].rules.len() {
+                continue;
+            }
+            self.next_eval[gi] = next;
+            self.active[gi] = active.into_iter().map(|m| m.into_iter().collect()).collect();
+        }
+        if let Some(e) = state.earliest_ms {
+            self.earliest_ms = Some(self.earliest_ms.map_or(e, |x| x.min(e)));
         }
     }
 
@@ -784,7 +897,11 @@ impl RuleEngine {
                     }
                     recorded.push(sample(&labels, el.value, t));
                 }
+                let home = self.homes.as_ref().and_then(|h| h.get(gi).copied());
                 for s in &recorded {
+                    if let Some(x) = home {
+                        self.partition_of.insert(s.series_hash(), x);
+                    }
                     self.store.append(s);
                 }
                 out.samples.extend(recorded);

@@ -190,3 +190,56 @@ fn groups_not_owned_are_not_evaluated() {
     assert!(none.samples.is_empty() && none.alerts.is_empty());
     assert_eq!(none.evaluations, 0);
 }
+
+/// A partition's part of the engine moves to another engine mid-`for`: the alert fires there at
+/// the time it would have fired on the first, and the series window comes along.
+#[test]
+fn a_partitions_state_moves_to_another_engine() {
+    let groups = load(RULES, "r.yml", 60_000).expect("rules");
+    let feed = |e: &mut RuleEngine, out: &mut RuleOutput, steps: std::ops::RangeInclusive<i64>| {
+        for step in steps {
+            let t = step * 15_000;
+            let v = if (120_000..=480_000).contains(&t) { 20.0 } else { 5.0 };
+            e.process_from(&[gauge("x", &[("job", "api"), ("instance", "1")], v, t)], 3);
+            #[allow(clippy::cast_sign_loss)]
+            e.on_watermark(t as u64 * 1_000_000, out);
+        }
+    };
+    let mut whole = RuleEngine::new(groups.clone(), 10_000);
+    whole.set_homes(vec![3]);
+    let mut want = RuleOutput::default();
+    feed(&mut whole, &mut want, 0..=48);
+
+    let mut first = RuleEngine::new(groups.clone(), 10_000);
+    first.set_homes(vec![3]);
+    let mut got = RuleOutput::default();
+    // Pending at 2m; the partition moves at 3m, before it fires at 4m.
+    feed(&mut first, &mut got, 0..=12);
+    let state = first.snapshot_partition(3);
+    let json = serde_json::to_vec(&state).expect("serialize");
+    assert!(
+        first.snapshot_partition(4).series.is_empty(),
+        "nothing of another partition"
+    );
+    let mut second = RuleEngine::new(groups, 10_000);
+    second.set_homes(vec![3]);
+    second.restore_partition(3, serde_json::from_slice(&json).expect("parse"));
+    feed(&mut second, &mut got, 13..=48);
+    let seen = |o: &RuleOutput| -> Vec<(AlertState, u64)> {
+        o.alerts
+            .iter()
+            .map(|a| (a.state, a.event_time / 1_000_000_000))
+            .collect()
+    };
+    assert_eq!(seen(&got), seen(&want));
+    assert_eq!(
+        seen(&want),
+        [
+            (AlertState::Pending, 120),
+            (AlertState::Firing, 240),
+            (AlertState::Resolved, 600)
+        ]
+    );
+    let recorded = |o: &RuleOutput| o.samples.iter().filter(|s| s.name() == "job:x:max").count();
+    assert_eq!(recorded(&got), recorded(&want));
+}

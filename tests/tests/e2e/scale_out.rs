@@ -657,3 +657,155 @@ async fn anomaly_baselines_move_with_their_partition_when_a_worker_dies() {
     };
     assert_eq!(start, i64::try_from((t0 + 150 * 5) * 1000).expect("ms"), "{records:?}");
 }
+
+/// Rule state that moves: two repartitioning workers evaluate the design's HighLatency rule
+/// (`for: 5m`); us-east-1 turns slow at 600 s, so the alert is pending from 600 s. The worker
+/// evaluating the rule is killed at 750 s of event time; the other takes the partition over,
+/// reads the rule state (the series window and the pending alert) from the changelog, and the
+/// alert fires at 900 s and resolves at 1365 s, as without the crash (a fresh start would go
+/// pending again and fire 5 minutes after its restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_alert_fires_on_time_after_its_worker_dies() {
+    let Some(brokers) = kafka() else { return };
+    let id = unique("scale-rules");
+    let input = format!("{id}.in");
+    let alerts = format!("{id}.alerts");
+    create_topics(&brokers, &[&input], 2).await;
+    create_topics(&brokers, &[&format!("{id}.dlq"), &alerts], 1).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let rules = format!("{}/../deploy/rules/dwcp.rules.yml", env!("CARGO_MANIFEST_DIR"));
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 2000\n  checkpoint_interval_ms: 500\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n\
+         rules:\n  files: [\"{rules}\"]\n\
+         derived_topics:\n  alerts: \"{alerts}\"\n\
+         repartition:\n  enabled: true\n  series_topic: \"{id}.series\"\n  spans_topic: \"{id}.spans\"\n  partitions: 4\n  changelog_prefix: \"{id}.state.\"\n"
+    );
+    let mut workers: Vec<Worker> = (0..2)
+        .map(|i| Worker::start(work.path(), &format!("w{i}"), &yaml))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut settled = true;
+        for w in &workers {
+            let m = w.metrics().await;
+            settled &= metric_sum(&m, "dwcp_assigned_partitions", &[("group", &id)]) >= 1.0
+                && metric_sum(
+                    &m,
+                    "dwcp_assigned_partitions",
+                    &[("group", &format!("{id}.repartition"))],
+                ) >= 1.0;
+        }
+        if settled {
+            break;
+        }
+        assert!(Instant::now() < deadline, "groups did not settle");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let t0 = now_s / 60 * 60 - 40 * 60;
+    let p = producer(&brokers);
+    let mut counts = [[0u64; 3]; 2];
+    let regions = ["us-east-1", "us-west-1"];
+    let mut send = |range: std::ops::RangeInclusive<u64>| {
+        let mut msgs = Vec::new();
+        for t in range.step_by(15) {
+            for (ri, region) in regions.iter().enumerate() {
+                if t > 0 {
+                    let slow = ri == 0 && (600..=1080).contains(&t);
+                    counts[ri][if slow { 2 } else { 0 }] += 100;
+                }
+                msgs.push((ri, super::latency_message(region, t0 + t, counts[ri])));
+            }
+        }
+        msgs
+    };
+    for (ri, m) in send(0..=750) {
+        produce(&p, &input, None, &m, None, Some(i32::try_from(ri).expect("partition"))).await;
+    }
+    // The evaluating worker: the one whose rule engine evaluates (it owns the group's home).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let owner = loop {
+        let mut found = None;
+        for (i, w) in workers.iter().enumerate() {
+            if metric_sum(&w.metrics().await, "dwcp_rule_evaluations_total", &[]) > 0.0 {
+                found = Some(i);
+            }
+        }
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no worker evaluates the rules");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Pending published, then a checkpoint that covers everything sent so far.
+    let pending = consume_all(&brokers, &alerts, 1, Duration::from_secs(60));
+    assert!(!pending.is_empty(), "no pending transition");
+    let written = |m: &str| {
+        metric_sum(
+            m,
+            "dwcp_changelog_checkpoints_total",
+            &[("operator", "rules"), ("result", "written")],
+        )
+    };
+    let before = written(&workers[owner].metrics().await);
+    workers[owner]
+        .wait_for(
+            "dwcp_changelog_checkpoints_total",
+            &[("operator", "rules"), ("result", "written")],
+            before + 4.0,
+            Duration::from_secs(60),
+        )
+        .await;
+    workers[owner].kill9();
+    for (ri, m) in send(765..=1500) {
+        produce(&p, &input, None, &m, None, Some(i32::try_from(ri).expect("partition"))).await;
+    }
+    let survivor = &workers[1 - owner];
+    survivor
+        .wait_for(
+            "dwcp_changelog_restores_total",
+            &[("operator", "rules"), ("result", "restored")],
+            1.0,
+            Duration::from_secs(180),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let transitions = loop {
+        // DWCPServiceDown (no request counter here) shares the topic: read everything there is.
+        let records = decode_avro(
+            &consume_all(&brokers, &alerts, 1000, Duration::from_secs(15)),
+            "alert.avsc",
+        );
+        let high: std::collections::BTreeSet<(String, i64)> = records
+            .iter()
+            .filter(|r| super::avro_str(&r["alertname"]) == "HighLatency")
+            .map(|r| {
+                (
+                    super::avro_str(&r["state"]),
+                    super::avro_ms(&r["event_time"]) / 1000 - i64::try_from(t0).expect("t0"),
+                )
+            })
+            .collect();
+        if high.iter().any(|(s, _)| s == "resolved") || Instant::now() > deadline {
+            break high;
+        }
+    };
+    // At least once: a transition may repeat after the crash, never at another time.
+    assert_eq!(
+        transitions,
+        [
+            ("firing".to_string(), 900),
+            ("pending".to_string(), 600),
+            ("resolved".to_string(), 1365)
+        ]
+        .into_iter()
+        .collect(),
+        "survivor log:\n{}",
+        survivor.log_text()
+    );
+}
