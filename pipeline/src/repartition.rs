@@ -54,6 +54,10 @@ use crate::config::{RepartitionConfig, ValidatedConfig};
 use crate::source::{producer_config, SourceBatch};
 use crate::telemetry::{labels, Telemetry};
 
+/// Largest internal message the stage writes (a larger group of records is split): under the
+/// 1 MB Kafka brokers accept by default.
+pub const MAX_MESSAGE_BYTES: usize = 900 * 1024;
+
 /// The header carrying an internal message's region.
 pub const REGION_HEADER: &str = "dwcp.region";
 /// The headers naming the input topic and partition an internal message was made from: the
@@ -415,8 +419,19 @@ impl Repartitioner {
         deliveries: &mut Vec<DeliveryFuture>,
     ) {
         for ((partition, region), members) in groups {
-            let payload = encode(&members);
-            deliveries.push(self.send(topic, partition, &region, from, payload).await);
+            // Under the brokers' default message limit (1 MB): a group too large is halved
+            // until its parts fit (a single record larger than that is sent alone).
+            let mut parts: Vec<&[&T]> = vec![&members];
+            while let Some(part) = parts.pop() {
+                let payload = encode(part);
+                if payload.len() > MAX_MESSAGE_BYTES && part.len() > 1 {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    parts.push(second);
+                    parts.push(first);
+                    continue;
+                }
+                deliveries.push(self.send(topic, partition, &region, from, payload).await);
+            }
         }
     }
 

@@ -539,8 +539,12 @@ struct Reported {
 struct PartitionTask {
     anomaly: Option<dwcp_operators::anomaly::operator::AnomalyOperator>,
     next_offset: i64,
-    /// The changelog generation of the last checkpoint written or read.
-    generation: u64,
+    /// Per changelog (anomaly, rules): the generation of the last checkpoint written or read;
+    /// the next one goes to the other chunk set, and only a success moves it on.
+    generations: [u64; 2],
+    /// When the partition was assigned (the assignment's instant): another instant means it was
+    /// revoked and assigned again, and this state is stale.
+    since: Option<std::time::Instant>,
 }
 
 /// A changelog record of the anomaly operator: the state and the offset of the partition's
@@ -676,6 +680,7 @@ impl Router {
                 }
                 _ = tick.tick() => {
                     self.track_progress(now_nanos());
+                    self.drop_moved_partitions();
                     let wm = self.watermarks.watermark(now_nanos());
                     self.telemetry.watermark_seconds.set(i64::try_from(wm / 1_000_000_000).unwrap_or(0));
                     self.activity.on_watermark(wm, &mut out);
@@ -815,6 +820,11 @@ impl Router {
             .filter(|t| ***t == *b.topic)
             .map(|_| b.partition);
         if let Some(x) = series_partition {
+            // Revoked and assigned again since its state was opened: start over from the
+            // changelog (the state here missed what the other owner did).
+            if self.tasks.get(&x).is_some_and(|t| t.since != self.assigned_since(x)) {
+                self.drop_moved_partitions();
+            }
             let (config, inputs) = (self.watermark_config, &self.input_partitions);
             let mark = self.partition_marks.entry(x).or_insert_with(|| {
                 // Every input partition is expected here: until each shows data (or goes idle)
@@ -949,6 +959,10 @@ impl Router {
         if self.tasks.contains_key(&x) || (self.anomaly_template.is_none() && self.rules_changelog.is_none()) {
             return;
         }
+        // A batch still queued from a partition revoked meanwhile: its new owner has the state.
+        if self.assigned_since(x).is_none() {
+            return;
+        }
         let mut anomaly = None;
         if let Some(config) = &self.anomaly_template {
             match dwcp_operators::anomaly::operator::AnomalyOperator::new(config.clone()) {
@@ -958,7 +972,7 @@ impl Router {
             }
         }
         let mut next_offset = offset;
-        let mut generation = 0;
+        let mut generations = [0u64; 2];
         if let Some(cl) = self.changelog.clone() {
             if anomaly.is_some() {
                 if let Some((g, c)) = self.restore::<AnomalyCheckpoint>(&cl, "anomaly", x).await {
@@ -973,7 +987,7 @@ impl Router {
                         );
                     }
                     next_offset = next_offset.min(c.next_offset);
-                    generation = generation.max(g);
+                    generations[0] = g;
                 }
             }
         }
@@ -989,7 +1003,7 @@ impl Router {
                     "rule state restored from the changelog"
                 );
                 next_offset = next_offset.min(c.next_offset);
-                generation = generation.max(g);
+                generations[1] = g;
             }
         }
         let moving = self.changelog.is_some() || self.rules_changelog.is_some();
@@ -1001,9 +1015,50 @@ impl Router {
             PartitionTask {
                 anomaly,
                 next_offset: offset,
-                generation,
+                generations,
+                since: self.assigned_since(x),
             },
         );
+    }
+
+    /// Since when this worker owns series partition `x` (`None`: it does not).
+    fn assigned_since(&self, x: i32) -> Option<std::time::Instant> {
+        let (Some(src), Some(topic)) = (&self.source, &self.series_topic) else {
+            return None;
+        };
+        let a = src.assignment();
+        let a = a.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        a.get(&(topic.to_string(), x)).copied()
+    }
+
+    /// Forgets the per-partition state of series partitions this worker no longer owns, or
+    /// owns again since a later assignment (their new owner, or this one anew, starts from the
+    /// changelog): the watermark, the aggregation windows and the anomaly state.
+    fn drop_moved_partitions(&mut self) {
+        let (Some(src), Some(topic)) = (&self.source, &self.series_topic) else {
+            return;
+        };
+        let a = src.assignment();
+        let a = a.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let owned = |x: &i32| a.get(&(topic.to_string(), *x)).copied();
+        let moved: Vec<i32> = self
+            .partition_marks
+            .keys()
+            .chain(self.tasks.keys())
+            .copied()
+            .filter(|x| match (owned(x), self.tasks.get(x)) {
+                (None, _) => true,
+                (Some(since), Some(t)) => t.since != Some(since),
+                (Some(_), None) => false,
+            })
+            .collect();
+        drop(a);
+        for x in moved {
+            if self.partition_marks.remove(&x).is_some() | self.tasks.remove(&x).is_some() {
+                tracing::info!(partition = x, "series partition moved: its state here is dropped");
+            }
+            self.partition_aggregates.remove(&x);
+        }
     }
 
     /// Reads partition `x`'s latest checkpoint from `cl`, counted and timed under `operator`.
@@ -1064,26 +1119,27 @@ impl Router {
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for x in partitions {
             let Some(t) = self.tasks.get_mut(&x) else { continue };
-            t.generation += 1;
-            let (generation, next_offset) = (t.generation, t.next_offset);
+            let next_offset = t.next_offset;
             let mut parts = Vec::new();
             if let (Some(cl), Some(op)) = (&self.changelog, &t.anomaly) {
                 let c = AnomalyCheckpoint {
                     next_offset,
                     state: op.snapshot(),
                 };
-                parts.push(("anomaly", cl.clone(), serde_json::to_vec(&c)));
+                parts.push((0usize, "anomaly", cl.clone(), serde_json::to_vec(&c)));
             }
             if let (Some(cl), Some(r)) = (&self.rules_changelog, &mut self.rules) {
                 let c = RulesCheckpoint {
                     next_offset,
                     state: r.snapshot_partition(x),
                 };
-                parts.push(("rules", cl.clone(), serde_json::to_vec(&c)));
+                parts.push((1usize, "rules", cl.clone(), serde_json::to_vec(&c)));
             }
             let mut all = true;
-            for (operator, cl, bytes) in parts {
+            let mut generations = t.generations;
+            for (which, operator, cl, bytes) in parts {
                 let entry = stats.entry(operator).or_default();
+                let generation = generations[which] + 1;
                 let written = match bytes {
                     Ok(b) => {
                         entry.2 += b.len();
@@ -1092,13 +1148,19 @@ impl Router {
                     Err(e) => Err(e.into()),
                 };
                 match written {
-                    Ok(()) => entry.0 += 1,
+                    Ok(()) => {
+                        entry.0 += 1;
+                        generations[which] = generation;
+                    }
                     Err(e) => {
                         entry.1 += 1;
                         all = false;
                         tracing::warn!(partition = x, operator, error = %e, "checkpoint not written; the partition's commits wait for the next one");
                     }
                 }
+            }
+            if let Some(t) = self.tasks.get_mut(&x) {
+                t.generations = generations;
             }
             if all {
                 src.limit_commits(&topic, x, next_offset);
@@ -1189,10 +1251,13 @@ impl Router {
         h.partitions
             .iter()
             .zip(since)
-            .map(|(x, since)| match self.partition_marks.get_mut(x) {
-                Some(m) => m.watermark(now),
-                None if since.is_some_and(|s| s.elapsed() >= idle) => wm,
-                None => 0,
+            .map(|(x, since)| match (since, self.partition_marks.get_mut(x)) {
+                // Not evaluated here: the worker's event time, so it does not hold back the
+                // trimming of the engine's series.
+                (None, _) => wm,
+                (Some(_), Some(m)) => m.watermark(now),
+                (Some(s), None) if s.elapsed() >= idle => wm,
+                (Some(_), None) => 0,
             })
             .collect()
     }
