@@ -291,6 +291,40 @@ impl Drop for Worker {
     }
 }
 
+/// Waits (up to 4 minutes) until every worker owns at least one partition of each consumer
+/// group in `groups`, and, for a group given a total, the workers own that many together.
+pub async fn wait_groups_settled(workers: &[Worker], groups: &[(&str, Option<f64>)]) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut owned = Vec::new();
+        for w in workers {
+            let m = w.metrics().await;
+            owned.push(
+                groups
+                    .iter()
+                    .map(|(g, _)| metric_sum(&m, "dwcp_assigned_partitions", &[("group", g)]))
+                    .collect::<Vec<f64>>(),
+            );
+        }
+        let settled = groups.iter().enumerate().all(|(i, (_, total))| {
+            owned.iter().all(|o| o[i] >= 1.0) && total.is_none_or(|t| owned.iter().map(|o| o[i]).sum::<f64>() == t)
+        });
+        if settled {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "groups {groups:?} did not settle: {owned:?}\n{}",
+            workers
+                .iter()
+                .map(Worker::log_text)
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Sums the samples of `metric` whose labels include every `filter` pair.
 pub fn metric_sum(text: &str, metric: &str, filter: &[(&str, &str)]) -> f64 {
     text.lines()

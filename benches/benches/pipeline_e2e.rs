@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use dwcp_benches::metrics_message_at;
-use dwcp_tests::{create_topics, metric_sum, unique, Worker};
+use dwcp_tests::{create_topics, metric_sum, unique, wait_groups_settled, Worker};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
@@ -66,26 +66,12 @@ async fn main() {
         .map(|i| Worker::start(&work, &format!("bench{i}"), &yaml))
         .collect();
     // Settle the groups: every worker owns partitions of each stage.
-    let settle = Instant::now();
-    loop {
-        let mut ok = true;
-        for w in &ws {
-            let m = w.metrics().await;
-            ok &= metric_sum(&m, "dwcp_assigned_partitions", &[("group", &id)]) >= 1.0;
-            if repartition {
-                ok &= metric_sum(
-                    &m,
-                    "dwcp_assigned_partitions",
-                    &[("group", &format!("{id}.repartition"))],
-                ) >= 1.0;
-            }
-        }
-        if ok {
-            break;
-        }
-        assert!(settle.elapsed() < Duration::from_secs(300), "groups did not settle");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let stage1 = format!("{id}.repartition");
+    let mut groups = vec![(id.as_str(), None)];
+    if repartition {
+        groups.push((stage1.as_str(), None));
     }
+    wait_groups_settled(&ws, &groups).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let producer: FutureProducer = ClientConfig::new()

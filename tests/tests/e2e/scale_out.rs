@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use dwcp_tests::{consume_all, create_topics, kafka, metric_sum, produce, producer, unique, PrometheusServer, Worker};
+use dwcp_tests::{
+    consume_all, create_topics, kafka, metric_sum, produce, producer, unique, wait_groups_settled, PrometheusServer,
+    Worker,
+};
 
 use super::decode_avro;
 
@@ -249,37 +252,8 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
     let workers: Vec<Worker> = (0..3)
         .map(|i| Worker::start(work.path(), &format!("w{i}"), &y3))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let mut owned = Vec::new();
-        for w in &workers {
-            let m = w.metrics().await;
-            owned.push((
-                metric_sum(
-                    &m,
-                    "dwcp_assigned_partitions",
-                    &[("group", &format!("{three}.repartition"))],
-                ),
-                metric_sum(&m, "dwcp_assigned_partitions", &[("group", &three)]),
-            ));
-        }
-        let settled = owned.iter().all(|(a, b)| *a >= 1.0 && *b >= 1.0)
-            && owned.iter().map(|o| o.0).sum::<f64>() == 3.0
-            && owned.iter().map(|o| o.1).sum::<f64>() == 12.0;
-        if settled {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "groups did not settle: {owned:?}\n{}",
-            workers
-                .iter()
-                .map(Worker::log_text)
-                .collect::<Vec<_>>()
-                .join("\n----\n")
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let stage1 = format!("{three}.repartition");
+    wait_groups_settled(&workers, &[(&stage1, Some(3.0)), (&three, Some(12.0))]).await;
     // One worker, no repartitioning, reading the same input as it arrives.
     let y1 = yaml(&brokers, &one, &input, &prom_one.write_url(), false);
     let single = Worker::start(work.path(), "single", &y1);
@@ -571,24 +545,8 @@ async fn anomaly_baselines_move_with_their_partition_when_a_worker_dies() {
         .map(|i| Worker::start(work.path(), &format!("w{i}"), &yaml))
         .collect();
     let series_topic = format!("{id}.series");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let mut settled = true;
-        for w in &workers {
-            let m = w.metrics().await;
-            settled &= metric_sum(&m, "dwcp_assigned_partitions", &[("group", &id)]) >= 1.0
-                && metric_sum(
-                    &m,
-                    "dwcp_assigned_partitions",
-                    &[("group", &format!("{id}.repartition"))],
-                ) >= 1.0;
-        }
-        if settled {
-            break;
-        }
-        assert!(Instant::now() < deadline, "groups did not settle");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let stage1 = format!("{id}.repartition");
+    wait_groups_settled(&workers, &[(&stage1, None), (&id, None)]).await;
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -685,24 +643,8 @@ async fn a_pending_alert_fires_on_time_after_its_worker_dies() {
     let mut workers: Vec<Worker> = (0..2)
         .map(|i| Worker::start(work.path(), &format!("w{i}"), &yaml))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let mut settled = true;
-        for w in &workers {
-            let m = w.metrics().await;
-            settled &= metric_sum(&m, "dwcp_assigned_partitions", &[("group", &id)]) >= 1.0
-                && metric_sum(
-                    &m,
-                    "dwcp_assigned_partitions",
-                    &[("group", &format!("{id}.repartition"))],
-                ) >= 1.0;
-        }
-        if settled {
-            break;
-        }
-        assert!(Instant::now() < deadline, "groups did not settle");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let stage1 = format!("{id}.repartition");
+    wait_groups_settled(&workers, &[(&stage1, None), (&id, None)]).await;
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
