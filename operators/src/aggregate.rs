@@ -263,6 +263,113 @@ impl Stats {
     }
 }
 
+/// [`Stats`] as a snapshot holds it: floats as their bits (JSON has no infinity, and the
+/// minimum of an empty group is one), the HDR histogram as its recorded (value, count) pairs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct StatsState {
+    count: u64,
+    sum: u64,
+    min: u64,
+    max: u64,
+    hdr: Option<Vec<(u64, u64)>>,
+    bounds: Vec<u64>,
+    buckets: Vec<u64>,
+}
+
+fn bits(v: &[f64]) -> Vec<u64> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+fn from_bits(v: &[u64]) -> Vec<f64> {
+    v.iter().map(|x| f64::from_bits(*x)).collect()
+}
+
+impl Stats {
+    fn state(&self) -> StatsState {
+        StatsState {
+            count: self.count.to_bits(),
+            sum: self.sum.to_bits(),
+            min: self.min.to_bits(),
+            max: self.max.to_bits(),
+            // Each bucket's highest equivalent value records into the same bucket again, so
+            // the restored histogram answers every quantile as this one does.
+            hdr: self.hdr.as_ref().map(|h| {
+                h.iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .collect()
+            }),
+            bounds: bits(&self.bounds),
+            buckets: bits(&self.buckets),
+        }
+    }
+
+    fn from_state(s: &StatsState) -> Self {
+        let hdr = s.hdr.as_ref().map(|pairs| {
+            #[allow(clippy::unwrap_used)] // 3 significant digits is a valid constant argument
+            let mut h = Histogram::new(3).unwrap();
+            for (v, n) in pairs {
+                // Auto-resizing: fails only past u64 range, which a snapshot cannot hold.
+                let _ = h.record_n(*v, *n);
+            }
+            h
+        });
+        Stats {
+            count: f64::from_bits(s.count),
+            sum: f64::from_bits(s.sum),
+            min: f64::from_bits(s.min),
+            max: f64::from_bits(s.max),
+            hdr,
+            bounds: from_bits(&s.bounds),
+            buckets: from_bits(&s.buckets),
+        }
+    }
+}
+
+/// One group of one open window in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct GroupState {
+    start: EventTime,
+    key: u64,
+    rule: usize,
+    labels: Vec<(String, String)>,
+    kind: Kind,
+    regions: Vec<(String, StatsState)>,
+}
+
+/// A cumulative series' last point in a snapshot (floats as bits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum LastState {
+    Counter {
+        value: u64,
+        time: EventTime,
+    },
+    Histogram {
+        bounds: Vec<u64>,
+        counts: Vec<u64>,
+        count: u64,
+        sum: u64,
+        time: EventTime,
+    },
+}
+
+/// The operator's state: its open windows, the last point of each cumulative series (what the
+/// next point's increase is measured from), and how far windows are closed. Restored into an
+/// operator with the same rules, it emits what this one would have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateState {
+    windows: Vec<GroupState>,
+    last: Vec<(u64, LastState)>,
+    closed_until: EventTime,
+    late: u64,
+}
+
+impl AggregateState {
+    /// Open (window, group) pairs it holds.
+    pub fn groups(&self) -> usize {
+        self.windows.len()
+    }
+}
+
 /// Re-buckets per-bucket `counts` over `from` bounds onto `to` bounds, by linear
 /// interpolation of the cumulative distribution inside each source bucket.
 pub fn rebucket(from: &[f64], counts: &[f64], to: &[f64]) -> Vec<f64> {
@@ -418,6 +525,107 @@ impl AggregateOperator {
             closed_until: 0,
             late: 0,
         }
+    }
+
+    /// The operator's state, for a changelog.
+    pub fn snapshot(&self) -> AggregateState {
+        let mut windows = Vec::new();
+        for (start, groups) in &self.windows {
+            let mut keys: Vec<&u64> = groups.keys().collect();
+            keys.sort_unstable();
+            for key in keys {
+                let ((rule, labels), kind, regions) = &groups[key];
+                windows.push(GroupState {
+                    start: *start,
+                    key: *key,
+                    rule: *rule,
+                    labels: labels.clone(),
+                    kind: *kind,
+                    regions: regions.iter().map(|(r, st)| (r.to_string(), st.state())).collect(),
+                });
+            }
+        }
+        let mut last: Vec<(u64, LastState)> = self
+            .last
+            .iter()
+            .map(|(sid, l)| {
+                let l = match l {
+                    Last::Counter { value, time } => LastState::Counter {
+                        value: value.to_bits(),
+                        time: *time,
+                    },
+                    Last::Histogram {
+                        bounds,
+                        counts,
+                        count,
+                        sum,
+                        time,
+                    } => LastState::Histogram {
+                        bounds: bits(bounds),
+                        counts: counts.clone(),
+                        count: *count,
+                        sum: sum.to_bits(),
+                        time: *time,
+                    },
+                };
+                (*sid, l)
+            })
+            .collect();
+        last.sort_unstable_by_key(|(sid, _)| *sid);
+        AggregateState {
+            windows,
+            last,
+            closed_until: self.closed_until,
+            late: self.late,
+        }
+    }
+
+    /// Replaces the operator's state with a snapshot's. Groups of rules this operator does not
+    /// have (the configuration changed) are dropped.
+    pub fn restore(&mut self, state: AggregateState) {
+        self.windows.clear();
+        for g in state.windows {
+            if g.rule >= self.config.rules.len() {
+                continue;
+            }
+            let regions = g
+                .regions
+                .iter()
+                .map(|(r, st)| (Arc::from(r.as_str()), Stats::from_state(st)))
+                .collect();
+            self.windows
+                .entry(g.start)
+                .or_default()
+                .insert(g.key, ((g.rule, g.labels), g.kind, regions));
+        }
+        self.last = state
+            .last
+            .into_iter()
+            .map(|(sid, l)| {
+                let l = match l {
+                    LastState::Counter { value, time } => Last::Counter {
+                        value: f64::from_bits(value),
+                        time,
+                    },
+                    LastState::Histogram {
+                        bounds,
+                        counts,
+                        count,
+                        sum,
+                        time,
+                    } => Last::Histogram {
+                        bounds: from_bits(&bounds),
+                        counts,
+                        count,
+                        sum: f64::from_bits(sum),
+                        time,
+                    },
+                };
+                (sid, l)
+            })
+            .collect();
+        self.closed_until = state.closed_until;
+        self.late = state.late;
     }
 
     /// Points that arrived after their window closed.

@@ -387,6 +387,11 @@ pub async fn run(
     router.history = history;
     router.alertmanagers = alertmanagers;
     router.annotator = annotator;
+    if !oc.aggregation.rules.is_empty() && config.config.repartition.enabled && config.config.repartition.changelog {
+        let cl = crate::changelog::Changelog::open(&config, "aggregate").await?;
+        tracing::info!(topic = %cl.topic(), "aggregation windows per series partition, checkpointed to the changelog");
+        router.aggregate_changelog = Some(Arc::new(cl));
+    }
     if oc.anomaly.is_active() && config.config.repartition.enabled {
         router.anomaly_template = Some(oc.anomaly.clone());
         // Checked now, so the per-partition operators cannot fail later.
@@ -512,6 +517,7 @@ struct Router {
     tasks: std::collections::BTreeMap<i32, PartitionTask>,
     changelog: Option<Arc<crate::changelog::Changelog>>,
     rules_changelog: Option<Arc<crate::changelog::Changelog>>,
+    aggregate_changelog: Option<Arc<crate::changelog::Changelog>>,
     source: Option<Arc<KafkaSource>>,
     /// With repartitioning: each rule group's partition of the series topic, and the
     /// partitions this worker owns; a group is evaluated here only when its partition is.
@@ -539,9 +545,13 @@ struct Reported {
 struct PartitionTask {
     anomaly: Option<dwcp_operators::anomaly::operator::AnomalyOperator>,
     next_offset: i64,
-    /// Per changelog (anomaly, rules): the generation of the last checkpoint written or read;
+    /// Per changelog (anomaly, rules, aggregate): the generation of the last checkpoint written or read;
     /// the next one goes to the other chunk set, and only a success moves it on.
-    generations: [u64; 2],
+    generations: [u64; 3],
+    /// Records of the partition below this offset are in the aggregation windows restored
+    /// from the changelog: read again (the commit was behind the checkpoint), they are not
+    /// added twice.
+    aggregate_from: i64,
     /// When the partition was assigned (the assignment's instant): another instant means it was
     /// revoked and assigned again, and this state is stale.
     since: Option<std::time::Instant>,
@@ -560,6 +570,13 @@ struct AnomalyCheckpoint {
 struct RulesCheckpoint {
     next_offset: i64,
     state: dwcp_operators::rules::RulePartState,
+}
+
+/// A changelog record of one partition's aggregation windows.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AggregateCheckpoint {
+    next_offset: i64,
+    state: dwcp_operators::aggregate::AggregateState,
 }
 
 /// Where each rule group is evaluated when several workers share the series.
@@ -658,6 +675,7 @@ impl Router {
             tasks: std::collections::BTreeMap::new(),
             changelog: None,
             rules_changelog: None,
+            aggregate_changelog: None,
             source: None,
             rule_homes: None,
             anomaly_scores: Vec::new(),
@@ -732,8 +750,13 @@ impl Router {
         self.activity.on_close(&mut out);
         let mut samples = Vec::new();
         self.aggregate.on_watermark(EventTime::MAX, &mut samples);
-        for agg in self.partition_aggregates.values_mut() {
-            agg.on_watermark(EventTime::MAX, &mut samples);
+        // With a changelog, a series partition's open windows are not complete: they stay
+        // open in its last checkpoint, and its commits wait there, so whoever reads the
+        // partition next closes them with all their points.
+        if self.aggregate_changelog.is_none() {
+            for agg in self.partition_aggregates.values_mut() {
+                agg.on_watermark(EventTime::MAX, &mut samples);
+            }
         }
         self.publish(samples, "aggregated", None).await;
         self.report(&mut out);
@@ -847,6 +870,10 @@ impl Router {
                 t.next_offset = t.next_offset.max(offset + 1);
             }
         }
+        #[allow(clippy::cast_possible_wrap)]
+        let aggregated_already = series_partition
+            .and_then(|x| self.tasks.get(&x))
+            .is_some_and(|t| (b.ack.id() as i64) < t.aggregate_from);
         self.activity.process(&b.records, out);
         if let Records::Metrics(points) = &*b.records {
             if self.wants_samples() {
@@ -862,6 +889,7 @@ impl Router {
                 self.ship_anomaly_records();
             }
             match series_partition {
+                Some(_) if aggregated_already => {}
                 Some(x) => {
                     let config = &self.aggregation_config;
                     self.partition_aggregates
@@ -956,7 +984,9 @@ impl Router {
     /// changelogs when there are any, and the partition's commits held at `offset` until its
     /// first checkpoint.
     async fn open_partition_task(&mut self, x: i32, offset: i64) {
-        if self.tasks.contains_key(&x) || (self.anomaly_template.is_none() && self.rules_changelog.is_none()) {
+        if self.tasks.contains_key(&x)
+            || (self.anomaly_template.is_none() && self.rules_changelog.is_none() && self.aggregate_changelog.is_none())
+        {
             return;
         }
         // A batch still queued from a partition revoked meanwhile: its new owner has the state.
@@ -972,7 +1002,8 @@ impl Router {
             }
         }
         let mut next_offset = offset;
-        let mut generations = [0u64; 2];
+        let mut generations = [0u64; 3];
+        let mut aggregate_from = 0;
         if let Some(cl) = self.changelog.clone() {
             if anomaly.is_some() {
                 if let Some((g, c)) = self.restore::<AnomalyCheckpoint>(&cl, "anomaly", x).await {
@@ -1006,7 +1037,24 @@ impl Router {
                 generations[1] = g;
             }
         }
-        let moving = self.changelog.is_some() || self.rules_changelog.is_some();
+        if let Some(cl) = self.aggregate_changelog.clone() {
+            if let Some((g, c)) = self.restore::<AggregateCheckpoint>(&cl, "aggregate", x).await {
+                let mut op = AggregateOperator::new(self.aggregation_config.clone());
+                tracing::info!(
+                    partition = x,
+                    groups = c.state.groups(),
+                    covers_offset = c.next_offset,
+                    first_offset = offset,
+                    "aggregation windows restored from the changelog"
+                );
+                op.restore(c.state);
+                self.partition_aggregates.insert(x, op);
+                aggregate_from = c.next_offset;
+                next_offset = next_offset.min(c.next_offset);
+                generations[2] = g;
+            }
+        }
+        let moving = self.changelog.is_some() || self.rules_changelog.is_some() || self.aggregate_changelog.is_some();
         if let (Some(src), Some(topic), true) = (&self.source, &self.series_topic, moving) {
             src.limit_commits(topic, x, offset.min(next_offset));
         }
@@ -1017,6 +1065,7 @@ impl Router {
                 next_offset: offset,
                 generations,
                 since: self.assigned_since(x),
+                aggregate_from,
             },
         );
     }
@@ -1101,7 +1150,7 @@ impl Router {
         let (Some(topic), Some(src)) = (self.series_topic.clone(), self.source.clone()) else {
             return;
         };
-        if self.changelog.is_none() && self.rules_changelog.is_none() {
+        if self.changelog.is_none() && self.rules_changelog.is_none() && self.aggregate_changelog.is_none() {
             return;
         }
         let owned = src.assignment();
@@ -1134,6 +1183,15 @@ impl Router {
                     state: r.snapshot_partition(x),
                 };
                 parts.push((1usize, "rules", cl.clone(), serde_json::to_vec(&c)));
+            }
+            if let Some(cl) = &self.aggregate_changelog {
+                // A partition with no aggregated metric yet has empty windows to checkpoint.
+                let state = self.partition_aggregates.get(&x).map_or_else(
+                    || AggregateOperator::new(self.aggregation_config.clone()).snapshot(),
+                    AggregateOperator::snapshot,
+                );
+                let c = AggregateCheckpoint { next_offset, state };
+                parts.push((2usize, "aggregate", cl.clone(), serde_json::to_vec(&c)));
             }
             let mut all = true;
             let mut generations = t.generations;

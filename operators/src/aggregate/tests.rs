@@ -201,3 +201,69 @@ fn gauge_quantiles_from_hdr_within_a_tenth_of_a_percent_and_late_points_counted(
     )]);
     assert_eq!(a.late(), 1);
 }
+
+#[test]
+fn state_moved_mid_window_through_json_emits_what_one_operator_does() {
+    // Gauges (HDR quantiles), a cumulative counter and cumulative histograms, three regions,
+    // over three windows; the state moves to another operator in the middle of the second.
+    let rules = vec![rule("dwcp.queue"), rule("dwcp.requests"), rule("dwcp.latency")];
+    let mut points = Vec::new();
+    for i in 0..30u64 {
+        for (ri, region) in ["us-east-1", "eu-west-1", "ap-south-1"].iter().enumerate() {
+            let t = 100 * S + i * S;
+            #[allow(clippy::cast_precision_loss)]
+            let x = (i * 7 + ri as u64 * 13) as f64;
+            points.push(point(
+                "dwcp.queue",
+                region,
+                PointValue::Gauge {
+                    value: Number::Double(x * 1.5),
+                },
+                t,
+                0,
+            ));
+            points.push(point(
+                "dwcp.requests",
+                region,
+                PointValue::Sum {
+                    value: Number::Int(i64::try_from(i * i + ri as u64).unwrap_or(0)),
+                    temporality: Temporality::Cumulative,
+                    monotonic: true,
+                },
+                t,
+                50 * S,
+            ));
+            let seen: Vec<f64> = (0..=i).map(|k| ((k * 37 + ri as u64 * 11) % 700) as f64).collect();
+            points.push(point("dwcp.latency", region, hist(&seen), t, 50 * S));
+        }
+    }
+    let mut one = op(rules.clone());
+    one.process(&points);
+    let mut want = vec![];
+    one.on_watermark(EventTime::MAX, &mut want);
+
+    let (first, rest) = points.split_at(15 * 9); // 15 steps: the window [110, 120) is half read
+    let mut before = op(rules.clone());
+    before.process(first);
+    let mut got = vec![];
+    before.on_watermark(110 * S, &mut got);
+    let json = serde_json::to_vec(&before.snapshot()).expect("serializes");
+    let state: AggregateState = serde_json::from_slice(&json).expect("deserializes");
+    assert!(state.groups() > 0, "the half-read window is in the state");
+    let mut after = op(rules);
+    after.restore(state);
+    after.process(rest);
+    after.on_watermark(EventTime::MAX, &mut got);
+
+    let render = |v: &[Sample]| {
+        let mut r: Vec<String> = v
+            .iter()
+            .map(|s| format!("{:?} {} {}", s.labels, s.timestamp_ms, s.value))
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(render(&got), render(&want));
+    assert_eq!(want.len(), got.len());
+    assert!(want.len() > 100, "{} samples", want.len());
+}
