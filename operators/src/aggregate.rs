@@ -359,6 +359,8 @@ enum LastState {
 pub struct AggregateState {
     windows: Vec<GroupState>,
     last: Vec<(u64, LastState)>,
+    #[serde(default)]
+    seen: Vec<(u64, EventTime)>,
     closed_until: EventTime,
     late: u64,
 }
@@ -492,8 +494,12 @@ pub struct AggregateOperator {
     label_names: crate::prom::FastMap<Box<str>, Arc<str>>,
     job: Arc<str>,
     last: crate::prom::FastMap<u64, Last>,
+    /// Per gauge or delta series: the time of its last point added (a point again at or before
+    /// it is a duplicate, as a replay after a crash re-reads: not added twice).
+    seen: crate::prom::FastMap<u64, EventTime>,
     closed_until: EventTime,
     late: u64,
+    duplicates: u64,
 }
 
 fn window_label(ms: u64) -> String {
@@ -522,8 +528,10 @@ impl AggregateOperator {
             label_names: crate::prom::FastMap::default(),
             job: Arc::from("job"),
             last: crate::prom::FastMap::default(),
+            seen: crate::prom::FastMap::default(),
             closed_until: 0,
             late: 0,
+            duplicates: 0,
         }
     }
 
@@ -572,9 +580,12 @@ impl AggregateOperator {
             })
             .collect();
         last.sort_unstable_by_key(|(sid, _)| *sid);
+        let mut seen: Vec<(u64, EventTime)> = self.seen.iter().map(|(k, v)| (*k, *v)).collect();
+        seen.sort_unstable();
         AggregateState {
             windows,
             last,
+            seen,
             closed_until: self.closed_until,
             late: self.late,
         }
@@ -624,6 +635,7 @@ impl AggregateOperator {
                 (sid, l)
             })
             .collect();
+        self.seen = state.seen.into_iter().collect();
         self.closed_until = state.closed_until;
         self.late = state.late;
     }
@@ -633,9 +645,34 @@ impl AggregateOperator {
         self.late
     }
 
+    /// Points not added because their series already had one at or after their time (a
+    /// replay's duplicates).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// Whether `t` is later than the last point added of gauge or delta series `sid` (and
+    /// records it); a duplicate is counted.
+    fn first_at(&mut self, sid: u64, t: EventTime) -> bool {
+        match self.seen.get_mut(&sid) {
+            Some(pt) if *pt >= t => {
+                self.duplicates += 1;
+                false
+            }
+            Some(pt) => {
+                *pt = t;
+                true
+            }
+            None => {
+                self.seen.insert(sid, t);
+                true
+            }
+        }
+    }
+
     /// Per-series baselines kept (state size).
     pub fn series(&self) -> usize {
-        self.last.len()
+        self.last.len() + self.seen.len()
     }
 
     /// The sanitized name of an attribute key, cached.
@@ -756,7 +793,9 @@ impl AggregateOperator {
                 value,
                 monotonic: false,
                 ..
-            } => Some((Kind::Gauge, Update::Gauge(value.as_f64()))),
+            } => self
+                .first_at(sid, t)
+                .then(|| (Kind::Gauge, Update::Gauge(value.as_f64()))),
             PointValue::Sum {
                 value,
                 temporality,
@@ -764,21 +803,33 @@ impl AggregateOperator {
             } => {
                 let v = value.as_f64();
                 if *temporality == Temporality::Delta {
-                    return Some((Kind::Counter, Update::Increase(v)));
+                    return self.first_at(sid, t).then_some((Kind::Counter, Update::Increase(v)));
                 }
-                let prev = self.last.insert(sid, Last::Counter { value: v, time: t });
-                let inc = match prev {
-                    Some(Last::Counter { value: pv, time: pt }) if pt <= t => {
-                        if v >= pv {
-                            v - pv
+                let inc = match self.last.get(&sid) {
+                    Some(Last::Counter { value: pv, time: pt }) if *pt < t => {
+                        if v >= *pv {
+                            v - *pv
                         } else {
                             v
                         }
                     }
-                    Some(_) => return None,
+                    // A point again (a replay) or an older one: the baseline stays, so a
+                    // replay's later points are not measured from its earlier ones.
+                    Some(Last::Counter { time: pt, .. }) => {
+                        if *pt == t {
+                            self.duplicates += 1;
+                        }
+                        return None;
+                    }
+                    // The series was a histogram: it starts over as a counter.
+                    Some(Last::Histogram { .. }) => {
+                        self.last.insert(sid, Last::Counter { value: v, time: t });
+                        return None;
+                    }
                     None if p.start_time_unix_nano > 0 && p.start_time_unix_nano <= t => v,
                     None => 0.0,
                 };
+                self.last.insert(sid, Last::Counter { value: v, time: t });
                 Some((Kind::Counter, Update::Increase(inc)))
             }
             PointValue::Histogram {
@@ -853,6 +904,9 @@ impl AggregateOperator {
         let t = p.time_unix_nano;
         let as_f64 = |c: &[u64]| c.iter().map(|c| *c as f64).collect::<Vec<f64>>();
         if temporality == Temporality::Delta {
+            if !self.first_at(sid, t) {
+                return None;
+            }
             return Some((
                 Kind::Histogram,
                 Update::Histogram {
@@ -872,7 +926,7 @@ impl AggregateOperator {
                 count: pcount,
                 sum: psum,
                 time: pt,
-            }) if *pt <= t => {
+            }) if *pt < t => {
                 let same = pb.as_slice() == &*bounds && pc.len() == counts.len();
                 let delta = if same && count >= *pcount && counts.iter().zip(pc.iter()).all(|(a, b)| a >= b) {
                     (
@@ -964,6 +1018,7 @@ impl AggregateOperator {
         self.last.retain(|_, l| match l {
             Last::Counter { time, .. } | Last::Histogram { time, .. } => *time >= horizon,
         });
+        self.seen.retain(|_, time| *time >= horizon);
     }
 
     #[allow(clippy::too_many_arguments)]

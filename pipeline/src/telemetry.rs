@@ -63,6 +63,8 @@ pub struct Telemetry {
     pub operator_state: Family<Labels, Gauge>,
     /// Records that arrived after their window closed, by operator.
     pub late_records: Family<Labels, Counter>,
+    /// Points not added again because their series already had one at or after their time.
+    pub duplicate_points: Family<Labels, Counter>,
     /// Event times ignored by the watermark (zero or far in the future).
     pub watermark_ignored: Counter<u64, AtomicU64>,
     /// The current event-time watermark, in seconds since the epoch.
@@ -253,6 +255,11 @@ impl Telemetry {
             late_records: reg!(
                 "late_records",
                 "Records that arrived after their window closed",
+                Family::default()
+            ),
+            duplicate_points: reg!(
+                "duplicate_points",
+                "Points not added again because their series already had one at or after their time (a replay's)",
                 Family::default()
             ),
             watermark_ignored: reg!(

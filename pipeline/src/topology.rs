@@ -534,6 +534,7 @@ struct Reported {
     ignored: u64,
     activity_late: u64,
     aggregate_late: u64,
+    aggregate_duplicates: u64,
     prom: dwcp_operators::prom::PromStats,
     traces: TraceStats,
     span_metrics_dropped: u64,
@@ -1541,10 +1542,22 @@ impl Router {
                 .values()
                 .map(AggregateOperator::late)
                 .sum::<u64>();
+        // Per-partition operators come and go with their partitions: a total that went down
+        // adds nothing.
         t.late_records
             .get_or_create(&labels([("operator", "aggregate")]))
-            .inc_by(late - self.reported.aggregate_late);
+            .inc_by(late.saturating_sub(self.reported.aggregate_late));
         self.reported.aggregate_late = late;
+        let duplicates = self.aggregate.duplicates()
+            + self
+                .partition_aggregates
+                .values()
+                .map(AggregateOperator::duplicates)
+                .sum::<u64>();
+        t.duplicate_points
+            .get_or_create(&labels([("operator", "aggregate")]))
+            .inc_by(duplicates.saturating_sub(self.reported.aggregate_duplicates));
+        self.reported.aggregate_duplicates = duplicates;
         let ps = self.converter.stats();
         t.points_dropped
             .get_or_create(&labels([("reason", "delta_out_of_order")]))
