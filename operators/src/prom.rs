@@ -456,6 +456,39 @@ pub struct PromStats {
     pub invalid_points: u64,
     /// Delta series forgotten after `delta_state_ttl_ms` without a point.
     pub delta_series_expired: u64,
+    /// Delta points at the same time as their series' last one (a replay's): not added twice.
+    #[serde(default)]
+    pub delta_duplicates: u64,
+}
+
+/// A delta series' running total in a snapshot (floats as bits: JSON has no infinity).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum DeltaSnap {
+    Sum {
+        total: u64,
+        last_ms: i64,
+    },
+    Histogram {
+        bounds: Vec<u64>,
+        counts: Vec<u64>,
+        count: u64,
+        sum: u64,
+        last_ms: i64,
+    },
+}
+
+/// The running totals of the delta series that came from one internal series partition: what
+/// a new owner of the partition continues from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeltaPartState {
+    series: Vec<(u64, DeltaSnap)>,
+}
+
+impl DeltaPartState {
+    /// Delta series it holds.
+    pub fn series(&self) -> usize {
+        self.series.len()
+    }
 }
 
 /// The converter: naming (cached), interned labels, and the running totals that turn delta
@@ -464,6 +497,10 @@ pub struct PromStats {
 pub struct PromConverter {
     config: PromConfig,
     deltas: FastMap<u64, DeltaState>,
+    /// With repartitioning: the internal series partition each delta series came from.
+    delta_partitions: FastMap<u64, i32>,
+    /// The partition the points being converted came from.
+    partition: Option<i32>,
     stats: PromStats,
     max_ms: i64,
     strings: Interner,
@@ -544,6 +581,8 @@ impl PromConverter {
         PromConverter {
             config,
             deltas: FastMap::default(),
+            delta_partitions: FastMap::default(),
+            partition: None,
             stats: PromStats::default(),
             max_ms: 0,
             strings: Interner::new(MAX_INTERNED),
@@ -564,6 +603,89 @@ impl PromConverter {
     /// Delta series being accumulated (state size).
     pub fn delta_series(&self) -> usize {
         self.deltas.len()
+    }
+
+    /// [`PromConverter::convert`] of points from internal series partition `partition`: the
+    /// delta series among them are that partition's state.
+    pub fn convert_from(&mut self, points: &[MetricPoint], partition: Option<i32>, out: &mut Vec<Sample>) {
+        self.partition = partition;
+        self.convert(points, out);
+        self.partition = None;
+    }
+
+    /// The running totals of partition `x`'s delta series.
+    pub fn snapshot_partition(&self, x: i32) -> DeltaPartState {
+        let mut series: Vec<(u64, DeltaSnap)> = self
+            .delta_partitions
+            .iter()
+            .filter(|(_, p)| **p == x)
+            .filter_map(|(h, _)| {
+                let snap = match self.deltas.get(h)? {
+                    DeltaState::Sum { total, last_ms } => DeltaSnap::Sum {
+                        total: total.to_bits(),
+                        last_ms: *last_ms,
+                    },
+                    DeltaState::Histogram {
+                        bounds,
+                        counts,
+                        count,
+                        sum,
+                        last_ms,
+                    } => DeltaSnap::Histogram {
+                        bounds: bounds.iter().map(|b| b.to_bits()).collect(),
+                        counts: counts.clone(),
+                        count: *count,
+                        sum: sum.to_bits(),
+                        last_ms: *last_ms,
+                    },
+                };
+                Some((*h, snap))
+            })
+            .collect();
+        series.sort_unstable_by_key(|(h, _)| *h);
+        DeltaPartState { series }
+    }
+
+    /// Replaces partition `x`'s delta series with a snapshot's.
+    pub fn restore_partition(&mut self, x: i32, state: DeltaPartState) {
+        self.drop_partition(x);
+        for (h, snap) in state.series {
+            let st = match snap {
+                DeltaSnap::Sum { total, last_ms } => DeltaState::Sum {
+                    total: f64::from_bits(total),
+                    last_ms,
+                },
+                DeltaSnap::Histogram {
+                    bounds,
+                    counts,
+                    count,
+                    sum,
+                    last_ms,
+                } => DeltaState::Histogram {
+                    bounds: bounds.into_iter().map(f64::from_bits).collect(),
+                    counts,
+                    count,
+                    sum: f64::from_bits(sum),
+                    last_ms,
+                },
+            };
+            self.deltas.insert(h, st);
+            self.delta_partitions.insert(h, x);
+        }
+    }
+
+    /// Forgets partition `x`'s delta series (the partition moved away).
+    pub fn drop_partition(&mut self, x: i32) {
+        let gone: Vec<u64> = self
+            .delta_partitions
+            .iter()
+            .filter(|(_, p)| **p == x)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in gone {
+            self.delta_partitions.remove(&h);
+            self.deltas.remove(&h);
+        }
     }
 
     fn label_name(&mut self, key: &str) -> Arc<str> {
@@ -707,6 +829,8 @@ impl PromConverter {
         self.deltas.retain(|_, s| match s {
             DeltaState::Sum { last_ms, .. } | DeltaState::Histogram { last_ms, .. } => *last_ms >= horizon,
         });
+        let deltas = &self.deltas;
+        self.delta_partitions.retain(|h, _| deltas.contains_key(h));
         self.stats.delta_series_expired += (before - self.deltas.len()) as u64;
     }
 
@@ -742,6 +866,9 @@ impl PromConverter {
                     stale_nan()
                 } else if *temporality == Temporality::Delta {
                     let h = Self::delta_key(base, &n.base);
+                    if let Some(x) = self.partition {
+                        self.delta_partitions.insert(h, x);
+                    }
                     match self.deltas.entry(h).or_insert(DeltaState::Sum {
                         total: 0.0,
                         last_ms: i64::MIN,
@@ -751,8 +878,14 @@ impl PromConverter {
                                 self.stats.delta_out_of_order += 1;
                                 return;
                             }
-                            *total += value.as_f64();
-                            *last_ms = ts;
+                            // The last point again (a replay): its total is sent again, not
+                            // added to.
+                            if ts == *last_ms {
+                                self.stats.delta_duplicates += 1;
+                            } else {
+                                *total += value.as_f64();
+                                *last_ms = ts;
+                            }
                             *total
                         }
                         DeltaState::Histogram { .. } => {
@@ -856,6 +989,9 @@ impl PromConverter {
         let accumulated;
         let (bounds, counts, count, sum) = if temporality == Temporality::Delta && !no_value {
             let h = Self::delta_key(base, &n.base);
+            if let Some(x) = self.partition {
+                self.delta_partitions.insert(h, x);
+            }
             let st = self.deltas.entry(h).or_insert_with(|| DeltaState::Histogram {
                 bounds: bounds.to_vec(),
                 counts: vec![0; counts.len()],
@@ -875,21 +1011,27 @@ impl PromConverter {
                         self.stats.delta_out_of_order += 1;
                         return;
                     }
-                    if sb.as_slice() != bounds || sc.len() != counts.len() {
+                    // The last point again (a replay): its totals are sent again, not added to.
+                    let again = ts == *last_ms;
+                    if again {
+                        self.stats.delta_duplicates += 1;
+                    } else if sb.as_slice() != bounds || sc.len() != counts.len() {
                         // The bounds changed: a new series history, as a counter reset.
                         *sb = bounds.to_vec();
                         *sc = vec![0; counts.len()];
                         *scount = 0;
                         *ssum = 0.0;
                     }
-                    for (a, b) in sc.iter_mut().zip(counts) {
-                        *a += b;
+                    if !again {
+                        for (a, b) in sc.iter_mut().zip(counts) {
+                            *a += b;
+                        }
+                        *scount += count;
+                        if sum.is_finite() {
+                            *ssum += sum;
+                        }
+                        *last_ms = ts;
                     }
-                    *scount += count;
-                    if sum.is_finite() {
-                        *ssum += sum;
-                    }
-                    *last_ms = ts;
                     accumulated = (sb.clone(), sc.clone());
                     (accumulated.0.as_slice(), accumulated.1.as_slice(), *scount, *ssum)
                 }

@@ -57,6 +57,9 @@ pub struct SourceBatch {
     pub records: Arc<dwcp_schemas::Records>,
     /// Released when every consumer of the records is done.
     pub ack: Ack,
+    /// When the source read it: a batch read before its partition's current assignment is
+    /// from an earlier one (still queued when the partition moved).
+    pub received: std::time::Instant,
 }
 
 /// Acknowledgements of one assigned partition.
@@ -466,6 +469,7 @@ impl KafkaSource {
                     watermark_key,
                     records: Arc::new(d.records),
                     ack,
+                    received: std::time::Instant::now(),
                 })
             }
             Err(e) => {

@@ -392,6 +392,11 @@ pub async fn run(
         tracing::info!(topic = %cl.topic(), "aggregation windows per series partition, checkpointed to the changelog");
         router.aggregate_changelog = Some(Arc::new(cl));
     }
+    if config.config.repartition.enabled && config.config.repartition.changelog {
+        let cl = crate::changelog::Changelog::open(&config, "delta").await?;
+        tracing::info!(topic = %cl.topic(), "delta-to-cumulative totals per series partition, checkpointed to the changelog");
+        router.delta_changelog = Some(Arc::new(cl));
+    }
     if oc.anomaly.is_active() && config.config.repartition.enabled {
         router.anomaly_template = Some(oc.anomaly.clone());
         // Checked now, so the per-partition operators cannot fail later.
@@ -518,6 +523,7 @@ struct Router {
     changelog: Option<Arc<crate::changelog::Changelog>>,
     rules_changelog: Option<Arc<crate::changelog::Changelog>>,
     aggregate_changelog: Option<Arc<crate::changelog::Changelog>>,
+    delta_changelog: Option<Arc<crate::changelog::Changelog>>,
     source: Option<Arc<KafkaSource>>,
     /// With repartitioning: each rule group's partition of the series topic, and the
     /// partitions this worker owns; a group is evaluated here only when its partition is.
@@ -546,9 +552,9 @@ struct Reported {
 struct PartitionTask {
     anomaly: Option<dwcp_operators::anomaly::operator::AnomalyOperator>,
     next_offset: i64,
-    /// Per changelog (anomaly, rules, aggregate): the generation of the last checkpoint written or read;
+    /// Per changelog (anomaly, rules, aggregate, delta): the generation of the last checkpoint written or read;
     /// the next one goes to the other chunk set, and only a success moves it on.
-    generations: [u64; 3],
+    generations: [u64; 4],
     /// Records of the partition below this offset are in the aggregation windows restored
     /// from the changelog: read again (the commit was behind the checkpoint), they are not
     /// added twice.
@@ -578,6 +584,13 @@ struct RulesCheckpoint {
 struct AggregateCheckpoint {
     next_offset: i64,
     state: dwcp_operators::aggregate::AggregateState,
+}
+
+/// A changelog record of one partition's delta-to-cumulative totals.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DeltaCheckpoint {
+    next_offset: i64,
+    state: dwcp_operators::prom::DeltaPartState,
 }
 
 /// Where each rule group is evaluated when several workers share the series.
@@ -677,6 +690,7 @@ impl Router {
             changelog: None,
             rules_changelog: None,
             aggregate_changelog: None,
+            delta_changelog: None,
             source: None,
             rule_homes: None,
             anomaly_scores: Vec::new(),
@@ -836,13 +850,28 @@ impl Router {
     async fn batch(&mut self, b: SourceBatch, out: &mut Vec<ActivityReport>) {
         let now = now_nanos();
         self.track_progress(now);
-        self.watermarks
-            .observe_all(&b.watermark_key, event_times(&b.records), now);
         let series_partition = self
             .series_topic
             .as_ref()
             .filter(|t| ***t == *b.topic)
             .map(|_| b.partition);
+        // A series batch read before its partition's current assignment (queued while the
+        // partition moved away, or away and back): its owner reads it again from the committed
+        // offset, with the partition's state. Processed here it would start that state afresh
+        // from the middle (a delta total from 0, say) and move the commit limit past what the
+        // state covers.
+        if let Some(x) = series_partition {
+            if self.assigned_since(x).is_none_or(|since| b.received < since) {
+                tracing::debug!(
+                    partition = x,
+                    offset = b.ack.id(),
+                    "batch from an earlier assignment skipped"
+                );
+                return;
+            }
+        }
+        self.watermarks
+            .observe_all(&b.watermark_key, event_times(&b.records), now);
         if let Some(x) = series_partition {
             // Revoked and assigned again since its state was opened: start over from the
             // changelog (the state here missed what the other owner did).
@@ -879,7 +908,7 @@ impl Router {
         if let Records::Metrics(points) = &*b.records {
             if self.wants_samples() {
                 let mut samples = Vec::new();
-                self.converter.convert(points, &mut samples);
+                self.converter.convert_from(points, series_partition, &mut samples);
                 self.derive_from(&samples, series_partition);
                 self.publish(samples, "converted", Some(&b.ack)).await;
                 // Anomaly scores go out with the samples they score (and their offsets wait for
@@ -986,7 +1015,10 @@ impl Router {
     /// first checkpoint.
     async fn open_partition_task(&mut self, x: i32, offset: i64) {
         if self.tasks.contains_key(&x)
-            || (self.anomaly_template.is_none() && self.rules_changelog.is_none() && self.aggregate_changelog.is_none())
+            || (self.anomaly_template.is_none()
+                && self.rules_changelog.is_none()
+                && self.aggregate_changelog.is_none()
+                && self.delta_changelog.is_none())
         {
             return;
         }
@@ -1003,7 +1035,7 @@ impl Router {
             }
         }
         let mut next_offset = offset;
-        let mut generations = [0u64; 3];
+        let mut generations = [0u64; 4];
         let mut aggregate_from = 0;
         if let Some(cl) = self.changelog.clone() {
             if anomaly.is_some() {
@@ -1055,7 +1087,24 @@ impl Router {
                 generations[2] = g;
             }
         }
-        let moving = self.changelog.is_some() || self.rules_changelog.is_some() || self.aggregate_changelog.is_some();
+        if let Some(cl) = self.delta_changelog.clone() {
+            if let Some((g, c)) = self.restore::<DeltaCheckpoint>(&cl, "delta", x).await {
+                tracing::info!(
+                    partition = x,
+                    series = c.state.series(),
+                    covers_offset = c.next_offset,
+                    first_offset = offset,
+                    "delta-to-cumulative totals restored from the changelog"
+                );
+                self.converter.restore_partition(x, c.state);
+                next_offset = next_offset.min(c.next_offset);
+                generations[3] = g;
+            }
+        }
+        let moving = self.changelog.is_some()
+            || self.rules_changelog.is_some()
+            || self.aggregate_changelog.is_some()
+            || self.delta_changelog.is_some();
         if let (Some(src), Some(topic), true) = (&self.source, &self.series_topic, moving) {
             src.limit_commits(topic, x, offset.min(next_offset));
         }
@@ -1108,6 +1157,7 @@ impl Router {
                 tracing::info!(partition = x, "series partition moved: its state here is dropped");
             }
             self.partition_aggregates.remove(&x);
+            self.converter.drop_partition(x);
         }
     }
 
@@ -1151,7 +1201,11 @@ impl Router {
         let (Some(topic), Some(src)) = (self.series_topic.clone(), self.source.clone()) else {
             return;
         };
-        if self.changelog.is_none() && self.rules_changelog.is_none() && self.aggregate_changelog.is_none() {
+        if self.changelog.is_none()
+            && self.rules_changelog.is_none()
+            && self.aggregate_changelog.is_none()
+            && self.delta_changelog.is_none()
+        {
             return;
         }
         let owned = src.assignment();
@@ -1193,6 +1247,13 @@ impl Router {
                 );
                 let c = AggregateCheckpoint { next_offset, state };
                 parts.push((2usize, "aggregate", cl.clone(), serde_json::to_vec(&c)));
+            }
+            if let Some(cl) = &self.delta_changelog {
+                let c = DeltaCheckpoint {
+                    next_offset,
+                    state: self.converter.snapshot_partition(x),
+                };
+                parts.push((3usize, "delta", cl.clone(), serde_json::to_vec(&c)));
             }
             let mut all = true;
             let mut generations = t.generations;
@@ -1565,6 +1626,9 @@ impl Router {
         t.points_dropped
             .get_or_create(&labels([("reason", "invalid")]))
             .inc_by(ps.invalid_points - self.reported.prom.invalid_points);
+        t.duplicate_points
+            .get_or_create(&labels([("operator", "prometheus_delta")]))
+            .inc_by(ps.delta_duplicates - self.reported.prom.delta_duplicates);
         self.reported.prom = ps;
         let ts = self.traces.stats();
         let was = self.reported.traces;

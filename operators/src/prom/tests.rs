@@ -356,3 +356,85 @@ fn series_hash_does_not_collide_on_near_identical_label_sets() {
         assert!(seen.insert(series_hash(&labels)), "collision at {i}");
     }
 }
+
+#[test]
+fn delta_totals_move_with_their_partition_and_a_replayed_point_is_sent_again_not_added() {
+    let config = PromConfig {
+        target_info: false,
+        ..Default::default()
+    };
+    let sum = |d: i64, t: u64| {
+        point(
+            "dwcp.requests",
+            "{request}",
+            PointValue::Sum {
+                value: Number::Int(d),
+                temporality: Temporality::Delta,
+                monotonic: true,
+            },
+            t,
+        )
+    };
+    let hist = |counts: Vec<u64>, t: u64| {
+        point(
+            "lat",
+            "s",
+            PointValue::Histogram {
+                count: counts.iter().sum(),
+                sum: Some(1.5),
+                min: None,
+                max: None,
+                bounds: vec![1.0, 2.0],
+                bucket_counts: counts,
+                temporality: Temporality::Delta,
+            },
+            t,
+        )
+    };
+    let points: Vec<MetricPoint> = (1..=6u64)
+        .flat_map(|i| {
+            [
+                sum(i64::try_from(i).unwrap_or(0), 1000 * i),
+                hist(vec![i, 1, 2], 1000 * i),
+            ]
+        })
+        .collect();
+    let render = |v: &[Sample]| {
+        v.iter()
+            .map(|s| format!("{:?} {} {}", s.labels, s.timestamp_ms, s.value))
+            .collect::<Vec<_>>()
+    };
+    let mut one = PromConverter::new(config.clone());
+    let mut want = vec![];
+    one.convert_from(&points, Some(3), &mut want);
+
+    // The first three steps on one worker; the state of partition 3 moves through JSON; the
+    // new owner reads again from the third step (its commit was behind the checkpoint).
+    let mut old = PromConverter::new(config.clone());
+    let mut got = vec![];
+    old.convert_from(&points[..6], Some(3), &mut got);
+    assert_eq!(old.snapshot_partition(7).series(), 0, "another partition holds nothing");
+    let json = serde_json::to_vec(&old.snapshot_partition(3)).expect("serializes");
+    let state: DeltaPartState = serde_json::from_slice(&json).expect("deserializes");
+    assert_eq!(state.series(), 2);
+    old.drop_partition(3);
+    assert_eq!(old.delta_series(), 0, "the old owner forgets the partition");
+    let mut new = PromConverter::new(config);
+    new.restore_partition(3, state);
+    let mut replayed = vec![];
+    new.convert_from(&points[2..], Some(3), &mut replayed);
+    // The second step is older than the state: refused; the third is its last point: sent
+    // again with the same totals; the rest continue the totals.
+    assert_eq!(new.stats().delta_out_of_order, 2);
+    assert_eq!(new.stats().delta_duplicates, 2);
+    let third: Vec<String> = render(&got).into_iter().filter(|s| s.contains(" 3000 ")).collect();
+    let again: Vec<String> = render(&replayed).into_iter().filter(|s| s.contains(" 3000 ")).collect();
+    assert_eq!(again, third, "the last point's totals again");
+    got.extend(replayed.into_iter().filter(|s| s.timestamp_ms > 3000));
+    assert_eq!(render(&got), render(&want));
+    let totals: Vec<f64> = find(&got, "dwcp_requests_total", None)
+        .iter()
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(totals, vec![1.0, 3.0, 6.0, 10.0, 15.0, 21.0]);
+}

@@ -379,9 +379,15 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
 }
 
 /// OTLP/JSON of one region's gauges at step `i`: a value per gauge that encodes (region, step,
-/// gauge), so a sample in Prometheus names the point it came from.
+/// gauge), so a sample in Prometheus names the point it came from; and a delta counter
+/// `dwcp.sent` adding `ri + 1` bytes a step.
 fn gauges_message(region: &str, ri: usize, t0: u64, i: u64) -> Vec<u8> {
     let t = (t0 + i * 5) * 1_000_000_000;
+    let start = t - 5_000_000_000;
+    let delta = format!(
+        r#"{{"name":"dwcp.sent","unit":"By","sum":{{"aggregationTemporality":1,"isMonotonic":true,"dataPoints":[{{"startTimeUnixNano":"{start}","timeUnixNano":"{t}","asInt":"{}"}}]}}}}"#,
+        ri + 1
+    );
     let gauges: Vec<String> = GAUGES
         .iter()
         .enumerate()
@@ -389,6 +395,7 @@ fn gauges_message(region: &str, ri: usize, t0: u64, i: u64) -> Vec<u8> {
             let v = (ri * 100_000 + gi * 10_000) as u64 + i;
             format!(r#"{{"name":"{name}","gauge":{{"dataPoints":[{{"timeUnixNano":"{t}","asInt":"{v}"}}]}}}}"#)
         })
+        .chain(std::iter::once(delta))
         .collect();
     format!(
         r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"cloud.region","value":{{"stringValue":"{region}"}}}}]}},"scopeMetrics":[{{"metrics":[{}]}}]}}]}}"#,
@@ -564,6 +571,53 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
         wrong.len(),
         want_agg.len(),
         &wrong[..wrong.len().min(8)]
+    );
+
+    // The delta counter turned cumulative: its running total moved with its partition, so
+    // every sample holds the exact total of the steps up to it (no restart from 0, no step
+    // added twice). A replayed step older than the restored total sends nothing: a sample can
+    // be absent, never wrong. (Seen once in five runs: one region's series ended 160 steps
+    // early in Prometheus, every value before exact; not explained yet, see issue 9's note.)
+    let all = everything(&prom.url(), at).await;
+    let mut checked = 0;
+    for (ri, region) in REGIONS.iter().enumerate() {
+        let (_, values) = all
+            .iter()
+            .find(|(l, _)| l["__name__"] == "dwcp_sent_bytes_total" && l["region"] == *region)
+            .unwrap_or_else(|| panic!("no dwcp_sent_bytes_total for {region}"));
+        for (ms, v) in values {
+            let step = u64::try_from(*ms / 1000).expect("s").saturating_sub(t0) / 5;
+            let want = (ri as u64 + 1) * (step + 1);
+            assert_eq!(
+                v,
+                &want.to_string(),
+                "{region} at step {step} (its first samples: {:?}); the workers' changelog lines:\n{}",
+                values
+                    .iter()
+                    .take(12)
+                    .map(|(t, x)| ((*t / 1000 - i64::try_from(t0).unwrap_or(0)) / 5, x.clone()))
+                    .collect::<Vec<_>>(),
+                workers
+                    .iter()
+                    .map(|w| w
+                        .log_text()
+                        .lines()
+                        .filter(|l| l.contains("changelog")
+                            || l.contains("moved")
+                            || l.contains("assign")
+                            || l.contains("revoked"))
+                        .collect::<Vec<_>>()
+                        .join("\n"))
+                    .collect::<Vec<_>>()
+                    .join("\n----\n")
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 2 * steps as usize,
+        "{checked} delta totals checked of {}",
+        3 * steps
     );
 }
 
