@@ -170,6 +170,20 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            // Partitions being assigned are owned from now, before librdkafka assigns them:
+            // every message of this assignment is read after this instant (the operators
+            // skip series batches read before their partition's instant, as left from an
+            // earlier assignment), whichever thread polls them.
+            let now = std::time::Instant::now();
+            let mut owned = self
+                .assignment
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for e in tpl.elements() {
+                owned.entry((e.topic().to_string(), e.partition())).or_insert(now);
+            }
+        }
         if let Rebalance::Revoke(tpl) = rebalance {
             self.telemetry
                 .rebalances
