@@ -1587,6 +1587,11 @@ impl Router {
         }
     }
 
+    /// A count of the worker's aggregation operator plus every series partition's.
+    fn aggregate_total(&self, count: fn(&AggregateOperator) -> u64) -> u64 {
+        count(&self.aggregate) + self.partition_aggregates.values().map(count).sum::<u64>()
+    }
+
     fn report(&mut self, out: &mut Vec<ActivityReport>) {
         let t = &self.telemetry;
         let ignored = self.watermarks.ignored();
@@ -1597,24 +1602,14 @@ impl Router {
             .get_or_create(&labels([("operator", "activity")]))
             .inc_by(late - self.reported.activity_late);
         self.reported.activity_late = late;
-        let late = self.aggregate.late()
-            + self
-                .partition_aggregates
-                .values()
-                .map(AggregateOperator::late)
-                .sum::<u64>();
+        let late = self.aggregate_total(AggregateOperator::late);
         // Per-partition operators come and go with their partitions: a total that went down
         // adds nothing.
         t.late_records
             .get_or_create(&labels([("operator", "aggregate")]))
             .inc_by(late.saturating_sub(self.reported.aggregate_late));
         self.reported.aggregate_late = late;
-        let duplicates = self.aggregate.duplicates()
-            + self
-                .partition_aggregates
-                .values()
-                .map(AggregateOperator::duplicates)
-                .sum::<u64>();
+        let duplicates = self.aggregate_total(AggregateOperator::duplicates);
         t.duplicate_points
             .get_or_create(&labels([("operator", "aggregate")]))
             .inc_by(duplicates.saturating_sub(self.reported.aggregate_duplicates));
