@@ -1014,12 +1014,7 @@ impl Router {
     /// changelogs when there are any, and the partition's commits held at `offset` until its
     /// first checkpoint.
     async fn open_partition_task(&mut self, x: i32, offset: i64) {
-        if self.tasks.contains_key(&x)
-            || (self.anomaly_template.is_none()
-                && self.rules_changelog.is_none()
-                && self.aggregate_changelog.is_none()
-                && self.delta_changelog.is_none())
-        {
+        if self.tasks.contains_key(&x) || (self.anomaly_template.is_none() && !self.has_changelog()) {
             return;
         }
         // A batch still queued from a partition revoked meanwhile: its new owner has the state.
@@ -1101,10 +1096,7 @@ impl Router {
                 generations[3] = g;
             }
         }
-        let moving = self.changelog.is_some()
-            || self.rules_changelog.is_some()
-            || self.aggregate_changelog.is_some()
-            || self.delta_changelog.is_some();
+        let moving = self.has_changelog();
         if let (Some(src), Some(topic), true) = (&self.source, &self.series_topic, moving) {
             src.limit_commits(topic, x, offset.min(next_offset));
         }
@@ -1118,6 +1110,18 @@ impl Router {
                 aggregate_from,
             },
         );
+    }
+
+    /// Whether any operator's state goes to a changelog (anomaly, rules, aggregate, delta).
+    fn has_changelog(&self) -> bool {
+        [
+            &self.changelog,
+            &self.rules_changelog,
+            &self.aggregate_changelog,
+            &self.delta_changelog,
+        ]
+        .iter()
+        .any(|c| c.is_some())
     }
 
     /// Since when this worker owns series partition `x` (`None`: it does not).
@@ -1201,11 +1205,7 @@ impl Router {
         let (Some(topic), Some(src)) = (self.series_topic.clone(), self.source.clone()) else {
             return;
         };
-        if self.changelog.is_none()
-            && self.rules_changelog.is_none()
-            && self.aggregate_changelog.is_none()
-            && self.delta_changelog.is_none()
-        {
+        if !self.has_changelog() {
             return;
         }
         let owned = src.assignment();
