@@ -414,3 +414,49 @@ fn a_later_hour_than_the_forest_trained_on_is_not_an_outlier() {
     let spike = f.score(&[12.0, 12.0, 12.0, 1.0, 15.0]);
     assert!(spike > 0.7, "a spike at a later hour: {spike}");
 }
+
+#[test]
+fn a_spike_every_day_at_the_same_hour_is_found_once_and_one_at_another_hour_is_found() {
+    // A nightly job: the value at 90 (give or take 0.5) at about the same time every day from
+    // day 2 (drifting by a point, 14 minutes, either way; the series peaks at 60 there), and
+    // one such spike at another hour on day 8.
+    let spikes: Vec<usize> = (2..10).map(|day| day * 100 + 30 + day % 3 - 1).collect();
+    let odd = 875;
+    let mut n = Noise(7);
+    let points: Vec<(u64, f64)> = (0..1000)
+        .map(|i| {
+            let season = 10.0 * (2.0 * std::f64::consts::PI * i as f64 / 100.0).sin();
+            let noise = n.normal();
+            let v = if spikes.contains(&i) || i == odd {
+                90.0 + 0.5 * noise
+            } else {
+                50.0 + season + noise
+            };
+            (1_700_000_000_000_000_000 / STEP * STEP + i as u64 * STEP, v)
+        })
+        .collect();
+    let c = AnomalyConfig::default();
+    let (scores, _) = run_with(&c, &points);
+    let at = |i: usize| scores[i].score;
+    assert!(
+        at(spikes[0]) >= c.threshold,
+        "the first night's spike: {:?}",
+        scores[spikes[0]]
+    );
+    for &i in &spikes[1..] {
+        assert!(
+            at(i) < c.threshold && at(i) <= c.recurrence_factor,
+            "the same spike the next night, point {i}: {:?}",
+            scores[i]
+        );
+    }
+    assert!(at(odd) >= c.threshold, "the spike at another hour: {:?}", scores[odd]);
+    // Without the comparison with the day before, the second night's spike is an anomaly
+    // too (the daily profile has seen one spike in its bin, not enough to expect it).
+    let off = AnomalyConfig {
+        recurrence_hours: 0.0,
+        ..c.clone()
+    };
+    let (scores, _) = run_with(&off, &points);
+    assert!(scores[spikes[1]].score >= c.threshold, "{:?}", scores[spikes[1]]);
+}
