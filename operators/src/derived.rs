@@ -60,6 +60,37 @@ const HOUR_MINUTES: u64 = 60;
 /// The region of the cross-region rollup.
 pub const GLOBAL: &str = "global";
 
+/// The series the operator writes (a rule reading one of them is evaluated where the operator
+/// runs).
+pub const OUTPUT_NAMES: [&str; 26] = [
+    "dwcp_capacity_bottleneck_rank",
+    "dwcp_capacity_days_to_exhaustion",
+    "dwcp_capacity_forecast",
+    "dwcp_capacity_history_hours",
+    "dwcp_capacity_nodes_needed",
+    "dwcp_cross_region_hop_latency_milliseconds",
+    "dwcp_error_budget_consumed_ratio",
+    "dwcp_error_budget_remaining_ratio",
+    "dwcp_error_budget_remaining_seconds",
+    "dwcp_network_jitter_milliseconds",
+    "dwcp_network_latency_milliseconds",
+    "dwcp_network_packet_loss_ratio",
+    "dwcp_network_received_bytes_per_second",
+    "dwcp_network_sent_bytes_per_second",
+    "dwcp_network_utilization_ratio",
+    "dwcp_region_health_factor_score",
+    "dwcp_region_health_score",
+    "dwcp_region_health_trend",
+    "dwcp_region_healthy",
+    "dwcp_sla_burn_alert",
+    "dwcp_sla_burn_rate",
+    "dwcp_sla_compliance_ratio",
+    "dwcp_sla_month_compliance_ratio",
+    "dwcp_sla_target_ratio",
+    "dwcp_tunnel_flaps",
+    "dwcp_tunnel_status",
+];
+
 fn default_true() -> bool {
     true
 }
@@ -731,6 +762,14 @@ impl DerivedOperator {
             ..DerivedState::default()
         };
         Ok(DerivedOperator { config, index, state })
+    }
+
+    /// The metric names its selectors read, sorted, and whether some selector names no metric
+    /// (matches by labels or a name pattern only).
+    pub fn read_names(&self) -> (Vec<String>, bool) {
+        let mut names: Vec<String> = self.index.by_name.keys().cloned().collect();
+        names.sort();
+        (names, !self.index.unnamed.is_empty())
     }
 
     /// What was not used so far.
@@ -1455,6 +1494,7 @@ fn split_pair(key: &str) -> (&str, &str) {
 }
 
 fn sample(name: &str, labels: &[(&str, &str)], extra: &[(&str, &str)], value: f64, t_ms: i64) -> Sample {
+    debug_assert!(OUTPUT_NAMES.contains(&name), "{name} missing from OUTPUT_NAMES");
     let l = labels_of(
         std::iter::once(("__name__", name))
             .chain(labels.iter().copied())

@@ -860,9 +860,6 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
             unsupported
                 .push("operators.prometheus.target_info (every worker seeing a resource would write its target_info)");
         }
-        if oc.derived_config().is_enabled() {
-            unsupported.push("operators sla/health/network/capacity (they combine metrics of every partition)");
-        }
         if !unsupported.is_empty() {
             return Err(invalid(
                 "repartition.enabled",
@@ -941,13 +938,23 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
             invalid(&field, message)
         })?;
     }
-    if let Err(e) = DerivedOperator::new(config.operators.derived_config()) {
-        let field = if e.field.starts_with("report_interval_ms") {
-            format!("operators.derived.{}", e.field)
-        } else {
-            format!("operators.{}", e.field)
-        };
-        return Err(invalid(&field, e.message));
+    match DerivedOperator::new(config.operators.derived_config()) {
+        Err(e) => {
+            let field = if e.field.starts_with("report_interval_ms") {
+                format!("operators.derived.{}", e.field)
+            } else {
+                format!("operators.{}", e.field)
+            };
+            return Err(invalid(&field, e.message));
+        }
+        // With several workers its inputs are routed to one of them by metric name.
+        Ok(op) if config.repartition.enabled && op.read_names().1 => {
+            return Err(invalid(
+                "repartition.enabled",
+                "the SLA, health, network and capacity selectors must each name their metric (a selector by labels or a name pattern alone cannot be routed to the worker that runs them)".into(),
+            ));
+        }
+        Ok(_) => {}
     }
     if let Err(e) = dwcp_operators::anomaly::operator::AnomalyOperator::new(config.operators.anomaly.clone()) {
         return Err(invalid(

@@ -31,6 +31,9 @@
 //!   groups reading a common metric share one key ([`KeyPlan`]); each group is evaluated by
 //!   the worker that owns its key's partition, so `absent()` is answered by one worker, with
 //!   the metric's whole data;
+//! - the metrics the SLA, health, network and capacity operators read share one key with the
+//!   rule groups reading any of them or any of the operators' outputs (`derived` when no
+//!   group does): the operators run at the worker owning that key's partition;
 //! - an aggregation rule's metric is keyed by its OTLP name;
 //! - any other point by its metric family: its Prometheus name without `_bucket`, `_sum`,
 //!   `_count` (every series of a metric meets at one worker, for the anomaly detectors and the
@@ -101,12 +104,14 @@ pub fn key_partition(key: &str, partitions: i32) -> i32 {
 #[derive(Debug, Clone, Default)]
 pub struct KeyPlan {
     /// Metric family (or `otlp:<name>` of an aggregated metric) → the key of the rule groups
-    /// reading it.
+    /// (or the derived operator) reading it.
     read_by_rules: HashMap<String, String>,
     /// OTLP names of aggregated metrics.
     aggregated: std::collections::HashSet<String>,
     /// Per rule group (config order): its key.
     group_keys: Vec<String>,
+    /// The derived operator's key, when it is configured.
+    pub derived_key: Option<String>,
     /// Rule groups whose selectors match metric names by pattern: they read only the series
     /// their own worker holds.
     pub open_groups: Vec<String>,
@@ -121,13 +126,20 @@ fn find(parent: &mut [usize], mut i: usize) -> usize {
 }
 
 impl KeyPlan {
-    /// The plan for `config`'s rule groups and aggregation rules.
+    /// The plan for `config`'s rule groups, aggregation rules and derived operator.
     pub fn new(config: &ValidatedConfig) -> Self {
         use dwcp_operators::prom::family;
         let groups = &config.rule_groups;
         let agg = &config.config.operators.aggregation.rules;
-        // What each group reads, as family tokens; recorded names resolve to their group.
-        let recorded_by: HashMap<&str, usize> = groups
+        // The derived operator (SLAs, health, network, capacity) is one more reader, after the
+        // groups: what it reads meets at one worker, with the groups reading its outputs.
+        let derived = dwcp_operators::derived::DerivedOperator::new(config.config.operators.derived_config())
+            .ok()
+            .filter(|_| config.config.operators.derived_config().is_enabled());
+        let d = groups.len();
+        // What each group reads, as family tokens; recorded names resolve to their group, the
+        // derived operator's outputs to it.
+        let mut recorded_by: HashMap<&str, usize> = groups
             .iter()
             .enumerate()
             .flat_map(|(gi, g)| {
@@ -137,54 +149,69 @@ impl KeyPlan {
                     .map(move |r| (r.name.as_str(), gi))
             })
             .collect();
-        let mut parent: Vec<usize> = (0..groups.len()).collect();
+        if derived.is_some() {
+            recorded_by.extend(dwcp_operators::derived::OUTPUT_NAMES.iter().map(|n| (*n, d)));
+        }
+        let mut parent: Vec<usize> = (0..=d).collect();
         let mut readers: HashMap<String, usize> = HashMap::new();
         let mut open_groups = Vec::new();
+        let mut read = |gi: usize, n: &str, parent: &mut Vec<usize>| {
+            let token = if let Some(&hi) = recorded_by.get(n) {
+                // A recorded series lives where its group is evaluated.
+                let (a, b) = (find(parent, gi), find(parent, hi));
+                parent[a.max(b)] = a.min(b);
+                return;
+            } else if let Some(a) = agg.iter().find(|a| n.starts_with(&format!("{}:", a.record()))) {
+                format!("otlp:{}", a.metric)
+            } else {
+                family(n).to_string()
+            };
+            match readers.get(&token) {
+                Some(&other) => {
+                    let (a, b) = (find(parent, gi), find(parent, other));
+                    parent[a.max(b)] = a.min(b);
+                }
+                None => {
+                    readers.insert(token, gi);
+                }
+            }
+        };
         for (gi, g) in groups.iter().enumerate() {
             let mut open = false;
             for r in &g.rules {
                 let (names, o) = r.selected_metrics();
                 open |= o;
                 for n in names {
-                    let token = if let Some(&hi) = recorded_by.get(n.as_str()) {
-                        // A recorded series lives where its group is evaluated.
-                        let (a, b) = (find(&mut parent, gi), find(&mut parent, hi));
-                        parent[a.max(b)] = a.min(b);
-                        continue;
-                    } else if let Some(a) = agg.iter().find(|a| n.starts_with(&format!("{}:", a.record()))) {
-                        format!("otlp:{}", a.metric)
-                    } else {
-                        family(&n).to_string()
-                    };
-                    match readers.get(&token) {
-                        Some(&other) => {
-                            let (a, b) = (find(&mut parent, gi), find(&mut parent, other));
-                            parent[a.max(b)] = a.min(b);
-                        }
-                        None => {
-                            readers.insert(token, gi);
-                        }
-                    }
+                    read(gi, &n, &mut parent);
                 }
             }
             if open {
                 open_groups.push(format!("{}:{}", g.file, g.name));
             }
         }
-        let group_keys: Vec<String> = (0..groups.len())
-            .map(|gi| {
-                let root = find(&mut parent, gi);
+        if let Some(op) = &derived {
+            for n in op.read_names().0 {
+                read(d, &n, &mut parent);
+            }
+        }
+        let node_key = |root: usize| {
+            if root == d {
+                "derived".to_string()
+            } else {
                 format!("rules:{}:{}", groups[root].file, groups[root].name)
-            })
-            .collect();
+            }
+        };
+        let group_keys: Vec<String> = (0..groups.len()).map(|gi| node_key(find(&mut parent, gi))).collect();
+        let derived_key = derived.map(|_| node_key(find(&mut parent, d)));
         let read_by_rules = readers
             .into_iter()
-            .map(|(token, gi)| (token, group_keys[find(&mut parent, gi)].clone()))
+            .map(|(token, gi)| (token, node_key(find(&mut parent, gi))))
             .collect();
         KeyPlan {
             read_by_rules,
             aggregated: agg.iter().map(|a| a.metric.clone()).collect(),
             group_keys,
+            derived_key,
             open_groups,
         }
     }
@@ -204,6 +231,11 @@ impl KeyPlan {
     /// The partition of each rule group's key, in config order.
     pub fn group_partitions(&self, partitions: i32) -> Vec<i32> {
         self.group_keys.iter().map(|k| key_partition(k, partitions)).collect()
+    }
+
+    /// The partition of the derived operator's key.
+    pub fn derived_partition(&self, partitions: i32) -> Option<i32> {
+        self.derived_key.as_deref().map(|k| key_partition(k, partitions))
     }
 }
 
@@ -591,6 +623,96 @@ mod tests {
         let parts = plan.group_partitions(12);
         assert_eq!(parts[0], parts[1]);
         assert_eq!(parts[0], key_partition(&format!("rules:{file}:latency"), 12));
+    }
+
+    #[test]
+    fn the_derived_operators_inputs_meet_with_the_rules_that_read_them_or_its_outputs() {
+        use dwcp_schemas::model::{Number, PointValue, Temporality};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rules = dir.path().join("r.yml");
+        std::fs::write(
+            &rules,
+            r#"groups:
+  - name: errors
+    rules:
+      - alert: Errors
+        expr: rate(errors_total[1m]) > 0
+  - name: budget
+    rules:
+      - alert: BudgetLow
+        expr: dwcp_sla_compliance_ratio < 0.99
+  - name: other
+    rules:
+      - alert: Queue
+        expr: queue_depth > 5
+"#,
+        )
+        .expect("write rules");
+        let yaml = format!(
+            "repartition: {{enabled: true}}\nrules:\n  files: [\"{}\"]\noperators:\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n  sla:\n    - {{name: api, kind: availability, target: 0.99, total: requests_total, bad: errors_total}}\n    - {{name: lat, kind: latency, target: 0.9, histogram: 'latency_milliseconds{{job=\"gw\"}}', threshold: 250}}\n  capacity:\n    - {{resource: disk, series: disk_used_ratio}}\n",
+            rules.display()
+        );
+        let c = crate::config::parse(&yaml, std::path::Path::new("p.yaml"), &[]).expect("valid");
+        let plan = KeyPlan::new(&c);
+        let file = rules.display().to_string();
+        let counter = |v| PointValue::Sum {
+            value: Number::Int(v),
+            temporality: Temporality::Cumulative,
+            monotonic: true,
+        };
+        let hist = PointValue::Histogram {
+            count: 1,
+            sum: Some(1.0),
+            min: None,
+            max: None,
+            bounds: vec![],
+            bucket_counts: vec![1],
+            temporality: Temporality::Cumulative,
+        };
+        let gauge = PointValue::Gauge { value: Number::Int(1) };
+        // errors_total is read by the first group and the SLA; the budget group reads the SLA's
+        // output: one key, the first group's (the lowest index names the union).
+        let key = format!("rules:{file}:errors");
+        assert_eq!(plan.derived_key.as_deref(), Some(key.as_str()));
+        assert_eq!(plan.group_keys[..2], [key.clone(), key.clone()]);
+        for p in [
+            point("requests", "", counter(1)),
+            point("errors", "", counter(1)),
+            point("latency", "ms", hist),
+            point("disk.used", "1", gauge.clone()),
+        ] {
+            assert_eq!(plan.point_key(&p), key, "{}", p.metric.name);
+        }
+        // A group reading none of that keeps its own key.
+        assert_eq!(plan.group_keys[2], format!("rules:{file}:other"));
+        assert_eq!(
+            plan.point_key(&point("queue.depth", "", gauge)),
+            format!("rules:{file}:other")
+        );
+        assert_eq!(plan.derived_partition(12), Some(key_partition(&key, 12)));
+        // Without rules the operator's inputs share the key "derived".
+        let c = crate::config::parse(
+            "repartition: {enabled: true}\noperators:\n  span_metrics: {enabled: false}\n  prometheus: {target_info: false}\n  capacity:\n    - {resource: disk, series: disk_used_ratio}\n",
+            std::path::Path::new("p.yaml"),
+            &[],
+        )
+        .expect("valid");
+        let plan = KeyPlan::new(&c);
+        assert_eq!(plan.derived_key.as_deref(), Some("derived"));
+        let p = point("disk.used", "1", PointValue::Gauge { value: Number::Int(1) });
+        assert_eq!(plan.point_key(&p), "derived");
+        // A selector naming no metric cannot be routed: refused, naming the field.
+        let e = crate::config::parse(
+            "repartition: {enabled: true}\noperators:\n  span_metrics: {enabled: false}\n  prometheus: {target_info: false}\n  capacity:\n    - {resource: disk, series: '{job=\"x\"}'}\n",
+            std::path::Path::new("p.yaml"),
+            &[],
+        )
+        .expect_err("refused");
+        assert!(
+            e.to_string()
+                .starts_with("p.yaml: repartition.enabled: the SLA, health"),
+            "{e}"
+        );
     }
 
     #[test]

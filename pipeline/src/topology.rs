@@ -172,10 +172,13 @@ pub async fn run(
     let derived_config = oc.derived_config();
     let mut derived = None;
     let mut producer = None;
+    let derived_moves = derived_config.is_enabled() && config.config.repartition.enabled;
     if derived_config.is_enabled() {
         let mut op = DerivedOperator::new(derived_config)
             .map_err(|e| anyhow::anyhow!("{}: operators.{e}", config.file.display()))?;
-        if let Some(dir) = &oc.state_dir {
+        if derived_moves {
+            // Run by the worker owning its key's series partition, state in the changelog.
+        } else if let Some(dir) = &oc.state_dir {
             if let Some(state) = load_state::<DerivedState>(dir, DERIVED_STATE_FILE)? {
                 op.restore(state);
                 tracing::info!(dir = %dir.display(), "derived state restored from snapshot");
@@ -205,6 +208,7 @@ pub async fn run(
     // topics and the operators read those (and the log inputs).
     let mut repartition_stage = None;
     let mut rule_partitions = None;
+    let mut derived_home = None;
     let mut input_partitions = Vec::new();
     if let Some(stage) = config.repartition_stage() {
         let counts = crate::repartition::ensure_topics(&config).await?;
@@ -214,6 +218,13 @@ pub async fn run(
             tracing::warn!(group = %g, "rule group selects metrics by name pattern: with several workers it reads only the series of the worker that evaluates it");
         }
         rule_partitions = Some((rp.series_topic.clone(), plan.group_partitions(counts.0)));
+        derived_home = plan.derived_partition(counts.0);
+        if let (Some(x), Some(key)) = (derived_home, &plan.derived_key) {
+            tracing::info!(partition = x, key = %key, "SLA, health, network and capacity: run by the worker owning this series partition");
+            if oc.derived_config().network.is_some() {
+                tracing::warn!("with repartitioning, the network view's cross-region hop latencies from traces are not measured (traces are spread over the workers by trace id); its metric inputs are");
+            }
+        }
         input_partitions = crate::repartition::input_partitions(&stage).await?;
         tracing::info!(
             partitions = input_partitions.len(),
@@ -379,7 +390,17 @@ pub async fn run(
     router.input_partitions = input_partitions;
     router.progress = Some(source.progress());
     router.source = Some(source.clone());
-    router.derived = derived;
+    if derived_moves {
+        router.derived_template = Some(oc.derived_config());
+        router.derived_home = derived_home;
+        if config.config.repartition.changelog {
+            let cl = crate::changelog::Changelog::open(&config, "derived").await?;
+            tracing::info!(topic = %cl.topic(), "SLA, health, network and capacity state, checkpointed to the changelog");
+            router.derived_changelog = Some(Arc::new(cl));
+        }
+    } else {
+        router.derived = derived;
+    }
     router.producer = producer;
     router.derived_view = Some(derived_view);
     router.alerts_view = Some(alerts_view);
@@ -501,6 +522,11 @@ struct Router {
     dropped_metric_labels: std::collections::HashSet<String>,
     /// SLAs, health, network and capacity, when configured.
     derived: Option<DerivedOperator>,
+    /// With repartitioning: the derived operator's configuration; it runs in the task of
+    /// series partition `derived_home` (the partition of its inputs' key).
+    derived_template: Option<dwcp_operators::derived::DerivedConfig>,
+    derived_home: Option<i32>,
+    derived_changelog: Option<Arc<crate::changelog::Changelog>>,
     producer: Option<DerivedProducer>,
     derived_view: Option<watch::Sender<Arc<DerivedView>>>,
     alertmanagers: Vec<AlertmanagerSink>,
@@ -551,14 +577,20 @@ struct Reported {
 /// the offset after the last record it has seen.
 struct PartitionTask {
     anomaly: Option<dwcp_operators::anomaly::operator::AnomalyOperator>,
+    /// The derived operator, in the task of its home partition.
+    derived: Option<DerivedOperator>,
     next_offset: i64,
-    /// Per changelog (anomaly, rules, aggregate, delta): the generation of the last checkpoint written or read;
-    /// the next one goes to the other chunk set, and only a success moves it on.
-    generations: [u64; 4],
+    /// Per changelog (anomaly, rules, aggregate, delta, derived): the generation of the last
+    /// checkpoint written or read; the next one goes to the other chunk set, and only a success
+    /// moves it on.
+    generations: [u64; 5],
     /// Records of the partition below this offset are in the aggregation windows restored
     /// from the changelog: read again (the commit was behind the checkpoint), they are not
     /// added twice.
     aggregate_from: i64,
+    /// Records of the partition below this offset are in the derived state restored from the
+    /// changelog: read again, they are not counted twice.
+    derived_from: i64,
     /// When the partition was assigned (the assignment's instant): another instant means it was
     /// revoked and assigned again, and this state is stale.
     since: Option<std::time::Instant>,
@@ -584,6 +616,13 @@ struct RulesCheckpoint {
 struct AggregateCheckpoint {
     next_offset: i64,
     state: dwcp_operators::aggregate::AggregateState,
+}
+
+/// A changelog record of the derived operator (SLAs, health, network, capacity).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DerivedCheckpoint {
+    next_offset: i64,
+    state: DerivedState,
 }
 
 /// A changelog record of one partition's delta-to-cumulative totals.
@@ -672,6 +711,9 @@ impl Router {
             reported: Reported::default(),
             dropped_metric_labels: std::collections::HashSet::new(),
             derived: None,
+            derived_template: None,
+            derived_home: None,
+            derived_changelog: None,
             producer: None,
             derived_view: None,
             alertmanagers: Vec::new(),
@@ -719,7 +761,7 @@ impl Router {
                     self.activity.on_watermark(wm, &mut out);
                     let mut samples = Vec::new();
                     self.aggregate.on_watermark(wm, &mut samples);
-                    self.derive_from(&samples, None);
+                    self.derive_from(&samples, None, None);
                     self.publish(samples, "aggregated", None).await;
                     let now = now_nanos();
                     let partitions: Vec<i32> = self.partition_aggregates.keys().copied().collect();
@@ -729,7 +771,7 @@ impl Router {
                             agg.on_watermark(m.watermark(now), &mut samples);
                         }
                         if !samples.is_empty() {
-                            self.derive_from(&samples, Some(x));
+                            self.derive_from(&samples, Some(x), None);
                             self.publish(samples, "aggregated", None).await;
                         }
                     }
@@ -740,7 +782,7 @@ impl Router {
                     if !points.is_empty() && self.wants_samples() {
                         let mut samples = Vec::new();
                         self.converter.convert(&points, &mut samples);
-                        self.derive_from(&samples, None);
+                        self.derive_from(&samples, None, None);
                         self.publish(samples, "span_metrics", None).await;
                     }
                     self.close_derived(wm).await;
@@ -909,7 +951,8 @@ impl Router {
             if self.wants_samples() {
                 let mut samples = Vec::new();
                 self.converter.convert_from(points, series_partition, &mut samples);
-                self.derive_from(&samples, series_partition);
+                #[allow(clippy::cast_possible_wrap)]
+                self.derive_from(&samples, series_partition, Some(b.ack.id() as i64));
                 self.publish(samples, "converted", Some(&b.ack)).await;
                 // Anomaly scores go out with the samples they score (and their offsets wait for
                 // them), so a receiver sees them in time order with the raw series.
@@ -936,6 +979,10 @@ impl Router {
             let wm = self.watermarks.watermark(now);
             let wms = self.rule_watermarks(wm, now);
             if self.rules.as_ref().is_some_and(|r| r.due_at(&wms)) {
+                // The minutes of the SLA/health operators this event time closes first: a rule
+                // reading their series (dwcp_sla_compliance_ratio) then sees the same samples
+                // however batches and ticks interleave.
+                self.close_derived(wm).await;
                 self.evaluate_rules(wm).await;
             }
         }
@@ -977,18 +1024,28 @@ impl Router {
     fn wants_samples(&self) -> bool {
         !self.remote_write.is_empty()
             || self.derived.is_some()
+            || self.derived_template.is_some()
             || self.rules.is_some()
             || self.anomaly.is_some()
             || self.anomaly_template.is_some()
             || self.window.is_some()
     }
 
-    /// Feeds samples to the derived operator and the rule store.
     /// Feeds samples to the operators downstream of conversion; `partition`: the internal
-    /// series partition they came from (their anomaly state is that partition's).
-    fn derive_from(&mut self, samples: &[dwcp_operators::prom::Sample], partition: Option<i32>) {
+    /// series partition they came from (their anomaly state is that partition's); `offset`: the
+    /// offset of the record they were converted from (`None`: an operator's output).
+    fn derive_from(&mut self, samples: &[dwcp_operators::prom::Sample], partition: Option<i32>, offset: Option<i64>) {
         if let Some(d) = &mut self.derived {
             d.process(samples);
+        }
+        if let Some(t) = partition
+            .filter(|x| self.derived_home == Some(*x))
+            .and_then(|x| self.tasks.get_mut(&x))
+        {
+            // A record below the restored checkpoint is in its state already.
+            if let (Some(d), true) = (&mut t.derived, offset.is_none_or(|o| o >= t.derived_from)) {
+                d.process(samples);
+            }
         }
         if let Some(r) = &mut self.rules {
             match partition {
@@ -1014,7 +1071,8 @@ impl Router {
     /// changelogs when there are any, and the partition's commits held at `offset` until its
     /// first checkpoint.
     async fn open_partition_task(&mut self, x: i32, offset: i64) {
-        if self.tasks.contains_key(&x) || (self.anomaly_template.is_none() && !self.has_changelog()) {
+        let home = self.derived_home == Some(x);
+        if self.tasks.contains_key(&x) || (self.anomaly_template.is_none() && !self.has_changelog() && !home) {
             return;
         }
         // A batch still queued from a partition revoked meanwhile: its new owner has the state.
@@ -1030,8 +1088,32 @@ impl Router {
             }
         }
         let mut next_offset = offset;
-        let mut generations = [0u64; 4];
+        let mut generations = [0u64; 5];
         let mut aggregate_from = 0;
+        let mut derived_from = 0;
+        let mut derived = None;
+        if let (true, Some(config)) = (home, &self.derived_template) {
+            match DerivedOperator::new(config.clone()) {
+                Ok(op) => derived = Some(op),
+                // Checked at startup with the same configuration.
+                Err(e) => tracing::error!(error = %e, "derived operator not created"),
+            }
+        }
+        if let (Some(cl), Some(op)) = (self.derived_changelog.clone(), derived.as_mut()) {
+            if let Some((g, c)) = self.restore::<DerivedCheckpoint>(&cl, "derived", x).await {
+                op.restore(c.state);
+                tracing::info!(
+                    partition = x,
+                    groups = op.groups(),
+                    covers_offset = c.next_offset,
+                    first_offset = offset,
+                    "SLA, health, network and capacity state restored from the changelog"
+                );
+                derived_from = c.next_offset;
+                next_offset = next_offset.min(c.next_offset);
+                generations[4] = g;
+            }
+        }
         if let Some(cl) = self.changelog.clone() {
             if anomaly.is_some() {
                 if let Some((g, c)) = self.restore::<AnomalyCheckpoint>(&cl, "anomaly", x).await {
@@ -1104,21 +1186,25 @@ impl Router {
             x,
             PartitionTask {
                 anomaly,
+                derived,
                 next_offset: offset,
                 generations,
                 since: self.assigned_since(x),
                 aggregate_from,
+                derived_from,
             },
         );
     }
 
-    /// Whether any operator's state goes to a changelog (anomaly, rules, aggregate, delta).
+    /// Whether any operator's state goes to a changelog (anomaly, rules, aggregate, delta,
+    /// derived).
     fn has_changelog(&self) -> bool {
         [
             &self.changelog,
             &self.rules_changelog,
             &self.aggregate_changelog,
             &self.delta_changelog,
+            &self.derived_changelog,
         ]
         .iter()
         .any(|c| c.is_some())
@@ -1254,6 +1340,13 @@ impl Router {
                     state: self.converter.snapshot_partition(x),
                 };
                 parts.push((3usize, "delta", cl.clone(), serde_json::to_vec(&c)));
+            }
+            if let (Some(cl), Some(op)) = (&self.derived_changelog, &t.derived) {
+                let c = DerivedCheckpoint {
+                    next_offset,
+                    state: op.snapshot(),
+                };
+                parts.push((4usize, "derived", cl.clone(), serde_json::to_vec(&c)));
             }
             let mut all = true;
             let mut generations = t.generations;
@@ -1458,7 +1551,23 @@ impl Router {
 
     /// Closes the derived operator's minutes up to the watermark and ships what they produced.
     async fn close_derived(&mut self, wm: EventTime) {
-        let Some(d) = &mut self.derived else { return };
+        // With repartitioning, in its home partition's task and at that partition's event time.
+        let (d, wm) = match self.derived_home {
+            Some(x) => {
+                let Some(m) = self.partition_marks.get_mut(&x) else {
+                    return;
+                };
+                let wm = m.watermark(now_nanos());
+                let Some(d) = self.tasks.get_mut(&x).and_then(|t| t.derived.as_mut()) else {
+                    return;
+                };
+                (d, wm)
+            }
+            None => {
+                let Some(d) = &mut self.derived else { return };
+                (d, wm)
+            }
+        };
         let mut out = DerivedOutput::default();
         d.on_watermark(wm, &mut out);
         let closed = !out.samples.is_empty() || !out.sla.is_empty() || !out.health.is_empty();
@@ -1476,7 +1585,10 @@ impl Router {
         }
         // Derived series feed the rules (an SLA rule reads dwcp_sla_compliance_ratio).
         if let Some(r) = &mut self.rules {
-            r.process(&out.samples);
+            match self.derived_home {
+                Some(x) => r.process_from(&out.samples, x),
+                None => r.process(&out.samples),
+            }
         }
         self.ship_alerts(&out.alerts).await;
         self.publish(out.samples, "derived", None).await;
@@ -1642,18 +1754,23 @@ impl Router {
             .set(i64::try_from(self.traces.traces_in_flight()).unwrap_or(i64::MAX));
         t.trace_bytes_in_flight
             .set(i64::try_from(self.traces.bytes_in_flight()).unwrap_or(i64::MAX));
-        if let Some(dop) = &self.derived {
+        let home = self
+            .derived_home
+            .and_then(|x| self.tasks.get(&x))
+            .and_then(|t| t.derived.as_ref());
+        if let Some(dop) = self.derived.as_ref().or(home) {
+            // (Counts restored with a moved partition's state can be below what was reported.)
             let ds = dop.stats();
             let was = self.reported.derived;
             t.derived_dropped
                 .get_or_create(&labels([("reason", "late")]))
-                .inc_by(ds.late_samples - was.late_samples);
+                .inc_by(ds.late_samples.saturating_sub(was.late_samples));
             t.derived_dropped
                 .get_or_create(&labels([("reason", "group_limit")]))
-                .inc_by(ds.dropped_groups - was.dropped_groups);
+                .inc_by(ds.dropped_groups.saturating_sub(was.dropped_groups));
             t.derived_dropped
                 .get_or_create(&labels([("reason", "counter_series_limit")]))
-                .inc_by(ds.dropped_counter_series - was.dropped_counter_series);
+                .inc_by(ds.dropped_counter_series.saturating_sub(was.dropped_counter_series));
             self.reported.derived = ds;
             t.operator_state
                 .get_or_create(&labels([("operator", "derived")]))

@@ -87,8 +87,11 @@ fn yaml(brokers: &str, id: &str, input: &str, prom: &str, repartition: bool) -> 
         "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
          dead_letter:\n  topic: \"{id}.dlq\"\n\
          operators:\n  idle_timeout_ms: 600000\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n  anomaly:\n    series: [{}]\n  aggregation:\n    rules: [{{metric: dwcp.latency}}, {{metric: dwcp.queue.a}}]\n\
+         \x20 sla:\n    - {{name: fast, kind: latency, target: 0.99, histogram: dwcp_latency_milliseconds, threshold: 250}}\n\
+         \x20 health:\n    latency: {{histogram_mean: dwcp_latency_milliseconds}}\n    utilization: {{gauge: dwcp_queue_b}}\n\
+         \x20 capacity:\n    - {{resource: queue, series: dwcp_queue_c, capacity: 100}}\n\
          rules:\n  files: [\"{rules}\"]\n\
-         derived_topics:\n  alerts: \"{id}.alerts\"\n  anomalies: \"{id}.anomalies\"\n\
+         derived_topics:\n  alerts: \"{id}.alerts\"\n  anomalies: \"{id}.anomalies\"\n  sla: \"{id}.sla\"\n  health: \"{id}.health\"\n\
          sinks:\n  prometheus_remote_write:\n    - {{url: \"{prom}\", batch_wait_ms: 100}}\n",
         anomaly_series.join(", ")
     );
@@ -204,7 +207,12 @@ fn canonical(v: &apache_avro::types::Value) -> String {
 }
 
 fn sorted_records(brokers: &str, topic: &str, avsc: &str, count: usize) -> Vec<String> {
-    let messages = consume_all(brokers, topic, count, Duration::from_secs(30));
+    sorted_records_within(brokers, topic, avsc, count, Duration::from_secs(30))
+}
+
+/// The first `count` records of `topic` or all it has after `timeout`, decoded, sorted.
+fn sorted_records_within(brokers: &str, topic: &str, avsc: &str, count: usize, timeout: Duration) -> Vec<String> {
+    let messages = consume_all(brokers, topic, count, timeout);
     let mut records: Vec<String> = decode_avro(&messages, avsc)
         .iter()
         .map(|r| {
@@ -231,7 +239,7 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
     let (one, three) = (format!("{id}-one"), format!("{id}-three"));
     let mut topics = vec![input.clone()];
     for g in [&one, &three] {
-        for t in ["dlq", "alerts", "anomalies"] {
+        for t in ["dlq", "alerts", "anomalies", "sla", "health"] {
             topics.push(format!("{g}.{t}"));
         }
     }
@@ -310,6 +318,8 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
         "ALERTS",
         "dwcp_anomaly_score",
         "dwcp:latency:p95:10s",
+        "dwcp_sla_compliance_ratio",
+        "dwcp_region_health_score",
     ] {
         assert!(want_one.keys().any(|l| l["__name__"] == name), "{name} missing");
     }
@@ -350,13 +360,18 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
 
     // Alert transitions and anomaly episodes: the same records (the derived topics are
     // at-least-once without transactions, and no worker crashed, so exactly these).
-    let alerts_one = sorted_records(&brokers, &format!("{one}.alerts"), "alert.avsc", 4);
-    let alerts_three = sorted_records(&brokers, &format!("{three}.alerts"), "alert.avsc", alerts_one.len());
+    // (Every record: the workers are done, so what a topic holds after a few seconds is all.)
+    let all =
+        |topic: String, avsc: &str| sorted_records_within(&brokers, &topic, avsc, usize::MAX, Duration::from_secs(5));
+    let alerts_one = all(format!("{one}.alerts"), "alert.avsc");
+    let alerts_three = all(format!("{three}.alerts"), "alert.avsc");
     assert!(alerts_one.iter().any(|a| a.contains("HighLatency")), "{alerts_one:?}");
     assert!(
         alerts_one.iter().any(|a| a.contains("DWCPServiceDown")),
         "{alerts_one:?}"
     );
+    // The rule reading the SLA operator's compliance series, evaluated where that runs.
+    assert!(alerts_one.iter().any(|a| a.contains("SLAViolation")), "{alerts_one:?}");
     assert_eq!(alerts_three, alerts_one);
     let anomalies_one = sorted_records(&brokers, &format!("{one}.anomalies"), "anomaly.avsc", 6);
     let anomalies_three = sorted_records(
@@ -375,6 +390,28 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
         );
     }
     assert_eq!(anomalies_three, anomalies_one);
+    // SLA reports and health changes: run by one of the three workers (the one owning the key
+    // of what they read), with every region's data. A report a minute per region and the
+    // global rollup: us-east-1's slow requests (steps 40 to 72) break the SLA there and
+    // globally.
+    let sla_one = all(format!("{one}.sla"), "sla_report.avsc");
+    let sla_three = all(format!("{three}.sla"), "sla_report.avsc");
+    assert!(sla_one.len() > 100, "{} SLA reports", sla_one.len());
+    for region in ["us-east-1", "us-west-1", "eu-west-1", "global"] {
+        let region = format!("region: String(\"{region}\")");
+        assert!(sla_one.iter().any(|r| r.contains(&region)), "{region}: {sla_one:?}");
+    }
+    assert!(
+        sla_one
+            .iter()
+            .any(|r| r.contains("region: String(\"us-east-1\")") && r.contains("compliant: Boolean(false)")),
+        "{sla_one:?}"
+    );
+    assert_eq!(sla_three, sla_one);
+    let health_one = all(format!("{one}.health"), "region_health.avsc");
+    let health_three = all(format!("{three}.health"), "region_health.avsc");
+    assert!(!health_one.is_empty());
+    assert_eq!(health_three, health_one);
     let _ = (&prom_one, &prom_three, single);
 }
 
@@ -447,7 +484,16 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
     let id = unique("scale-kill");
     let input = format!("{id}.in");
     create_topics(&brokers, &[&input], 3).await;
-    create_topics(&brokers, &[&format!("{id}.dlq")], 1).await;
+    let derived_topics: Vec<String> = ["dlq", "sla", "health", "alerts", "anomalies"]
+        .iter()
+        .map(|t| format!("{id}.{t}"))
+        .collect();
+    create_topics(
+        &brokers,
+        &derived_topics.iter().map(String::as_str).collect::<Vec<_>>(),
+        1,
+    )
+    .await;
     let work = tempfile::tempdir().expect("tempdir");
     let prom = PrometheusServer::start(&work.path().join("prom")).await;
     let now_s = std::time::SystemTime::now()
@@ -459,6 +505,8 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
         "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
          dead_letter:\n  topic: \"{id}.dlq\"\n\
          operators:\n  idle_timeout_ms: 600000\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n  aggregation:\n    rules: [{{metric: dwcp.queue.a, aggregations: [count, sum, min, max]}}]\n\
+         \x20 sla:\n    - {{name: rate, kind: throughput, target: 0.9, total: dwcp_sent_bytes_total, min_rate: 0.3}}\n\
+         derived_topics:\n  sla: \"{id}.sla\"\n  health: \"{id}.health\"\n  alerts: \"{id}.alerts\"\n  anomalies: \"{id}.anomalies\"\n\
          sinks:\n  prometheus_remote_write:\n    - {{url: \"{}\", batch_wait_ms: 100}}\n\
          repartition:\n  enabled: true\n  series_topic: \"{id}.series\"\n  spans_topic: \"{id}.spans\"\n  partitions: 6\n",
         prom.write_url()
@@ -619,6 +667,73 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
         "{checked} delta totals checked of {}",
         3 * steps
     );
+
+    // The throughput SLA over dwcp.sent (at least 0.3 bytes/s in a good minute): us-east-1
+    // sends 12 bytes a minute (0.2/s), every minute bad from the first, one violation that never
+    // ends; us-west-1 (0.4/s), eu-west-1 (0.6/s) and the global sum (1.2/s) are good every
+    // minute. The SLA's state moved with its partition through the restarts and the crash: lost,
+    // the violation would start again later; counted twice on a replay, some of us-east-1's
+    // minutes would reach 24 bytes and be good.
+    let last_minute = i64::try_from((t0 + 24 * 60) * 1000).expect("ms");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let latest = loop {
+        let records = decode_avro(
+            &consume_all(&brokers, &format!("{id}.sla"), usize::MAX, Duration::from_secs(3)),
+            "sla_report.avsc",
+        );
+        let mut latest: BTreeMap<String, BTreeMap<String, apache_avro::types::Value>> = BTreeMap::new();
+        for r in records {
+            let (apache_avro::types::Value::String(region), apache_avro::types::Value::TimestampMillis(end)) =
+                (&r["region"], &r["period_end"])
+            else {
+                panic!("{r:?}")
+            };
+            let newer = latest
+                .get(region)
+                .is_none_or(|l| matches!(l["period_end"], apache_avro::types::Value::TimestampMillis(e) if e < *end));
+            if newer {
+                latest.insert(region.clone(), r.clone());
+            }
+        }
+        let done = latest.len() == 4
+            && latest
+                .values()
+                .all(|r| matches!(r["period_end"], apache_avro::types::Value::TimestampMillis(e) if e >= last_minute));
+        if done || Instant::now() > deadline {
+            break latest;
+        }
+    };
+    assert_eq!(
+        latest.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["eu-west-1", "global", "us-east-1", "us-west-1"]
+    );
+    for (region, r) in &latest {
+        let (compliance, violations) = (&r["compliance"], &r["violations"]);
+        if region == "us-east-1" {
+            assert_eq!(compliance, &apache_avro::types::Value::Double(0.0), "{r:?}");
+            let apache_avro::types::Value::Array(v) = violations else {
+                panic!("{r:?}")
+            };
+            assert_eq!(v.len(), 1, "one violation: {r:?}");
+            let apache_avro::types::Value::Record(f) = &v[0] else {
+                panic!("{r:?}")
+            };
+            let t0_ms = i64::try_from(t0 * 1000).expect("ms");
+            assert_eq!(f[0].1, apache_avro::types::Value::TimestampMillis(t0_ms), "{r:?}");
+            assert_eq!(
+                f[1].1,
+                apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
+                "{r:?}"
+            );
+        } else {
+            assert_eq!(compliance, &apache_avro::types::Value::Double(1.0), "{region}: {r:?}");
+            assert_eq!(
+                violations,
+                &apache_avro::types::Value::Array(Vec::new()),
+                "{region}: {r:?}"
+            );
+        }
+    }
 }
 
 /// OTLP/JSON of one probe gauge point of eu-west-1.
