@@ -513,6 +513,60 @@ pub struct PromConverter {
     k_name: Arc<str>,
     k_le: Arc<str>,
     k_quantile: Arc<str>,
+    /// `target_info` only from marker points ([`TARGET_INFO_MARKER`]), not per resource seen.
+    markers_only: bool,
+}
+
+/// The metric of the marker point the re-keying stage sends for each resource of an input
+/// message, in the partition of the resource's identity ([`target_info_key`]): with several
+/// workers each would otherwise write its own copy of the resource's `target_info`.
+pub const TARGET_INFO_MARKER: &str = "dwcp.internal.target_info";
+
+/// A marker ([`TARGET_INFO_MARKER`]) for each distinct resource and region of `points`, at its
+/// first point's time (the time `target_info` is written at without repartitioning).
+pub fn target_info_markers(points: &[MetricPoint]) -> Vec<MetricPoint> {
+    let descriptor = Arc::new(dwcp_schemas::model::MetricDescriptor {
+        name: TARGET_INFO_MARKER.into(),
+        description: String::new(),
+        unit: String::new(),
+    });
+    let scope = Arc::new(dwcp_schemas::model::Scope::default());
+    let mut seen: Vec<(*const dwcp_schemas::model::Resource, *const u8)> = Vec::new();
+    let mut out = Vec::new();
+    for p in points {
+        let key = (Arc::as_ptr(&p.origin.resource), p.origin.region.as_ptr());
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        out.push(MetricPoint {
+            origin: dwcp_schemas::model::Origin {
+                region: p.origin.region.clone(),
+                resource: p.origin.resource.clone(),
+                scope: scope.clone(),
+            },
+            metric: descriptor.clone(),
+            attributes: dwcp_schemas::model::Attributes::default(),
+            start_time_unix_nano: 0,
+            time_unix_nano: p.time_unix_nano,
+            value: PointValue::Gauge {
+                value: dwcp_schemas::model::Number::Int(1),
+            },
+            flags: 0,
+        });
+    }
+    out
+}
+
+/// The key of a resource's `target_info` series: its `job`, `instance` and region.
+pub fn target_info_key(p: &MetricPoint) -> String {
+    let res = &p.origin.resource.attributes;
+    format!(
+        "target_info/{}/{}/{}",
+        job(res).unwrap_or_default(),
+        res.get_str("service.instance.id").unwrap_or_default(),
+        p.origin.region
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -592,6 +646,29 @@ impl PromConverter {
             k_name: Arc::from("__name__"),
             k_le: Arc::from("le"),
             k_quantile: Arc::from("quantile"),
+            markers_only: false,
+        }
+    }
+
+    /// From now on `target_info` is written for marker points ([`convert_markers`]), not for
+    /// each resource [`convert`] sees.
+    ///
+    /// [`convert_markers`]: PromConverter::convert_markers
+    /// [`convert`]: PromConverter::convert
+    pub fn target_info_from_markers(&mut self) {
+        self.markers_only = true;
+    }
+
+    /// The `target_info` of each marker's resource (nothing when `target_info` is off).
+    pub fn convert_markers(&mut self, markers: &[MetricPoint], out: &mut Vec<Sample>) {
+        if !self.config.target_info {
+            return;
+        }
+        for p in markers {
+            #[allow(clippy::cast_possible_wrap)]
+            let ts = (p.time_unix_nano / 1_000_000) as i64;
+            self.max_ms = self.max_ms.max(ts);
+            self.target_info(p, ts, out);
         }
     }
 
@@ -803,7 +880,10 @@ impl PromConverter {
                 Some((_, l)) => l.clone(),
                 None => {
                     let l = self.origin_labels(p);
-                    if self.config.target_info && !origins.iter().any(|(k, _)| k.0 == key.0 && k.2 == key.2) {
+                    if self.config.target_info
+                        && !self.markers_only
+                        && !origins.iter().any(|(k, _)| k.0 == key.0 && k.2 == key.2)
+                    {
                         self.target_info(p, ts, out);
                     }
                     origins.push((key, l.clone()));

@@ -35,6 +35,9 @@
 //!   rule groups reading any of them or any of the operators' outputs (`derived` when no
 //!   group does): the operators run at the worker owning that key's partition;
 //! - an aggregation rule's metric is keyed by its OTLP name;
+//! - with `target_info` on, each input message's resources get a marker point
+//!   ([`dwcp_operators::prom::TARGET_INFO_MARKER`]) keyed by the resource's `job`, `instance` and
+//!   region, in messages of their own: the worker owning that key writes its `target_info`;
 //! - any other point by its metric family: its Prometheus name without `_bucket`, `_sum`,
 //!   `_count` (every series of a metric meets at one worker, for the anomaly detectors and the
 //!   API's queries by metric).
@@ -43,6 +46,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dwcp_operators::prom::{target_info_key, target_info_markers};
 use dwcp_schemas::model::{MetricPoint, Span, TraceId};
 use dwcp_schemas::otlp::{encode_metrics, encode_spans};
 use dwcp_schemas::Records;
@@ -327,6 +331,8 @@ pub struct Repartitioner {
     series_partitions: i32,
     spans_partitions: i32,
     telemetry: Arc<Telemetry>,
+    /// Send a `target_info` marker per resource of each message.
+    target_info: bool,
 }
 
 impl Repartitioner {
@@ -354,6 +360,7 @@ impl Repartitioner {
             series_partitions,
             spans_partitions,
             telemetry,
+            target_info: config.config.operators.prometheus.target_info,
         })
     }
 
@@ -395,6 +402,25 @@ impl Repartitioner {
                     )
                     .await;
                     series_count.inc_by(points.len() as u64);
+                    if self.target_info {
+                        // In messages of their own: the keyed stage turns them into
+                        // `target_info` and passes them to nothing else.
+                        let markers = target_info_markers(points);
+                        let groups = group_by(&markers, |m| {
+                            (
+                                key_partition(&target_info_key(m), self.series_partitions),
+                                m.origin.region.clone(),
+                            )
+                        });
+                        self.send_groups(
+                            topic,
+                            groups,
+                            |m| encode_metrics(m.iter().copied()),
+                            &b,
+                            &mut deliveries,
+                        )
+                        .await;
+                    }
                 }
                 Records::Traces(spans) => {
                     let groups = group_by(spans, |s: &Span| {

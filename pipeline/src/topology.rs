@@ -695,7 +695,14 @@ impl Router {
                 dark_after: oc.dark_after_ms * MS,
                 max_regions: oc.max_regions,
             }),
-            converter: PromConverter::new(oc.prometheus.clone()),
+            converter: {
+                let mut c = PromConverter::new(oc.prometheus.clone());
+                // The re-keying stage sends each resource's marker to one worker.
+                if config.config.repartition.enabled {
+                    c.target_info_from_markers();
+                }
+                c
+            },
             guard: CardinalityGuard::new(oc.cardinality),
             aggregate: AggregateOperator::new(oc.aggregation.clone()),
             traces: TraceOperator::new(oc.traces.clone()),
@@ -940,6 +947,18 @@ impl Router {
             self.open_partition_task(x, offset).await;
             if let Some(t) = self.tasks.get_mut(&x) {
                 t.next_offset = t.next_offset.max(offset + 1);
+            }
+        }
+        // A resource's target_info marker (repartitioning): its series, and nothing else.
+        if let Records::Metrics(points) = &*b.records {
+            if points
+                .first()
+                .is_some_and(|p| p.metric.name == dwcp_operators::prom::TARGET_INFO_MARKER)
+            {
+                let mut samples = Vec::new();
+                self.converter.convert_markers(points, &mut samples);
+                self.publish(samples, "target_info", Some(&b.ack)).await;
+                return;
             }
         }
         #[allow(clippy::cast_possible_wrap)]

@@ -160,6 +160,49 @@ fn counter_gets_job_instance_scope_region_and_target_info() {
     assert_eq!(ti[0].label("service_name"), None);
 }
 
+/// With repartitioning, `target_info` comes from the re-keying stage's markers, one per
+/// resource and region of a message at its first point's time: the same samples one converter
+/// writes from the points themselves, and none from the points on the keyed side.
+#[test]
+fn target_info_markers_give_what_the_points_give() {
+    let gauge = || PointValue::Gauge { value: Number::Int(1) };
+    let a = point("dwcp.queue", "", gauge(), 1000);
+    let mut b = point("dwcp.queue", "", gauge(), 2000);
+    b.origin.resource = Arc::new(Resource {
+        attributes: Attributes(vec![kv("service.name", "db"), kv("host.name", "h2")]),
+    });
+    let mut a_later = a.clone();
+    a_later.time_unix_nano = 3_000_000_000;
+    let points = [a.clone(), b.clone(), a_later];
+    let mut one = PromConverter::new(PromConfig::default());
+    let mut want = vec![];
+    one.convert(&points, &mut want);
+    want.retain(|s| s.name() == "target_info");
+    assert_eq!(want.len(), 2);
+
+    let markers = target_info_markers(&points);
+    assert_eq!(markers.len(), 2);
+    assert!(markers.iter().all(|m| m.metric.name == TARGET_INFO_MARKER));
+    assert_eq!(target_info_key(&markers[0]), "target_info/dwcp/gw/gw-0/us-east-1");
+    assert_eq!(target_info_key(&markers[1]), "target_info/db//us-east-1");
+    let mut keyed = PromConverter::new(PromConfig::default());
+    keyed.target_info_from_markers();
+    let mut got = vec![];
+    keyed.convert(&points, &mut got);
+    assert!(got.iter().all(|s| s.name() != "target_info"));
+    got.clear();
+    keyed.convert_markers(&markers, &mut got);
+    assert_eq!(got, want);
+    // Off: nothing from markers either.
+    let mut off = PromConverter::new(PromConfig {
+        target_info: false,
+        ..Default::default()
+    });
+    got.clear();
+    off.convert_markers(&markers, &mut got);
+    assert!(got.is_empty());
+}
+
 #[test]
 fn histogram_becomes_cumulative_buckets_with_inf_sum_and_count() {
     let mut c = PromConverter::new(PromConfig {

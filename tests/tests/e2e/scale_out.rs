@@ -86,7 +86,7 @@ fn yaml(brokers: &str, id: &str, input: &str, prom: &str, repartition: bool) -> 
     let mut y = format!(
         "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
          dead_letter:\n  topic: \"{id}.dlq\"\n\
-         operators:\n  idle_timeout_ms: 600000\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n  anomaly:\n    series: [{}]\n  aggregation:\n    rules: [{{metric: dwcp.latency}}, {{metric: dwcp.queue.a}}]\n\
+         operators:\n  idle_timeout_ms: 600000\n  span_metrics: {{enabled: false}}\n  anomaly:\n    series: [{}]\n  aggregation:\n    rules: [{{metric: dwcp.latency}}, {{metric: dwcp.queue.a}}]\n\
          \x20 sla:\n    - {{name: fast, kind: latency, target: 0.99, histogram: dwcp_latency_milliseconds, threshold: 250}}\n\
          \x20 health:\n    latency: {{histogram_mean: dwcp_latency_milliseconds}}\n    utilization: {{gauge: dwcp_queue_b}}\n\
          \x20 capacity:\n    - {{resource: queue, series: dwcp_queue_c, capacity: 100}}\n\
@@ -320,6 +320,7 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
         "dwcp:latency:p95:10s",
         "dwcp_sla_compliance_ratio",
         "dwcp_region_health_score",
+        "target_info",
     ] {
         assert!(want_one.keys().any(|l| l["__name__"] == name), "{name} missing");
     }
