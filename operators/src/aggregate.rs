@@ -174,7 +174,9 @@ struct Stats {
     min: f64,
     max: f64,
     /// Gauge values ×1000.
-    hdr: Option<Histogram<u64>>,
+    /// u32 counts: half the memory of u64 ones (a 3-digit histogram of values up to 30,000 is
+    /// 6,144 counters), and no window holds 4 billion points of one group.
+    hdr: Option<Histogram<u32>>,
     /// Histogram bounds and per-bucket counts (non-cumulative, +Inf last).
     bounds: Vec<f64>,
     buckets: Vec<f64>,
@@ -295,7 +297,7 @@ impl Stats {
             // the restored histogram answers every quantile as this one does.
             hdr: self.hdr.as_ref().map(|h| {
                 h.iter_recorded()
-                    .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                    .map(|v| (v.value_iterated_to(), u64::from(v.count_at_value())))
                     .collect()
             }),
             bounds: bits(&self.bounds),
@@ -307,9 +309,11 @@ impl Stats {
         let hdr = s.hdr.as_ref().map(|pairs| {
             #[allow(clippy::unwrap_used)] // 3 significant digits is a valid constant argument
             let mut h = Histogram::new(3).unwrap();
-            for (v, n) in pairs {
+            // The largest value first: the auto-resizing histogram then grows once, not at each
+            // new power of two.
+            for (v, n) in pairs.iter().rev() {
                 // Auto-resizing: fails only past u64 range, which a snapshot cannot hold.
-                let _ = h.record_n(*v, *n);
+                let _ = h.record_n(*v, u32::try_from(*n).unwrap_or(u32::MAX));
             }
             h
         });
