@@ -12,6 +12,12 @@ use super::decode_avro;
 
 const REGIONS: [&str; 3] = ["us-east-1", "us-west-1", "eu-west-1"];
 
+/// These tests run one at a time (other tests still run beside them): each starts two or three
+/// workers and most kill one and wait for Tansu to notice. Two of them at once on this 2-core
+/// machine: twice, Tansu never handed the dead member's input partition to the survivor in 180 s
+/// (a coordinator handling dead members of several groups at once; not seen one at a time).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Gauges each region sends beside its latency histogram; each has one spike, at its own step.
 const GAUGES: [&str; 6] = [
     "dwcp.queue.a",
@@ -234,6 +240,7 @@ fn sorted_records_within(brokers: &str, topic: &str, avsc: &str, count: usize, t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_repartitioning_workers_produce_what_one_worker_does() {
     let Some(brokers) = kafka() else { return };
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let id = unique("scale");
     let input = format!("{id}.in");
     let (one, three) = (format!("{id}-one"), format!("{id}-three"));
@@ -482,6 +489,7 @@ async fn gauge_samples(base: &str, at: u64) -> std::collections::BTreeSet<(Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
     let Some(brokers) = kafka() else { return };
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let id = unique("scale-kill");
     let input = format!("{id}.in");
     create_topics(&brokers, &[&input], 3).await;
@@ -753,6 +761,7 @@ fn probe_message(t_s: u64, value: f64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anomaly_baselines_move_with_their_partition_when_a_worker_dies() {
     let Some(brokers) = kafka() else { return };
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let id = unique("scale-state");
     let input = format!("{id}.in");
     let anomalies = format!("{id}.anomalies");
@@ -850,6 +859,7 @@ async fn anomaly_baselines_move_with_their_partition_when_a_worker_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_alert_fires_on_time_after_its_worker_dies() {
     let Some(brokers) = kafka() else { return };
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let id = unique("scale-rules");
     let input = format!("{id}.in");
     let alerts = format!("{id}.alerts");
