@@ -257,3 +257,18 @@ pub fn rss_kib() -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// One cross-region aggregation rule (default aggregations) per metric of [`metrics_message`]
+/// (`dwcp.metric.0` … `dwcp.metric.59`).
+pub fn aggregation_rules() -> dwcp_operators::aggregate::AggregationConfig {
+    dwcp_operators::aggregate::AggregationConfig {
+        rules: (0..60)
+            .map(|m| dwcp_operators::aggregate::AggregationRule {
+                metric: format!("dwcp.metric.{m}"),
+                record: None,
+                aggregations: None,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use dwcp_operators::aggregate::{AggregateOperator, AggregateState, AggregationConfig, AggregationRule};
+use dwcp_operators::aggregate::{AggregateOperator, AggregateState};
 use dwcp_operators::anomaly::operator::{AnomalyOperator, AnomalyState};
 use dwcp_operators::derived::{DerivedConfig, DerivedOperator, DerivedOutput, DerivedState};
 use dwcp_operators::prom::{labels_of, DeltaPartState, PromConfig, PromConverter, Sample};
@@ -76,16 +76,7 @@ async fn main() {
 
     // Cross-region aggregation: 60 metrics (gauges, cumulative sums, histograms) × 2,000
     // series each, one open 10 s window, every rule's default aggregations.
-    let rules = || AggregationConfig {
-        rules: (0..60)
-            .map(|m| AggregationRule {
-                metric: format!("dwcp.metric.{m}"),
-                record: None,
-                aggregations: None,
-            })
-            .collect(),
-        ..Default::default()
-    };
+    let rules = dwcp_benches::aggregation_rules;
     let rss_before = dwcp_benches::rss_kib();
     let mut agg = AggregateOperator::new(rules());
     for k in 0..100 {

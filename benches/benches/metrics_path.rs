@@ -5,8 +5,8 @@
 //! cargo bench -p dwcp-benches --bench metrics_path
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use dwcp_benches::metrics_message;
-use dwcp_operators::aggregate::{AggregateOperator, AggregationConfig, AggregationRule};
+use dwcp_benches::{aggregation_rules, metrics_message};
+use dwcp_operators::aggregate::AggregateOperator;
 use dwcp_operators::cardinality::{CardinalityConfig, CardinalityGuard};
 use dwcp_operators::prom::{PromConfig, PromConverter};
 use dwcp_schemas::{decode, Encoding, Records, RegionContext, Signal};
@@ -21,19 +21,6 @@ fn points() -> (Vec<u8>, Vec<dwcp_schemas::model::MetricPoint>) {
         unreachable!("metrics")
     };
     (bytes, p)
-}
-
-fn rules() -> AggregationConfig {
-    AggregationConfig {
-        rules: (0..60)
-            .map(|m| AggregationRule {
-                metric: format!("dwcp.metric.{m}"),
-                record: None,
-                aggregations: None,
-            })
-            .collect(),
-        ..Default::default()
-    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -64,7 +51,7 @@ fn bench(c: &mut Criterion) {
     });
 
     g.bench_function("aggregate", |b| {
-        let mut agg = AggregateOperator::new(rules());
+        let mut agg = AggregateOperator::new(aggregation_rules());
         let mut shifted = pts.clone();
         let mut t = 0u64;
         let mut out = Vec::new();
@@ -87,7 +74,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("all_stages", |b| {
         let mut conv = PromConverter::new(PromConfig::default());
         let mut guard = CardinalityGuard::new(CardinalityConfig::default());
-        let mut agg = AggregateOperator::new(rules());
+        let mut agg = AggregateOperator::new(aggregation_rules());
         let mut t = 0u64;
         let mut out = Vec::new();
         b.iter(|| {

@@ -392,15 +392,7 @@ impl Repartitioner {
                         };
                         (partition, p.origin.region.clone())
                     });
-                    let topic = &self.config.series_topic;
-                    self.send_groups(
-                        topic,
-                        groups,
-                        |m| encode_metrics(m.iter().copied()),
-                        &b,
-                        &mut deliveries,
-                    )
-                    .await;
+                    self.send_series(groups, &b, &mut deliveries).await;
                     series_count.inc_by(points.len() as u64);
                     if self.target_info {
                         // In messages of their own: the keyed stage turns them into
@@ -412,14 +404,7 @@ impl Repartitioner {
                                 m.origin.region.clone(),
                             )
                         });
-                        self.send_groups(
-                            topic,
-                            groups,
-                            |m| encode_metrics(m.iter().copied()),
-                            &b,
-                            &mut deliveries,
-                        )
-                        .await;
+                        self.send_series(groups, &b, &mut deliveries).await;
                     }
                 }
                 Records::Traces(spans) => {
@@ -465,6 +450,18 @@ impl Repartitioner {
         while pending.join_next().await.is_some() {}
         let p = self.producer.clone();
         let _ = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(30))).await;
+    }
+
+    /// Metric points to the series topic, one message per (partition, region) group.
+    async fn send_series(
+        &self,
+        groups: Groups<'_, MetricPoint>,
+        from: &SourceBatch,
+        deliveries: &mut Vec<DeliveryFuture>,
+    ) {
+        let topic = &self.config.series_topic;
+        self.send_groups(topic, groups, |m| encode_metrics(m.iter().copied()), from, deliveries)
+            .await;
     }
 
     /// One message per (partition, region) group, encoded by `encode`.
@@ -556,6 +553,7 @@ fn group_by<T, K: Eq + std::hash::Hash + Clone>(items: &[T], mut key: impl FnMut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dwcp_schemas::model::{Number, PointValue, Temporality};
 
     fn point(name: &str, unit: &str, value: dwcp_schemas::model::PointValue) -> MetricPoint {
         use dwcp_schemas::model::{Attributes, MetricDescriptor, Origin, Resource, Scope};
@@ -578,15 +576,49 @@ mod tests {
         }
     }
 
+    /// The key plan of a repartitioning configuration with `rules` as its rule file and
+    /// `operators` (YAML lines under `operators:`); and the rule file's path.
+    fn plan_for(rules: &str, operators: &str) -> (KeyPlan, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.yml");
+        std::fs::write(&path, rules).expect("write rules");
+        let yaml = format!(
+            "repartition: {{enabled: true}}\nrules:\n  files: [\"{}\"]\noperators:\n  span_metrics: {{enabled: false}}\n{operators}",
+            path.display()
+        );
+        let c = crate::config::parse(&yaml, std::path::Path::new("p.yaml"), &[]).expect("valid");
+        (KeyPlan::new(&c), path.display().to_string())
+    }
+
+    fn counter(v: i64) -> PointValue {
+        PointValue::Sum {
+            value: Number::Int(v),
+            temporality: Temporality::Cumulative,
+            monotonic: true,
+        }
+    }
+
+    fn hist() -> PointValue {
+        PointValue::Histogram {
+            count: 1,
+            sum: Some(1.0),
+            min: None,
+            max: None,
+            bounds: vec![],
+            bucket_counts: vec![1],
+            temporality: Temporality::Cumulative,
+        }
+    }
+
+    fn gauge() -> PointValue {
+        PointValue::Gauge { value: Number::Int(1) }
+    }
+
     /// Rule groups reading a common metric (directly, through a recording rule or through a
     /// cross-region aggregation) share one key; everything else keys by its own family.
     #[test]
     fn what_one_rule_group_reads_meets_under_one_key() {
-        use dwcp_schemas::model::{Number, PointValue, Temporality};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let rules = dir.path().join("r.yml");
-        std::fs::write(
-            &rules,
+        let (plan, file) = plan_for(
             r#"groups:
   - name: latency
     rules:
@@ -607,40 +639,21 @@ mod tests {
       - alert: Any
         expr: '{__name__=~"x.*"} > 1'
 "#,
-        )
-        .expect("write rules");
-        let yaml = format!(
-            "repartition: {{enabled: true}}\nrules:\n  files: [\"{}\"]\noperators:\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n  aggregation:\n    rules: [{{metric: dwcp.rtt}}]\n",
-            rules.display()
+            "  prometheus: {target_info: false}\n  aggregation:\n    rules: [{metric: dwcp.rtt}]\n",
         );
-        let c = crate::config::parse(&yaml, std::path::Path::new("p.yaml"), &[]).expect("valid");
-        let plan = KeyPlan::new(&c);
-        let file = rules.display().to_string();
-        let hist = PointValue::Histogram {
-            count: 1,
-            sum: Some(1.0),
-            min: None,
-            max: None,
-            bounds: vec![],
-            bucket_counts: vec![1],
-            temporality: Temporality::Cumulative,
-        };
-        let counter = |v| PointValue::Sum {
-            value: Number::Int(v),
-            temporality: Temporality::Cumulative,
-            monotonic: true,
-        };
-        let gauge = PointValue::Gauge { value: Number::Int(1) };
         // latency and slo: slo reads latency's recorded series and errors_total.
         let latency = format!("rules:{file}:latency");
-        assert_eq!(plan.point_key(&point("lat", "ms", hist)), latency);
+        assert_eq!(plan.point_key(&point("lat", "ms", hist())), latency);
         assert_eq!(plan.point_key(&point("errors", "", counter(1))), latency);
         // traffic: requests_total and the aggregated dwcp.rtt, whatever its unit.
         let traffic = format!("rules:{file}:traffic");
         assert_eq!(plan.point_key(&point("requests", "", counter(2))), traffic);
-        assert_eq!(plan.point_key(&point("dwcp.rtt", "ms", gauge.clone())), traffic);
+        assert_eq!(plan.point_key(&point("dwcp.rtt", "ms", gauge())), traffic);
         // Read by no rule: the family.
-        assert_eq!(plan.point_key(&point("queue.depth", "By", gauge)), "queue_depth_bytes");
+        assert_eq!(
+            plan.point_key(&point("queue.depth", "By", gauge())),
+            "queue_depth_bytes"
+        );
         assert_eq!(
             plan.group_keys,
             [latency.clone(), latency, traffic, format!("rules:{file}:open")]
@@ -653,11 +666,7 @@ mod tests {
 
     #[test]
     fn the_derived_operators_inputs_meet_with_the_rules_that_read_them_or_its_outputs() {
-        use dwcp_schemas::model::{Number, PointValue, Temporality};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let rules = dir.path().join("r.yml");
-        std::fs::write(
-            &rules,
+        let (plan, file) = plan_for(
             r#"groups:
   - name: errors
     rules:
@@ -672,30 +681,8 @@ mod tests {
       - alert: Queue
         expr: queue_depth > 5
 "#,
-        )
-        .expect("write rules");
-        let yaml = format!(
-            "repartition: {{enabled: true}}\nrules:\n  files: [\"{}\"]\noperators:\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n  sla:\n    - {{name: api, kind: availability, target: 0.99, total: requests_total, bad: errors_total}}\n    - {{name: lat, kind: latency, target: 0.9, histogram: 'latency_milliseconds{{job=\"gw\"}}', threshold: 250}}\n  capacity:\n    - {{resource: disk, series: disk_used_ratio}}\n",
-            rules.display()
+            "  prometheus: {target_info: false}\n  sla:\n    - {name: api, kind: availability, target: 0.99, total: requests_total, bad: errors_total}\n    - {name: lat, kind: latency, target: 0.9, histogram: 'latency_milliseconds{job=\"gw\"}', threshold: 250}\n  capacity:\n    - {resource: disk, series: disk_used_ratio}\n",
         );
-        let c = crate::config::parse(&yaml, std::path::Path::new("p.yaml"), &[]).expect("valid");
-        let plan = KeyPlan::new(&c);
-        let file = rules.display().to_string();
-        let counter = |v| PointValue::Sum {
-            value: Number::Int(v),
-            temporality: Temporality::Cumulative,
-            monotonic: true,
-        };
-        let hist = PointValue::Histogram {
-            count: 1,
-            sum: Some(1.0),
-            min: None,
-            max: None,
-            bounds: vec![],
-            bucket_counts: vec![1],
-            temporality: Temporality::Cumulative,
-        };
-        let gauge = PointValue::Gauge { value: Number::Int(1) };
         // errors_total is read by the first group and the SLA; the budget group reads the SLA's
         // output: one key, the first group's (the lowest index names the union).
         let key = format!("rules:{file}:errors");
@@ -704,15 +691,15 @@ mod tests {
         for p in [
             point("requests", "", counter(1)),
             point("errors", "", counter(1)),
-            point("latency", "ms", hist),
-            point("disk.used", "1", gauge.clone()),
+            point("latency", "ms", hist()),
+            point("disk.used", "1", gauge()),
         ] {
             assert_eq!(plan.point_key(&p), key, "{}", p.metric.name);
         }
         // A group reading none of that keeps its own key.
         assert_eq!(plan.group_keys[2], format!("rules:{file}:other"));
         assert_eq!(
-            plan.point_key(&point("queue.depth", "", gauge)),
+            plan.point_key(&point("queue.depth", "", gauge())),
             format!("rules:{file}:other")
         );
         assert_eq!(plan.derived_partition(12), Some(key_partition(&key, 12)));
@@ -725,7 +712,7 @@ mod tests {
         .expect("valid");
         let plan = KeyPlan::new(&c);
         assert_eq!(plan.derived_key.as_deref(), Some("derived"));
-        let p = point("disk.used", "1", PointValue::Gauge { value: Number::Int(1) });
+        let p = point("disk.used", "1", gauge());
         assert_eq!(plan.point_key(&p), "derived");
         // A selector naming no metric cannot be routed: refused, naming the field.
         let e = crate::config::parse(

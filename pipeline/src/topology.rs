@@ -596,40 +596,41 @@ struct PartitionTask {
     since: Option<std::time::Instant>,
 }
 
-/// A changelog record of the anomaly operator: the state and the offset of the partition's
-/// next record after what it covers.
+/// A changelog record of one operator's state for one partition: the state and the offset of
+/// the partition's next record after what it covers.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct AnomalyCheckpoint {
+struct Checkpoint<S> {
     next_offset: i64,
-    state: dwcp_operators::anomaly::operator::AnomalyState,
+    state: S,
 }
 
-/// A changelog record of the rule engine's part for one partition.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct RulesCheckpoint {
-    next_offset: i64,
-    state: dwcp_operators::rules::RulePartState,
+/// The changelogs, in the order of `PartitionTask::generations`.
+#[derive(Clone, Copy)]
+enum Log {
+    Anomaly,
+    Rules,
+    Aggregate,
+    Delta,
+    Derived,
 }
 
-/// A changelog record of one partition's aggregation windows.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct AggregateCheckpoint {
-    next_offset: i64,
-    state: dwcp_operators::aggregate::AggregateState,
+impl Log {
+    fn name(self) -> &'static str {
+        match self {
+            Log::Anomaly => "anomaly",
+            Log::Rules => "rules",
+            Log::Aggregate => "aggregate",
+            Log::Delta => "delta",
+            Log::Derived => "derived",
+        }
+    }
 }
 
-/// A changelog record of the derived operator (SLAs, health, network, capacity).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct DerivedCheckpoint {
+/// What the restores of one partition covered: the lowest offset any checkpoint covers, and
+/// each changelog's generation read.
+struct Restored {
     next_offset: i64,
-    state: DerivedState,
-}
-
-/// A changelog record of one partition's delta-to-cumulative totals.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct DeltaCheckpoint {
-    next_offset: i64,
-    state: dwcp_operators::prom::DeltaPartState,
+    generations: [u64; 5],
 }
 
 /// Where each rule group is evaluated when several workers share the series.
@@ -1106,10 +1107,10 @@ impl Router {
                 Err(e) => tracing::error!(error = %e, "anomaly operator not created"),
             }
         }
-        let mut next_offset = offset;
-        let mut generations = [0u64; 5];
-        let mut aggregate_from = 0;
-        let mut derived_from = 0;
+        let mut r = Restored {
+            next_offset: offset,
+            generations: [0; 5],
+        };
         let mut derived = None;
         if let (true, Some(config)) = (home, &self.derived_template) {
             match DerivedOperator::new(config.clone()) {
@@ -1118,88 +1119,45 @@ impl Router {
                 Err(e) => tracing::error!(error = %e, "derived operator not created"),
             }
         }
-        if let (Some(cl), Some(op)) = (self.derived_changelog.clone(), derived.as_mut()) {
-            if let Some((g, c)) = self.restore::<DerivedCheckpoint>(&cl, "derived", x).await {
+        let mut derived_from = 0;
+        let cl = self.derived_changelog.clone().filter(|_| derived.is_some());
+        if let Some(c) = self.restore_step::<DerivedState>(cl, Log::Derived, x, &mut r).await {
+            if let Some(op) = derived.as_mut() {
                 op.restore(c.state);
-                tracing::info!(
-                    partition = x,
-                    groups = op.groups(),
-                    covers_offset = c.next_offset,
-                    first_offset = offset,
-                    "SLA, health, network and capacity state restored from the changelog"
-                );
-                derived_from = c.next_offset;
-                next_offset = next_offset.min(c.next_offset);
-                generations[4] = g;
             }
+            derived_from = c.next_offset;
         }
-        if let Some(cl) = self.changelog.clone() {
-            if anomaly.is_some() {
-                if let Some((g, c)) = self.restore::<AnomalyCheckpoint>(&cl, "anomaly", x).await {
-                    if let Some(op) = anomaly.as_mut() {
-                        op.restore(c.state);
-                        tracing::info!(
-                            partition = x,
-                            series = op.tracked(),
-                            covers_offset = c.next_offset,
-                            first_offset = offset,
-                            "anomaly state restored from the changelog"
-                        );
-                    }
-                    next_offset = next_offset.min(c.next_offset);
-                    generations[0] = g;
-                }
-            }
-        }
-        if let Some(cl) = self.rules_changelog.clone() {
-            if let Some((g, c)) = self.restore::<RulesCheckpoint>(&cl, "rules", x).await {
-                if let Some(r) = &mut self.rules {
-                    r.restore_partition(x, c.state);
-                }
-                tracing::info!(
-                    partition = x,
-                    covers_offset = c.next_offset,
-                    first_offset = offset,
-                    "rule state restored from the changelog"
-                );
-                next_offset = next_offset.min(c.next_offset);
-                generations[1] = g;
-            }
-        }
-        if let Some(cl) = self.aggregate_changelog.clone() {
-            if let Some((g, c)) = self.restore::<AggregateCheckpoint>(&cl, "aggregate", x).await {
-                let mut op = AggregateOperator::new(self.aggregation_config.clone());
-                tracing::info!(
-                    partition = x,
-                    groups = c.state.groups(),
-                    covers_offset = c.next_offset,
-                    first_offset = offset,
-                    "aggregation windows restored from the changelog"
-                );
+        let cl = self.changelog.clone().filter(|_| anomaly.is_some());
+        if let Some(c) = self.restore_step(cl, Log::Anomaly, x, &mut r).await {
+            if let Some(op) = anomaly.as_mut() {
                 op.restore(c.state);
-                self.partition_aggregates.insert(x, op);
-                aggregate_from = c.next_offset;
-                next_offset = next_offset.min(c.next_offset);
-                generations[2] = g;
             }
         }
-        if let Some(cl) = self.delta_changelog.clone() {
-            if let Some((g, c)) = self.restore::<DeltaCheckpoint>(&cl, "delta", x).await {
-                tracing::info!(
-                    partition = x,
-                    series = c.state.series(),
-                    covers_offset = c.next_offset,
-                    first_offset = offset,
-                    "delta-to-cumulative totals restored from the changelog"
-                );
-                self.converter.restore_partition(x, c.state);
-                next_offset = next_offset.min(c.next_offset);
-                generations[3] = g;
+        if let Some(c) = self
+            .restore_step(self.rules_changelog.clone(), Log::Rules, x, &mut r)
+            .await
+        {
+            if let Some(rules) = &mut self.rules {
+                rules.restore_partition(x, c.state);
             }
+        }
+        let mut aggregate_from = 0;
+        let cl = self.aggregate_changelog.clone();
+        if let Some(c) = self.restore_step(cl, Log::Aggregate, x, &mut r).await {
+            let mut op = AggregateOperator::new(self.aggregation_config.clone());
+            op.restore(c.state);
+            self.partition_aggregates.insert(x, op);
+            aggregate_from = c.next_offset;
+        }
+        if let Some(c) = self
+            .restore_step(self.delta_changelog.clone(), Log::Delta, x, &mut r)
+            .await
+        {
+            self.converter.restore_partition(x, c.state);
         }
         let moving = self.has_changelog();
         if let (Some(src), Some(topic), true) = (&self.source, &self.series_topic, moving) {
-            src.limit_commits(topic, x, offset.min(next_offset));
+            src.limit_commits(topic, x, offset.min(r.next_offset));
         }
         self.tasks.insert(
             x,
@@ -1207,12 +1165,34 @@ impl Router {
                 anomaly,
                 derived,
                 next_offset: offset,
-                generations,
+                generations: r.generations,
                 since: self.assigned_since(x),
                 aggregate_from,
                 derived_from,
             },
         );
+    }
+
+    /// Reads partition `x`'s latest checkpoint of `log` from `cl` (none: that operator keeps
+    /// no changelog here) and records what it covers in `r`.
+    async fn restore_step<S: serde::de::DeserializeOwned>(
+        &self,
+        cl: Option<Arc<crate::changelog::Changelog>>,
+        log: Log,
+        x: i32,
+        r: &mut Restored,
+    ) -> Option<Checkpoint<S>> {
+        let (g, c) = self.restore::<Checkpoint<S>>(cl.as_deref()?, log.name(), x).await?;
+        tracing::info!(
+            partition = x,
+            operator = log.name(),
+            covers_offset = c.next_offset,
+            first_offset = r.next_offset,
+            "state restored from the changelog"
+        );
+        r.next_offset = r.next_offset.min(c.next_offset);
+        r.generations[log as usize] = g;
+        Some(c)
     }
 
     /// Whether any operator's state goes to a changelog (anomaly, rules, aggregate, delta,
@@ -1331,18 +1311,18 @@ impl Router {
             let next_offset = t.next_offset;
             let mut parts = Vec::new();
             if let (Some(cl), Some(op)) = (&self.changelog, &t.anomaly) {
-                let c = AnomalyCheckpoint {
+                let c = Checkpoint {
                     next_offset,
                     state: op.snapshot(),
                 };
-                parts.push((0usize, "anomaly", cl.clone(), serde_json::to_vec(&c)));
+                parts.push((Log::Anomaly, cl.clone(), serde_json::to_vec(&c)));
             }
             if let (Some(cl), Some(r)) = (&self.rules_changelog, &mut self.rules) {
-                let c = RulesCheckpoint {
+                let c = Checkpoint {
                     next_offset,
                     state: r.snapshot_partition(x),
                 };
-                parts.push((1usize, "rules", cl.clone(), serde_json::to_vec(&c)));
+                parts.push((Log::Rules, cl.clone(), serde_json::to_vec(&c)));
             }
             if let Some(cl) = &self.aggregate_changelog {
                 // A partition with no aggregated metric yet has empty windows to checkpoint.
@@ -1350,26 +1330,27 @@ impl Router {
                     || AggregateOperator::new(self.aggregation_config.clone()).snapshot(),
                     AggregateOperator::snapshot,
                 );
-                let c = AggregateCheckpoint { next_offset, state };
-                parts.push((2usize, "aggregate", cl.clone(), serde_json::to_vec(&c)));
+                let c = Checkpoint { next_offset, state };
+                parts.push((Log::Aggregate, cl.clone(), serde_json::to_vec(&c)));
             }
             if let Some(cl) = &self.delta_changelog {
-                let c = DeltaCheckpoint {
+                let c = Checkpoint {
                     next_offset,
                     state: self.converter.snapshot_partition(x),
                 };
-                parts.push((3usize, "delta", cl.clone(), serde_json::to_vec(&c)));
+                parts.push((Log::Delta, cl.clone(), serde_json::to_vec(&c)));
             }
             if let (Some(cl), Some(op)) = (&self.derived_changelog, &t.derived) {
-                let c = DerivedCheckpoint {
+                let c = Checkpoint {
                     next_offset,
                     state: op.snapshot(),
                 };
-                parts.push((4usize, "derived", cl.clone(), serde_json::to_vec(&c)));
+                parts.push((Log::Derived, cl.clone(), serde_json::to_vec(&c)));
             }
             let mut all = true;
             let mut generations = t.generations;
-            for (which, operator, cl, bytes) in parts {
+            for (log, cl, bytes) in parts {
+                let (which, operator) = (log as usize, log.name());
                 let entry = stats.entry(operator).or_default();
                 let generation = generations[which] + 1;
                 let written = match bytes {
