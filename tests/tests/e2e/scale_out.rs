@@ -283,11 +283,14 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
     let points = produce_input(&brokers, &input, t0).await;
     let refs: Vec<&Worker> = workers.iter().collect();
     let series_topic = format!("{three}.series");
+    wait_sum(&refs, "dwcp_repartitioned_records_total", &[], points as f64).await;
+    // The points, and a target_info marker per input message (one resource each).
+    let markers = 160.0 * 3.0;
     wait_sum(
         &refs,
         "dwcp_source_records_total",
         &[("topic", &series_topic)],
-        points as f64,
+        points as f64 + markers,
     )
     .await;
     // Every worker re-keyed one region; the keyed work is spread over more than one.
