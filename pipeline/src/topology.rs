@@ -1124,6 +1124,8 @@ impl Router {
         if let Some(c) = self.restore_step::<DerivedState>(cl, Log::Derived, x, &mut r).await {
             if let Some(op) = derived.as_mut() {
                 op.restore(c.state);
+                // Its counts so far were reported by the worker that made them.
+                self.reported.derived = op.stats();
             }
             derived_from = c.next_offset;
         }
@@ -1146,6 +1148,9 @@ impl Router {
         if let Some(c) = self.restore_step(cl, Log::Aggregate, x, &mut r).await {
             let mut op = AggregateOperator::new(self.aggregation_config.clone());
             op.restore(c.state);
+            // Its counts so far were reported by the worker that made them.
+            self.reported.aggregate_late += op.late();
+            self.reported.aggregate_duplicates += op.duplicates();
             self.partition_aggregates.insert(x, op);
             aggregate_from = c.next_offset;
         }
