@@ -532,7 +532,12 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
     // Rolling restart, the input flowing in between.
     for i in 0..3u64 {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(workers[i as usize].stop(), "clean stop of w{i}");
+        let stopped = workers[i as usize].stop();
+        assert!(
+            stopped,
+            "clean stop of w{i}; its log:\n{}",
+            workers[i as usize].log_text()
+        );
         produce_steps(&p, &input, t0, 60 + i * 40..100 + i * 40).await;
         workers[i as usize] = Worker::start(work.path(), &format!("w{i}-again"), &yaml);
     }
@@ -665,7 +670,10 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
                         .filter(|l| l.contains("changelog")
                             || l.contains("moved")
                             || l.contains("assign")
-                            || l.contains("revoked"))
+                            || l.contains("revoked")
+                            || l.contains("checkpoint")
+                            || l.contains("WARN")
+                            || l.contains("ERROR"))
                         .collect::<Vec<_>>()
                         .join("\n"))
                     .collect::<Vec<_>>()
