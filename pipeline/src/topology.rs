@@ -946,6 +946,15 @@ impl Router {
             #[allow(clippy::cast_possible_wrap)]
             let offset = b.ack.id() as i64;
             self.open_partition_task(x, offset).await;
+            // Moved (and maybe back) while its state was read back: that state may be behind
+            // what another owner did meanwhile, and this batch is from before the current
+            // assignment; drop both, the owner reads it again from the committed offset.
+            if self.assigned_since(x).is_none_or(|since| b.received < since)
+                || self.tasks.get(&x).is_some_and(|t| t.since != self.assigned_since(x))
+            {
+                self.drop_moved_partitions();
+                return;
+            }
             if let Some(t) = self.tasks.get_mut(&x) {
                 t.next_offset = t.next_offset.max(offset + 1);
             }
@@ -1096,9 +1105,11 @@ impl Router {
             return;
         }
         // A batch still queued from a partition revoked meanwhile: its new owner has the state.
-        if self.assigned_since(x).is_none() {
+        // The assignment the state is read back for: if the partition moves while the reads
+        // below wait, the task is stale and `batch` drops it.
+        let Some(since) = self.assigned_since(x) else {
             return;
-        }
+        };
         let mut anomaly = None;
         if let Some(config) = &self.anomaly_template {
             match dwcp_operators::anomaly::operator::AnomalyOperator::new(config.clone()) {
@@ -1171,7 +1182,7 @@ impl Router {
                 derived,
                 next_offset: offset,
                 generations: r.generations,
-                since: self.assigned_since(x),
+                since: Some(since),
                 aggregate_from,
                 derived_from,
             },
