@@ -160,6 +160,73 @@ pub fn reader(brokers: &str, topic: &str) -> BaseConsumer {
     c
 }
 
+/// The leader of consumer groups whose members are then killed.
+///
+/// Tansu 0.6 keeps a group's leader when a surviving member's heartbeat finds the leader's
+/// session expired and removes it (`Inner<Formed>::heartbeat`): the rebalance that follows
+/// waits for that dead leader's assignment forever, and the dead member's partitions are never
+/// handed over (Kafka elects a new leader). This consumer joins each group first, so it leads,
+/// subscribed to a topic of its own (its one partition is all it is assigned), and lives until
+/// dropped: the workers, which read every other topic, can then die without taking the leader.
+pub struct GroupLeader {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GroupLeader {
+    /// Joins `groups` (creating `topic`, one partition) and waits until it leads every one.
+    pub async fn start(brokers: &str, topic: &str, groups: &[&str]) -> GroupLeader {
+        create_topics(brokers, &[topic], 1).await;
+        let consumers: Vec<BaseConsumer> = groups
+            .iter()
+            .map(|g| {
+                let c: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", brokers)
+                    .set("group.id", *g)
+                    .set("enable.auto.commit", "false")
+                    .set("partition.assignment.strategy", "cooperative-sticky")
+                    .create()
+                    .expect("consumer");
+                c.subscribe(&[topic]).expect("subscribe");
+                c
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while consumers.iter().any(|c| c.assignment().map_or(0, |a| a.count()) == 0) {
+            assert!(
+                Instant::now() < deadline,
+                "the group leader was assigned nothing in 60 s"
+            );
+            for c in &consumers {
+                let _ = c.poll(Duration::from_millis(50));
+            }
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        // Polled, so librdkafka keeps it in the groups (max.poll.interval.ms).
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                for c in &consumers {
+                    let _ = c.poll(Duration::from_millis(50));
+                }
+            }
+        });
+        GroupLeader {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for GroupLeader {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Reads every message of `topic` (all partitions) until `count` arrived or `timeout` passed.
 pub fn consume_all(brokers: &str, topic: &str, count: usize, timeout: Duration) -> Vec<rdkafka::message::OwnedMessage> {
     let c = reader(brokers, topic);
@@ -572,7 +639,8 @@ impl Drop for AlertmanagerServer {
     }
 }
 
-/// A webhook receiver on 127.0.0.1: every POSTed JSON body, in order.
+/// A webhook receiver on 127.0.0.1: every POSTed JSON body, in order. Answers 200, or the
+/// status it was started with (a receiver that refuses everything).
 pub struct WebhookReceiver {
     /// Its URL.
     pub url: String,
@@ -582,6 +650,11 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Starts one.
     pub async fn start() -> WebhookReceiver {
+        Self::start_answering("200 OK").await
+    }
+
+    /// Starts one that answers every request with `status` (`"503 Service Unavailable"`).
+    pub async fn start_answering(status: &'static str) -> WebhookReceiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = std::sync::Arc::default();
@@ -615,9 +688,8 @@ impl WebhookReceiver {
                             if let Ok(v) = serde_json::from_slice(&buf[end + 4..end + 4 + len]) {
                                 b.lock().expect("lock").push(v);
                             }
-                            let _ = sock
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                                .await;
+                            let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                            let _ = sock.write_all(answer.as_bytes()).await;
                             return;
                         }
                     }

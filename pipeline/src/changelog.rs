@@ -9,8 +9,19 @@
 //! committed offset, which the checkpoint covers: records after it are processed again, those
 //! the state already saw are skipped by the operator (it drops points older than a series'
 //! newest), so the state ends as if no one had stopped.
+//!
+//! A checkpoint is written only once every output of what it covers is accepted by every sink:
+//! the records below its offset are acknowledged, and so is every output no single record
+//! stands for (closed windows, rule results and alerts, anomaly episodes, SLA reports) that was
+//! produced before the snapshot ([`Epochs`]). Otherwise a worker killed with such outputs still
+//! queued would leave a checkpoint that says they were produced, and its successor would not
+//! produce them again.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use dwcp_sinks::ack::{Ack, AckReceiver};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -224,6 +235,70 @@ impl Changelog {
     }
 }
 
+/// Outputs that no single source record stands for hold the token of the current epoch until
+/// every sink is done with them (accepted, or refused for good and counted). A snapshot taken
+/// when an epoch ends may be written once that epoch and every earlier one is done.
+pub struct Epochs {
+    open: Arc<OpenEpochs>,
+    current: Ack,
+}
+
+#[derive(Default)]
+struct OpenEpochs(Mutex<BTreeSet<u64>>);
+
+impl AckReceiver for OpenEpochs {
+    fn done(&self, id: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+    }
+}
+
+impl Default for Epochs {
+    fn default() -> Self {
+        let open = Arc::new(OpenEpochs::default());
+        open.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(0);
+        Epochs {
+            current: Ack::new(0, open.clone()),
+            open,
+        }
+    }
+}
+
+impl Epochs {
+    /// The current epoch's token, for an output to hold.
+    pub fn token(&self) -> &Ack {
+        &self.current
+    }
+
+    /// Ends the current epoch (outputs from now on hold the next one's token) and returns it.
+    pub fn end(&mut self) -> u64 {
+        let ended = self.current.id();
+        let next = ended + 1;
+        self.open
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(next);
+        self.current = Ack::new(next, self.open.clone());
+        ended
+    }
+
+    /// Whether every output of epoch `id` and of every earlier one is done.
+    pub fn done_through(&self, id: u64) -> bool {
+        self.open
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .first()
+            .is_none_or(|first| *first > id)
+    }
+}
+
 /// Largest changelog message payload: under Kafka's default 1 MB message limit.
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
@@ -234,4 +309,28 @@ struct Manifest {
     set: u64,
     chunks: usize,
     bytes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Epochs;
+
+    #[test]
+    fn an_epoch_is_done_when_its_outputs_and_every_earlier_epochs_outputs_are() {
+        let mut epochs = Epochs::default();
+        let queued_in_0 = epochs.token().clone();
+        assert_eq!(epochs.end(), 0);
+        assert!(!epochs.done_through(0), "an output of epoch 0 is still queued");
+        let queued_in_1 = epochs.token().clone();
+        assert_eq!(epochs.end(), 1);
+        drop(queued_in_1);
+        assert!(!epochs.done_through(1), "epoch 1 is done, epoch 0 is not");
+        drop(queued_in_0);
+        assert!(epochs.done_through(0));
+        assert!(epochs.done_through(1));
+        assert!(
+            !epochs.done_through(2),
+            "the current epoch is open while it has not ended"
+        );
+    }
 }

@@ -17,6 +17,7 @@ use dwcp_operators::derived::{HealthChange, SlaRecord};
 use dwcp_operators::health::{ComponentStatus, Trend};
 use dwcp_operators::sla::SlaKind;
 use dwcp_schemas::avro::{DerivedKind, SingleObjectCodec};
+use dwcp_sinks::ack::Ack;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
@@ -275,36 +276,43 @@ impl DerivedProducer {
     }
 
     /// Encodes and enqueues SLA reports, health changes and alert transitions; delivery is
-    /// counted in the background.
-    pub fn publish(&self, sla: &[SlaRecord], health: &[HealthChange], alerts: &[AlertTransition]) {
+    /// counted in the background, and `ack` (when given) is held until each record's delivery
+    /// is settled.
+    pub fn publish(&self, sla: &[SlaRecord], health: &[HealthChange], alerts: &[AlertTransition], ack: Option<&Ack>) {
         for a in alerts {
             // Key: fingerprint/state/time, unique per transition.
             let key = format!("{:016x}/{}/{}", a.fingerprint, a.state.as_str(), ms(a.event_time));
             let payload = self.alerts.encode_serde(&AlertAvro::from(a));
-            self.send(&self.config.alerts, key, payload);
+            self.send(&self.config.alerts, key, payload, ack);
         }
         for r in sla {
             let key = format!("{}/{}/{}", r.sla, r.region, ms(r.period_end));
             let payload = self.sla.encode_serde(&SlaAvro::from(r));
-            self.send(&self.config.sla, key, payload);
+            self.send(&self.config.sla, key, payload, ack);
         }
         for c in health {
             let key = format!("{}/{}", c.region, ms(c.time));
             let payload = self.health.encode_serde(&HealthAvro::from(c));
-            self.send(&self.config.health, key, payload);
+            self.send(&self.config.health, key, payload, ack);
         }
     }
 
-    /// Encodes and enqueues anomaly episodes; key `<series>/<start ms>`.
-    pub fn publish_anomalies(&self, records: &[AnomalyRecord]) {
+    /// Encodes and enqueues anomaly episodes; key `<series>/<start ms>`; `ack` as in `publish`.
+    pub fn publish_anomalies(&self, records: &[AnomalyRecord], ack: Option<&Ack>) {
         for r in records {
             let key = format!("{}/{}", r.series(), ms(r.episode.start));
             let payload = self.anomalies.encode_serde(&AnomalyAvro::from(r));
-            self.send(&self.config.anomalies, key, payload);
+            self.send(&self.config.anomalies, key, payload, ack);
         }
     }
 
-    fn send(&self, topic: &str, key: String, payload: Result<Vec<u8>, dwcp_schemas::avro::AvroError>) {
+    fn send(
+        &self,
+        topic: &str,
+        key: String,
+        payload: Result<Vec<u8>, dwcp_schemas::avro::AvroError>,
+        ack: Option<&Ack>,
+    ) {
         let count = |result: &str| {
             self.telemetry
                 .derived_records
@@ -326,6 +334,7 @@ impl DerivedProducer {
             Ok(delivery) => {
                 let telemetry = self.telemetry.clone();
                 let topic = topic.to_string();
+                let ack = ack.cloned();
                 tokio::spawn(async move {
                     let result = match delivery.await {
                         Ok(Ok(_)) => "published",
@@ -339,6 +348,7 @@ impl DerivedProducer {
                         .derived_records
                         .get_or_create(&labels([("topic", topic.as_str()), ("result", result)]))
                         .inc();
+                    drop(ack);
                 });
             }
             Err((e, _)) => {

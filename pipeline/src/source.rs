@@ -84,10 +84,17 @@ impl PartitionAcks {
         s.next_offset = Some(s.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
     }
 
-    /// The offset to commit: the lowest unacknowledged one, else one past the last read.
-    fn committable(&self) -> Option<i64> {
+    /// The lowest unacknowledged offset, else one past the last read: every record below it
+    /// is done in every sink.
+    fn acknowledged(&self) -> Option<i64> {
         let s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let c = s.pending.first().copied().or(s.next_offset)?;
+        s.pending.first().copied().or(s.next_offset)
+    }
+
+    /// The offset to commit: the acknowledged prefix, no further than the checkpoint limit.
+    fn committable(&self) -> Option<i64> {
+        let c = self.acknowledged()?;
+        let s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let c = s.limit.map_or(c, |l| c.min(l));
         (Some(c) != s.committed && Some(c) > s.committed).then_some(c)
     }
@@ -189,6 +196,12 @@ impl ConsumerContext for SourceContext {
                 .rebalances
                 .get_or_create(&labels([("kind", "revoke")]))
                 .inc();
+            tracing::info!(
+                group = %self.group,
+                partitions = tpl.count(),
+                lost = consumer.assignment_lost(),
+                "partitions revoked"
+            );
             // Commit what is done for the partitions we lose; the rest is re-read by their new owner.
             let mut commit = TopicPartitionList::new();
             let mut trackers = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -212,12 +225,15 @@ impl ConsumerContext for SourceContext {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Error(e) = rebalance {
+            tracing::warn!(group = %self.group, error = %e, "rebalance failed");
+        }
         if let Rebalance::Assign(tpl) = rebalance {
             self.telemetry
                 .rebalances
                 .get_or_create(&labels([("kind", "assign")]))
                 .inc();
-            tracing::info!(partitions = tpl.count(), "partitions assigned");
+            tracing::info!(group = %self.group, partitions = tpl.count(), "partitions assigned");
             let mut progress = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for e in tpl.elements() {
                 if !self.internal_topics.iter().any(|t| t == e.topic()) {
@@ -663,6 +679,13 @@ impl KafkaSource {
         let t = self.tracker(topic, partition);
         let mut s = t.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.limit = Some(offset);
+    }
+
+    /// Every record of `topic`/`partition` below the returned offset is done in every sink
+    /// (`None`: none read since the partition was assigned).
+    pub fn acknowledged(&self, topic: &str, partition: i32) -> Option<i64> {
+        let t = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        t.get(&(topic.to_string(), partition)).and_then(|a| a.acknowledged())
     }
 
     /// Commits every partition's acknowledged prefix.

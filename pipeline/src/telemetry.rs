@@ -140,6 +140,9 @@ pub struct Telemetry {
     /// When the last changelog checkpoint was acknowledged (Unix seconds), by operator: its age
     /// is `time() - dwcp_changelog_last_checkpoint_timestamp_seconds`.
     pub changelog_last_checkpoint: Family<Labels, Gauge>,
+    /// Partition snapshots taken and not yet written: their outputs are not all accepted by the
+    /// sinks yet.
+    pub changelog_checkpoints_waiting: Gauge,
     /// Partition states read back from a changelog, by operator and result (`restored`,
     /// `empty`, `failed`).
     pub changelog_restores: Family<Labels, Counter>,
@@ -426,6 +429,11 @@ impl Telemetry {
                 "changelog_last_checkpoint_timestamp_seconds",
                 "When the last changelog checkpoint was acknowledged",
                 Family::default()
+            ),
+            changelog_checkpoints_waiting: reg!(
+                "changelog_checkpoints_waiting",
+                "Partition snapshots waiting for the sinks to accept the outputs they cover before they are written",
+                Gauge::default()
             ),
             changelog_restores: reg!(
                 "changelog_restores",

@@ -559,6 +559,9 @@ struct Router {
     state_dir: Option<std::path::PathBuf>,
     checkpoint_every: Duration,
     last_checkpoint: std::time::Instant,
+    /// Outputs no single record stands for hold the current epoch's token, so a checkpoint
+    /// waits until they are accepted (see `changelog`).
+    epochs: crate::changelog::Epochs,
 }
 
 #[derive(Default)]
@@ -594,6 +597,17 @@ struct PartitionTask {
     /// When the partition was assigned (the assignment's instant): another instant means it was
     /// revoked and assigned again, and this state is stale.
     since: Option<std::time::Instant>,
+    /// A snapshot waiting for the sinks to accept the outputs of what it covers.
+    staged: Option<Staged>,
+}
+
+/// A partition's snapshot, serialized per changelog, taken when epoch `epoch` ended with the
+/// partition's records below `next_offset` processed: it is written once those records are
+/// acknowledged and that epoch is done.
+struct Staged {
+    next_offset: i64,
+    epoch: u64,
+    parts: Vec<(Log, serde_json::Result<Vec<u8>>)>,
 }
 
 /// A changelog record of one operator's state for one partition: the state and the offset of
@@ -748,6 +762,7 @@ impl Router {
             state_dir: oc.state_dir.clone(),
             checkpoint_every: Duration::from_millis(oc.checkpoint_interval_ms),
             last_checkpoint: std::time::Instant::now(),
+            epochs: crate::changelog::Epochs::default(),
         }
     }
 
@@ -798,6 +813,9 @@ impl Router {
                     self.ship_anomalies().await;
                     if self.last_checkpoint.elapsed() >= self.checkpoint_every {
                         self.checkpoint().await;
+                    } else {
+                        // Snapshots whose outputs the sinks have accepted since go now.
+                        self.checkpoint_changelog(false).await;
                     }
                     if let (Some(w), true) = (&self.window, wm > 0) {
                         w.trim(i64::try_from(wm / MS).unwrap_or(i64::MAX));
@@ -881,7 +899,7 @@ impl Router {
                 _ => {}
             }
         }
-        es.send(docs, None).await;
+        es.send(docs, Some(self.epochs.token())).await;
     }
 
     /// Registers newly assigned input partitions with the watermark and releases the ones
@@ -1185,6 +1203,7 @@ impl Router {
                 since: Some(since),
                 aggregate_from,
                 derived_from,
+                staged: None,
             },
         );
     }
@@ -1299,10 +1318,12 @@ impl Router {
         value
     }
 
-    /// Writes every owned series partition's state to the changelogs; a partition's commits
-    /// then advance to what its checkpoint covers (only when every changelog took it).
-    /// Partitions no longer owned are dropped (their new owner reads the last checkpoint).
-    async fn checkpoint_changelog(&mut self) {
+    /// Writes each owned series partition's staged snapshot to the changelogs once the sinks
+    /// have accepted every output of what it covers; the partition's commits then advance to
+    /// what it covers (only when every changelog took it). With `stage`, partitions with no
+    /// snapshot waiting take one, and the epoch ends. Partitions no longer owned are dropped
+    /// (their new owner reads the last checkpoint written).
+    async fn checkpoint_changelog(&mut self, stage: bool) {
         let (Some(topic), Some(src)) = (self.series_topic.clone(), self.source.clone()) else {
             return;
         };
@@ -1314,87 +1335,34 @@ impl Router {
             let owned = owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             self.tasks.retain(|x, _| owned.contains_key(&(topic.to_string(), *x)));
         }
-        if self.tasks.is_empty() {
-            return;
-        }
         let started = std::time::Instant::now();
         // Per operator: (written, failed, bytes).
         let mut stats: std::collections::BTreeMap<&'static str, (usize, usize, usize)> =
             std::collections::BTreeMap::new();
+        let epoch = self.epochs.token().id();
+        let mut staged_any = false;
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for x in partitions {
-            let Some(t) = self.tasks.get_mut(&x) else { continue };
-            let next_offset = t.next_offset;
-            let mut parts = Vec::new();
-            if let (Some(cl), Some(op)) = (&self.changelog, &t.anomaly) {
-                let c = Checkpoint {
-                    next_offset,
-                    state: op.snapshot(),
-                };
-                parts.push((Log::Anomaly, cl.clone(), serde_json::to_vec(&c)));
+            let ready = self.tasks.get(&x).and_then(|t| t.staged.as_ref()).is_some_and(|s| {
+                self.epochs.done_through(s.epoch) && src.acknowledged(&topic, x).is_some_and(|a| a >= s.next_offset)
+            });
+            if let Some(staged) = self.tasks.get_mut(&x).and_then(|t| t.staged.take_if(|_| ready)) {
+                self.write_staged(&topic, &src, x, staged, &mut stats).await;
             }
-            if let (Some(cl), Some(r)) = (&self.rules_changelog, &mut self.rules) {
-                let c = Checkpoint {
-                    next_offset,
-                    state: r.snapshot_partition(x),
-                };
-                parts.push((Log::Rules, cl.clone(), serde_json::to_vec(&c)));
-            }
-            if let Some(cl) = &self.aggregate_changelog {
-                // A partition with no aggregated metric yet has empty windows to checkpoint.
-                let state = self.partition_aggregates.get(&x).map_or_else(
-                    || AggregateOperator::new(self.aggregation_config.clone()).snapshot(),
-                    AggregateOperator::snapshot,
-                );
-                let c = Checkpoint { next_offset, state };
-                parts.push((Log::Aggregate, cl.clone(), serde_json::to_vec(&c)));
-            }
-            if let Some(cl) = &self.delta_changelog {
-                let c = Checkpoint {
-                    next_offset,
-                    state: self.converter.snapshot_partition(x),
-                };
-                parts.push((Log::Delta, cl.clone(), serde_json::to_vec(&c)));
-            }
-            if let (Some(cl), Some(op)) = (&self.derived_changelog, &t.derived) {
-                let c = Checkpoint {
-                    next_offset,
-                    state: op.snapshot(),
-                };
-                parts.push((Log::Derived, cl.clone(), serde_json::to_vec(&c)));
-            }
-            let mut all = true;
-            let mut generations = t.generations;
-            for (log, cl, bytes) in parts {
-                let (which, operator) = (log as usize, log.name());
-                let entry = stats.entry(operator).or_default();
-                let generation = generations[which] + 1;
-                let written = match bytes {
-                    Ok(b) => {
-                        entry.2 += b.len();
-                        cl.write(x, generation, &b).await
-                    }
-                    Err(e) => Err(e.into()),
-                };
-                match written {
-                    Ok(()) => {
-                        entry.0 += 1;
-                        generations[which] = generation;
-                    }
-                    Err(e) => {
-                        entry.1 += 1;
-                        all = false;
-                        tracing::warn!(partition = x, operator, error = %e, "checkpoint not written; the partition's commits wait for the next one");
-                    }
+            if stage && self.tasks.get(&x).is_some_and(|t| t.staged.is_none()) {
+                let staged = self.snapshot_partition(x, epoch);
+                if let Some(t) = self.tasks.get_mut(&x) {
+                    t.staged = staged;
+                    staged_any = true;
                 }
             }
-            if let Some(t) = self.tasks.get_mut(&x) {
-                t.generations = generations;
-            }
-            if all {
-                src.limit_commits(&topic, x, next_offset);
-            }
         }
+        if staged_any {
+            self.epochs.end();
+        }
+        self.telemetry
+            .changelog_checkpoints_waiting
+            .set(i64::try_from(self.tasks.values().filter(|t| t.staged.is_some()).count()).unwrap_or(i64::MAX));
         let t = &self.telemetry;
         let now_s = i64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0);
         for (operator, (written, failed, bytes)) in stats {
@@ -1457,7 +1425,7 @@ impl Router {
                 }
             }
             if let Some(p) = &self.producer {
-                p.publish_anomalies(&records);
+                p.publish_anomalies(&records, Some(self.epochs.token()));
             }
             if let Some(h) = &self.history {
                 let ended: Vec<_> = records.iter().filter(|r| r.closed).cloned().collect();
@@ -1558,7 +1526,7 @@ impl Router {
             v.send_replace(Arc::new(self.active_alerts.values().cloned().collect()));
         }
         if let Some(p) = &self.producer {
-            p.publish(&[], &[], alerts);
+            p.publish(&[], &[], alerts, Some(self.epochs.token()));
         }
         for am in &self.alertmanagers {
             am.send(alerts.to_vec()).await;
@@ -1588,7 +1556,7 @@ impl Router {
         d.on_watermark(wm, &mut out);
         let closed = !out.samples.is_empty() || !out.sla.is_empty() || !out.health.is_empty();
         if let Some(p) = &self.producer {
-            p.publish(&out.sla, &out.health, &[]);
+            p.publish(&out.sla, &out.health, &[], Some(self.epochs.token()));
         }
         if let Some(h) = &self.history {
             h.sla(&out.sla);
@@ -1610,10 +1578,116 @@ impl Router {
         self.publish(out.samples, "derived", None).await;
     }
 
+    /// Partition `x`'s state, serialized per changelog, as epoch `epoch` ends.
+    fn snapshot_partition(&mut self, x: i32, epoch: u64) -> Option<Staged> {
+        let t = self.tasks.get(&x)?;
+        let next_offset = t.next_offset;
+        let mut parts = Vec::new();
+        if let (Some(_), Some(op)) = (&self.changelog, &t.anomaly) {
+            let c = Checkpoint {
+                next_offset,
+                state: op.snapshot(),
+            };
+            parts.push((Log::Anomaly, serde_json::to_vec(&c)));
+        }
+        if let (Some(_), Some(r)) = (&self.rules_changelog, &mut self.rules) {
+            let c = Checkpoint {
+                next_offset,
+                state: r.snapshot_partition(x),
+            };
+            parts.push((Log::Rules, serde_json::to_vec(&c)));
+        }
+        if self.aggregate_changelog.is_some() {
+            // A partition with no aggregated metric yet has empty windows to checkpoint.
+            let state = self.partition_aggregates.get(&x).map_or_else(
+                || AggregateOperator::new(self.aggregation_config.clone()).snapshot(),
+                AggregateOperator::snapshot,
+            );
+            let c = Checkpoint { next_offset, state };
+            parts.push((Log::Aggregate, serde_json::to_vec(&c)));
+        }
+        if self.delta_changelog.is_some() {
+            let c = Checkpoint {
+                next_offset,
+                state: self.converter.snapshot_partition(x),
+            };
+            parts.push((Log::Delta, serde_json::to_vec(&c)));
+        }
+        if let (Some(_), Some(op)) = (&self.derived_changelog, &t.derived) {
+            let c = Checkpoint {
+                next_offset,
+                state: op.snapshot(),
+            };
+            parts.push((Log::Derived, serde_json::to_vec(&c)));
+        }
+        Some(Staged {
+            next_offset,
+            epoch,
+            parts,
+        })
+    }
+
+    /// Writes a staged snapshot of partition `x` to its changelogs; when every one took it, the
+    /// partition's commits may go up to what it covers.
+    async fn write_staged(
+        &mut self,
+        topic: &str,
+        src: &KafkaSource,
+        x: i32,
+        staged: Staged,
+        stats: &mut std::collections::BTreeMap<&'static str, (usize, usize, usize)>,
+    ) {
+        let Some(mut generations) = self.tasks.get(&x).map(|t| t.generations) else {
+            return;
+        };
+        let mut all = true;
+        for (log, bytes) in staged.parts {
+            let (which, operator) = (log as usize, log.name());
+            let entry = stats.entry(operator).or_default();
+            let generation = generations[which] + 1;
+            let written = match (bytes, self.changelog_of(log)) {
+                (Ok(b), Some(cl)) => {
+                    entry.2 += b.len();
+                    cl.write(x, generation, &b).await
+                }
+                (Ok(_), None) => continue,
+                (Err(e), _) => Err(e.into()),
+            };
+            match written {
+                Ok(()) => {
+                    entry.0 += 1;
+                    generations[which] = generation;
+                }
+                Err(e) => {
+                    entry.1 += 1;
+                    all = false;
+                    tracing::warn!(partition = x, operator, error = %e, "checkpoint not written; the partition's commits wait for the next one");
+                }
+            }
+        }
+        if let Some(t) = self.tasks.get_mut(&x) {
+            t.generations = generations;
+        }
+        if all {
+            src.limit_commits(topic, x, staged.next_offset);
+        }
+    }
+
+    /// The changelog `log` is written to.
+    fn changelog_of(&self, log: Log) -> Option<Arc<crate::changelog::Changelog>> {
+        match log {
+            Log::Anomaly => self.changelog.clone(),
+            Log::Rules => self.rules_changelog.clone(),
+            Log::Aggregate => self.aggregate_changelog.clone(),
+            Log::Delta => self.delta_changelog.clone(),
+            Log::Derived => self.derived_changelog.clone(),
+        }
+    }
+
     /// Snapshots the derived operator's state to `state_dir`, off the async threads.
     async fn checkpoint(&mut self) {
         self.last_checkpoint = std::time::Instant::now();
-        self.checkpoint_changelog().await;
+        self.checkpoint_changelog(true).await;
         let Some(dir) = self.state_dir.clone() else { return };
         let mut files = Vec::new();
         if let Some(d) = &self.derived {
@@ -1702,6 +1776,8 @@ impl Router {
         if let (Some(h), "aggregated") = (&self.history, origin) {
             h.rollups(&samples);
         }
+        // Outputs of no single record (closed windows, rule results, ...) hold the epoch's token.
+        let ack = ack.or(Some(self.epochs.token()));
         let n = self.remote_write.len();
         let mut samples = Some(samples);
         for (i, sink) in self.remote_write.iter().enumerate() {
