@@ -11,9 +11,16 @@
 //! calls with `status_code="STATUS_CODE_ERROR"`. The resource keeps `service.namespace`, so `job`
 //! is `namespace/name` as for every other series.
 //!
-//! Every key's cumulative values are emitted each `flush_interval_ms` of event time, stamped
-//! with the flush time. Keys are bounded by `max_keys`; spans of further keys are counted in
-//! [`SpanMetrics::dropped`].
+//! Every key's cumulative values are emitted at each `flush_interval_ms` boundary of event time
+//! the watermark passes, stamped with the boundary, and hold exactly the spans that ended before
+//! it (a span ending later waits for its boundary; one arriving after its boundary was emitted
+//! is late and counts from the next one). So the values depend on the spans, not on how they
+//! were batched or which worker saw them first: with several workers, each re-keying worker
+//! sends per input message one delta point per key and boundary ([`SpanMetrics::markers`],
+//! named [`MARKER`]) and the worker owning their partition merges them
+//! ([`SpanMetrics::merge_markers`]) into the same totals one worker would count. Durations are
+//! summed in integer nanoseconds, so the sums do not depend on the order either. Keys are
+//! bounded by `max_keys`; spans of further keys are counted in [`SpanMetrics::dropped`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +37,14 @@ use crate::EventTime;
 pub const DEFAULT_BUCKETS_MS: [f64; 16] = [
     2.0, 4.0, 6.0, 8.0, 10.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1000.0, 1400.0, 2000.0, 5000.0, 10000.0, 15000.0,
 ];
+
+/// The name of the delta points the re-keying stage sends for the keyed stage to merge: one per
+/// key and boundary of an input message's spans, a histogram whose sum is in nanoseconds.
+pub const MARKER: &str = "dwcp.internal.span_metrics";
+
+/// Boundaries emitted at most in one watermark step; a longer jump (a long idle input) emits
+/// the last boundary only, with every span before it.
+const MAX_FLUSHES_AT_ONCE: u64 = 1000;
 
 /// Configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,28 +71,79 @@ impl Default for SpanMetricsConfig {
     }
 }
 
+/// (service as `namespace\0name`, span name, kind, status, region).
 type Key = (Arc<str>, String, SpanKind, StatusCode, Arc<str>);
 
-#[derive(Debug, Clone)]
+/// Counts of one key: calls, calls per duration bucket, summed duration and earliest span end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Totals {
     calls: u64,
     buckets: Vec<u64>,
-    sum_ms: f64,
+    sum_ns: u64,
     start: EventTime,
+}
+
+impl Totals {
+    fn empty(buckets: usize) -> Self {
+        Totals {
+            calls: 0,
+            buckets: vec![0; buckets],
+            sum_ns: 0,
+            start: EventTime::MAX,
+        }
+    }
+
+    fn add(&mut self, other: &Totals) {
+        self.calls += other.calls;
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.start = self.start.min(other.start);
+    }
+}
+
+/// The operator's state, as a changelog keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpanMetricsState {
+    totals: Vec<(Key, Totals)>,
+    pending: Vec<(EventTime, Vec<(Key, Totals)>)>,
+    next_flush: EventTime,
+    last_flushed: EventTime,
+    dropped: u64,
 }
 
 /// The operator.
 #[derive(Debug)]
 pub struct SpanMetrics {
     config: SpanMetricsConfig,
+    /// Every key's counts as of the last boundary emitted (a key whose spans all wait for a
+    /// later boundary has no calls yet and is not emitted).
     totals: BTreeMap<Key, Totals>,
+    /// Per boundary not emitted yet: the counts of the spans that end before it.
+    pending: BTreeMap<EventTime, BTreeMap<Key, Totals>>,
+    /// The next boundary to emit; 0 before the first span.
     next_flush: EventTime,
+    /// The last boundary emitted; 0 before the first.
+    last_flushed: EventTime,
     dropped: u64,
     calls_desc: Arc<MetricDescriptor>,
     duration_desc: Arc<MetricDescriptor>,
+    marker_desc: Arc<MetricDescriptor>,
     scope: Arc<Scope>,
     resources: BTreeMap<Arc<str>, Arc<Resource>>,
 }
+
+const KINDS: [SpanKind; 6] = [
+    SpanKind::Unspecified,
+    SpanKind::Internal,
+    SpanKind::Server,
+    SpanKind::Client,
+    SpanKind::Producer,
+    SpanKind::Consumer,
+];
+
+const STATUSES: [StatusCode; 3] = [StatusCode::Unset, StatusCode::Ok, StatusCode::Error];
 
 fn kind_name(k: SpanKind) -> &'static str {
     match k {
@@ -98,24 +164,33 @@ fn status_name(s: StatusCode) -> &'static str {
     }
 }
 
+/// The service of a resource, as a key holds it: `namespace\0name`.
+fn service_of(resource: &Resource) -> Arc<str> {
+    let res = &resource.attributes;
+    let name = res.get_str("service.name").unwrap_or("unknown_service");
+    Arc::from(format!("{}\0{name}", res.get_str("service.namespace").unwrap_or("")))
+}
+
 impl SpanMetrics {
     /// A new operator.
     pub fn new(config: SpanMetricsConfig) -> Self {
+        let desc = |name: &str, description: &str, unit: &str| {
+            Arc::new(MetricDescriptor {
+                name: name.into(),
+                description: description.into(),
+                unit: unit.into(),
+            })
+        };
         SpanMetrics {
             config,
             totals: BTreeMap::new(),
+            pending: BTreeMap::new(),
             next_flush: 0,
+            last_flushed: 0,
             dropped: 0,
-            calls_desc: Arc::new(MetricDescriptor {
-                name: "traces.span.metrics.calls".into(),
-                description: "Span calls, before sampling".into(),
-                unit: "{call}".into(),
-            }),
-            duration_desc: Arc::new(MetricDescriptor {
-                name: "traces.span.metrics.duration".into(),
-                description: "Span duration, before sampling".into(),
-                unit: "ms".into(),
-            }),
+            calls_desc: desc("traces.span.metrics.calls", "Span calls, before sampling", "{call}"),
+            duration_desc: desc("traces.span.metrics.duration", "Span duration, before sampling", "ms"),
+            marker_desc: desc(MARKER, "Span counts of one input message, for the keyed stage", "ns"),
             scope: Arc::new(Scope {
                 name: "spanmetricsconnector".into(),
                 version: String::new(),
@@ -123,6 +198,11 @@ impl SpanMetrics {
             }),
             resources: BTreeMap::new(),
         }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SpanMetricsConfig {
+        &self.config
     }
 
     /// Spans not counted because `max_keys` was reached.
@@ -135,98 +215,208 @@ impl SpanMetrics {
         self.totals.len()
     }
 
+    fn interval(&self) -> EventTime {
+        self.config.flush_interval_ms.max(1) * 1_000_000
+    }
+
+    /// The first boundary a span ending at `end` is counted at.
+    fn boundary(&self, end: EventTime) -> EventTime {
+        let interval = self.interval();
+        end - end % interval + interval
+    }
+
+    fn key(s: &Span) -> Key {
+        (
+            service_of(&s.origin.resource),
+            s.name.clone(),
+            s.kind,
+            s.status_code,
+            s.origin.region.clone(),
+        )
+    }
+
+    /// One span's counts.
+    fn one(&self, s: &Span) -> Totals {
+        let n = self.config.buckets_ms.len() + 1;
+        let mut t = Totals::empty(n);
+        let nanos = s.duration_nanos();
+        #[allow(clippy::cast_precision_loss)]
+        let ms = nanos as f64 / 1e6;
+        t.calls = 1;
+        t.sum_ns = nanos;
+        t.start = s.end_time_unix_nano;
+        let i = self.config.buckets_ms.iter().position(|b| ms <= *b).unwrap_or(n - 1);
+        t.buckets[i] = 1;
+        t
+    }
+
+    /// Adds counts of spans ending before `boundary`.
+    fn add(&mut self, key: Key, boundary: EventTime, t: &Totals) {
+        if !self.totals.contains_key(&key) {
+            if self.totals.len() >= self.config.max_keys {
+                self.dropped += t.calls;
+                return;
+            }
+            let n = self.config.buckets_ms.len() + 1;
+            self.totals.insert(key.clone(), Totals::empty(n));
+        }
+        if self.last_flushed != 0 && boundary <= self.last_flushed {
+            // Late: its boundary is out; it counts from the next one.
+            if let Some(total) = self.totals.get_mut(&key) {
+                total.add(t);
+            }
+            return;
+        }
+        let n = self.config.buckets_ms.len() + 1;
+        self.pending
+            .entry(boundary)
+            .or_default()
+            .entry(key)
+            .or_insert_with(|| Totals::empty(n))
+            .add(t);
+        if self.last_flushed == 0 {
+            self.next_flush = if self.next_flush == 0 {
+                boundary
+            } else {
+                self.next_flush.min(boundary)
+            };
+        }
+    }
+
     /// Counts spans.
     pub fn process(&mut self, spans: &[Span]) {
         if !self.config.enabled {
             return;
         }
         for s in spans {
-            // The service and its namespace, as `namespace\0name`, so `job` comes out as elsewhere.
-            let res = &s.origin.resource.attributes;
-            let name = res.get_str("service.name").unwrap_or("unknown_service");
-            let service: Arc<str> = Arc::from(format!("{}\0{name}", res.get_str("service.namespace").unwrap_or("")));
-            let key: Key = (service, s.name.clone(), s.kind, s.status_code, s.origin.region.clone());
-            let n = self.config.buckets_ms.len() + 1;
-            let len = self.totals.len();
-            let t = match self.totals.get_mut(&key) {
-                Some(t) => t,
-                None if len >= self.config.max_keys => {
-                    self.dropped += 1;
-                    continue;
-                }
-                None => self.totals.entry(key).or_insert(Totals {
-                    calls: 0,
-                    buckets: vec![0; n],
-                    sum_ms: 0.0,
-                    start: s.end_time_unix_nano,
-                }),
-            };
+            let t = self.one(s);
+            self.add(Self::key(s), self.boundary(s.end_time_unix_nano), &t);
+        }
+    }
+
+    /// The counts of `spans` as delta points named [`MARKER`], one per key and boundary, for the
+    /// keyed stage's [`SpanMetrics::merge_markers`]: a histogram with this operator's bounds,
+    /// its sum in nanoseconds, its start the earliest span end and its time the latest. The
+    /// operator's own state does not change.
+    pub fn markers(&mut self, spans: &[Span]) -> Vec<MetricPoint> {
+        if !self.config.enabled {
+            return Vec::new();
+        }
+        let mut groups: BTreeMap<(EventTime, Key), (Totals, EventTime)> = BTreeMap::new();
+        let n = self.config.buckets_ms.len() + 1;
+        for s in spans {
+            let t = self.one(s);
+            let (group, latest) = groups
+                .entry((self.boundary(s.end_time_unix_nano), Self::key(s)))
+                .or_insert_with(|| (Totals::empty(n), 0));
+            group.add(&t);
+            *latest = (*latest).max(s.end_time_unix_nano);
+        }
+        let mut out = Vec::with_capacity(groups.len());
+        for ((_, (service, name, kind, status, region)), (t, latest)) in groups {
             #[allow(clippy::cast_precision_loss)]
-            let ms = s.duration_nanos() as f64 / 1e6;
-            t.calls += 1;
-            t.sum_ms += ms;
-            let i = self.config.buckets_ms.iter().position(|b| ms <= *b).unwrap_or(n - 1);
-            t.buckets[i] += 1;
+            let sum = t.sum_ns as f64;
+            out.push(MetricPoint {
+                origin: self.origin(&service, &region),
+                metric: self.marker_desc.clone(),
+                attributes: Self::attributes(&name, kind, status),
+                start_time_unix_nano: t.start,
+                time_unix_nano: latest,
+                value: PointValue::Histogram {
+                    count: t.calls,
+                    sum: Some(sum),
+                    min: None,
+                    max: None,
+                    bounds: self.config.buckets_ms.clone(),
+                    bucket_counts: t.buckets,
+                    temporality: Temporality::Delta,
+                },
+                flags: 0,
+            });
         }
+        out
     }
 
-    /// Emits every key's totals when the watermark crosses a flush boundary.
-    pub fn on_watermark(&mut self, watermark: EventTime, out: &mut Vec<MetricPoint>) {
-        let interval = self.config.flush_interval_ms.max(1) * 1_000_000;
-        if self.next_flush == 0 {
-            self.next_flush = watermark - watermark % interval + interval;
-            return;
-        }
-        if watermark < self.next_flush || watermark == EventTime::MAX {
-            return;
-        }
-        let at = watermark - watermark % interval;
-        self.next_flush = at + interval;
-        self.flush(at, out);
-    }
-
-    /// Emits every key's totals stamped `at`.
-    pub fn flush(&mut self, at: EventTime, out: &mut Vec<MetricPoint>) {
-        for ((service, name, kind, status, region), t) in &self.totals {
-            let resource = self
-                .resources
-                .entry(service.clone())
-                .or_insert_with(|| {
-                    let (ns, name) = service.split_once('\0').unwrap_or(("", service));
-                    let mut attributes = vec![KeyValue {
-                        key: "service.name".into(),
-                        value: dwcp_schemas::model::AnyValue::String(name.to_string()),
-                    }];
-                    if !ns.is_empty() {
-                        attributes.push(KeyValue {
-                            key: "service.namespace".into(),
-                            value: dwcp_schemas::model::AnyValue::String(ns.to_string()),
-                        });
-                    }
-                    Arc::new(Resource {
-                        attributes: Attributes(attributes),
-                    })
-                })
-                .clone();
-            let origin = Origin {
-                region: region.clone(),
-                resource,
-                scope: self.scope.clone(),
+    /// Adds the counts of marker points (see [`SpanMetrics::markers`]); returns how many points
+    /// were not markers of this configuration (other bounds, another shape), not counted.
+    pub fn merge_markers(&mut self, points: &[MetricPoint]) -> usize {
+        let mut refused = 0;
+        for p in points {
+            let PointValue::Histogram {
+                count,
+                sum,
+                bounds,
+                bucket_counts,
+                ..
+            } = &p.value
+            else {
+                refused += 1;
+                continue;
             };
-            let attributes = Attributes(vec![
-                KeyValue {
-                    key: "span.name".into(),
-                    value: dwcp_schemas::model::AnyValue::String(name.clone()),
-                },
-                KeyValue {
-                    key: "span.kind".into(),
-                    value: dwcp_schemas::model::AnyValue::String(kind_name(*kind).into()),
-                },
-                KeyValue {
-                    key: "status.code".into(),
-                    value: dwcp_schemas::model::AnyValue::String(status_name(*status).into()),
-                },
-            ]);
+            let kind = KINDS
+                .into_iter()
+                .find(|k| p.attributes.get_str("span.kind") == Some(kind_name(*k)));
+            let status = STATUSES
+                .into_iter()
+                .find(|s| p.attributes.get_str("status.code") == Some(status_name(*s)));
+            let (Some(kind), Some(status), Some(name), true, true) = (
+                kind,
+                status,
+                p.attributes.get_str("span.name"),
+                p.metric.name == MARKER,
+                *bounds == self.config.buckets_ms && bucket_counts.len() == bounds.len() + 1,
+            ) else {
+                refused += 1;
+                continue;
+            };
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let t = Totals {
+                calls: *count,
+                buckets: bucket_counts.clone(),
+                sum_ns: sum.unwrap_or(0.0) as u64,
+                start: p.start_time_unix_nano,
+            };
+            let key = (
+                service_of(&p.origin.resource),
+                name.to_string(),
+                kind,
+                status,
+                p.origin.region.clone(),
+            );
+            self.add(key, self.boundary(p.time_unix_nano), &t);
+        }
+        refused
+    }
+
+    /// Emits every boundary the watermark has passed since the last one emitted.
+    pub fn on_watermark(&mut self, watermark: EventTime, out: &mut Vec<MetricPoint>) {
+        if self.next_flush == 0 || watermark < self.next_flush || watermark == EventTime::MAX {
+            return;
+        }
+        let interval = self.interval();
+        if (watermark - self.next_flush) / interval > MAX_FLUSHES_AT_ONCE {
+            self.next_flush = watermark - watermark % interval;
+        }
+        while self.next_flush <= watermark {
+            self.flush(self.next_flush, out);
+        }
+    }
+
+    /// Emits every key's totals stamped `at`, with the spans that end before `at`.
+    pub fn flush(&mut self, at: EventTime, out: &mut Vec<MetricPoint>) {
+        let later = self.pending.split_off(&(at + 1));
+        let n = self.config.buckets_ms.len() + 1;
+        for (_, counts) in std::mem::replace(&mut self.pending, later) {
+            for (key, t) in counts {
+                self.totals.entry(key).or_insert_with(|| Totals::empty(n)).add(&t);
+            }
+        }
+        self.last_flushed = at;
+        self.next_flush = at + self.interval();
+        let totals = std::mem::take(&mut self.totals);
+        for ((service, name, kind, status, region), t) in totals.iter().filter(|(_, t)| t.calls > 0) {
+            let origin = self.origin(service, region);
+            let attributes = Self::attributes(name, *kind, *status);
             #[allow(clippy::cast_possible_wrap)]
             let calls = t.calls as i64;
             out.push(MetricPoint {
@@ -242,6 +432,8 @@ impl SpanMetrics {
                 },
                 flags: 0,
             });
+            #[allow(clippy::cast_precision_loss)]
+            let sum_ms = t.sum_ns as f64 / 1e6;
             out.push(MetricPoint {
                 origin,
                 metric: self.duration_desc.clone(),
@@ -250,7 +442,7 @@ impl SpanMetrics {
                 time_unix_nano: at,
                 value: PointValue::Histogram {
                     count: t.calls,
-                    sum: Some(t.sum_ms),
+                    sum: Some(sum_ms),
                     min: None,
                     max: None,
                     bounds: self.config.buckets_ms.clone(),
@@ -260,6 +452,76 @@ impl SpanMetrics {
                 flags: 0,
             });
         }
+        self.totals = totals;
+    }
+
+    /// The state, for a changelog.
+    pub fn snapshot(&self) -> SpanMetricsState {
+        SpanMetricsState {
+            totals: self.totals.iter().map(|(k, t)| (k.clone(), t.clone())).collect(),
+            pending: self
+                .pending
+                .iter()
+                .map(|(b, m)| (*b, m.iter().map(|(k, t)| (k.clone(), t.clone())).collect()))
+                .collect(),
+            next_flush: self.next_flush,
+            last_flushed: self.last_flushed,
+            dropped: self.dropped,
+        }
+    }
+
+    /// Takes over a state from [`SpanMetrics::snapshot`].
+    pub fn restore(&mut self, state: SpanMetricsState) {
+        self.totals = state.totals.into_iter().collect();
+        self.pending = state
+            .pending
+            .into_iter()
+            .map(|(b, m)| (b, m.into_iter().collect()))
+            .collect();
+        self.next_flush = state.next_flush;
+        self.last_flushed = state.last_flushed;
+        self.dropped = state.dropped;
+    }
+
+    /// The origin of a key's points: its region, a resource with its service, this scope.
+    fn origin(&mut self, service: &Arc<str>, region: &Arc<str>) -> Origin {
+        let resource = self
+            .resources
+            .entry(service.clone())
+            .or_insert_with(|| {
+                let (ns, name) = service.split_once('\0').unwrap_or(("", service));
+                let mut attributes = vec![KeyValue {
+                    key: "service.name".into(),
+                    value: dwcp_schemas::model::AnyValue::String(name.to_string()),
+                }];
+                if !ns.is_empty() {
+                    attributes.push(KeyValue {
+                        key: "service.namespace".into(),
+                        value: dwcp_schemas::model::AnyValue::String(ns.to_string()),
+                    });
+                }
+                Arc::new(Resource {
+                    attributes: Attributes(attributes),
+                })
+            })
+            .clone();
+        Origin {
+            region: region.clone(),
+            resource,
+            scope: self.scope.clone(),
+        }
+    }
+
+    fn attributes(name: &str, kind: SpanKind, status: StatusCode) -> Attributes {
+        let text = |key: &str, value: &str| KeyValue {
+            key: key.into(),
+            value: dwcp_schemas::model::AnyValue::String(value.to_string()),
+        };
+        Attributes(vec![
+            text("span.name", name),
+            text("span.kind", kind_name(kind)),
+            text("status.code", status_name(status)),
+        ])
     }
 }
 
@@ -362,5 +624,111 @@ mod tests {
         m.process(&spans);
         assert_eq!(m.keys(), 2);
         assert_eq!(m.dropped(), 3);
+    }
+
+    /// A span of `service` ending at `end_ms`, lasting `dur_ms`.
+    fn ending(service: &str, name: &str, region: &str, end_ms: u64, dur_ms: u64, error: bool) -> Span {
+        let mut s = span(service, name, region, dur_ms, error);
+        s.end_time_unix_nano = end_ms * MS;
+        s.start_time_unix_nano = (end_ms - dur_ms) * MS;
+        s
+    }
+
+    fn calls_at(out: &[MetricPoint], at_ms: u64) -> Vec<(String, i64)> {
+        out.iter()
+            .filter(|p| p.metric.name == "traces.span.metrics.calls" && p.time_unix_nano == at_ms * MS)
+            .map(|p| match p.value {
+                PointValue::Sum {
+                    value: Number::Int(n), ..
+                } => (p.attributes.get_str("span.name").unwrap_or("").to_string(), n),
+                _ => panic!("a sum"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_boundary_passed_is_emitted_with_the_spans_that_ended_before_it() {
+        let mut m = SpanMetrics::new(SpanMetricsConfig::default());
+        // Read in another order than they ended: each still counts at its own boundary.
+        m.process(&[
+            ending("gw", "a", "eu", 25_000, 5, false),
+            ending("gw", "a", "eu", 5_000, 5, false),
+            ending("gw", "a", "eu", 15_000, 5, false),
+        ]);
+        let mut out = vec![];
+        m.on_watermark(9_999 * MS, &mut out);
+        assert!(out.is_empty(), "no boundary passed");
+        m.on_watermark(12_000 * MS, &mut out);
+        assert_eq!(calls_at(&out, 10_000), [("a".to_string(), 1)]);
+        m.on_watermark(31_000 * MS, &mut out);
+        assert_eq!(calls_at(&out, 20_000), [("a".to_string(), 2)]);
+        assert_eq!(calls_at(&out, 30_000), [("a".to_string(), 3)]);
+        // Late (its boundary, 10 s, is out): counted from the next one.
+        m.process(&[ending("gw", "a", "eu", 7_000, 5, false)]);
+        m.on_watermark(40_000 * MS, &mut out);
+        assert_eq!(calls_at(&out, 40_000), [("a".to_string(), 4)]);
+    }
+
+    /// What several workers compute: each input message's spans become marker points (through
+    /// OTLP protobuf, as in the internal topic), merged by another operator in another order.
+    #[test]
+    fn markers_merged_in_any_order_give_what_the_spans_give() {
+        let spans: Vec<Span> = (0..60u64)
+            .map(|i| {
+                ending(
+                    ["gw", "store"][(i % 2) as usize],
+                    ["replicate", "ack", "vote"][(i % 3) as usize],
+                    ["eu", "us"][(i % 5 % 2) as usize],
+                    1_000 + i * 700,
+                    1 + (i * 37) % 3_000,
+                    i % 7 == 0,
+                )
+            })
+            .collect();
+        let messages: Vec<&[Span]> = spans.chunks(13).collect();
+        let mut one = SpanMetrics::new(SpanMetricsConfig::default());
+        let mut merged = SpanMetrics::new(SpanMetricsConfig::default());
+        let mut rekeying = SpanMetrics::new(SpanMetricsConfig::default());
+        let mut markers = Vec::new();
+        for m in &messages {
+            one.process(m);
+            for p in rekeying.markers(m) {
+                let bytes = dwcp_schemas::otlp::encode_metrics([&p]);
+                let ctx = dwcp_schemas::otlp::RegionContext::new(Some(p.origin.region.clone()));
+                let decoded = dwcp_schemas::otlp::decode(
+                    dwcp_schemas::Signal::Metrics,
+                    dwcp_schemas::otlp::Encoding::OtlpProto,
+                    &bytes,
+                    &ctx,
+                )
+                .expect("decodes");
+                let dwcp_schemas::Records::Metrics(points) = decoded.records else {
+                    panic!("metrics")
+                };
+                markers.extend(points);
+            }
+        }
+        assert!(
+            markers.len() < spans.len(),
+            "a marker per key and boundary of a message"
+        );
+        markers.reverse();
+        assert_eq!(merged.merge_markers(&markers), 0);
+        let (mut a, mut b) = (vec![], vec![]);
+        for wm in [20_000, 20_500, 47_000] {
+            one.on_watermark(wm * MS, &mut a);
+            merged.on_watermark(wm * MS, &mut b);
+        }
+        assert!(a.len() > 20, "{}", a.len());
+        assert_eq!(a, b);
+        assert_eq!(one.snapshot(), merged.snapshot());
+        // A restored copy goes on as the original.
+        let mut restored = SpanMetrics::new(SpanMetricsConfig::default());
+        restored.restore(serde_json::from_slice(&serde_json::to_vec(&merged.snapshot()).expect("json")).expect("back"));
+        let (mut c, mut d) = (vec![], vec![]);
+        merged.on_watermark(60_000 * MS, &mut c);
+        restored.on_watermark(60_000 * MS, &mut d);
+        assert!(!c.is_empty());
+        assert_eq!(c, d);
     }
 }

@@ -849,14 +849,6 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
         if rp.replication_factor < 1 {
             return Err(invalid("repartition.replication_factor", "must be at least 1".into()));
         }
-        // Span metrics mix keys the partitions separate: spans meet by trace, a service's
-        // counts would be split between the workers, each writing its own partial copy.
-        if config.operators.span_metrics.enabled {
-            return Err(invalid(
-                "repartition.enabled",
-                "not supported yet together with operators.span_metrics.enabled (span counts per service would be split by trace); turn it off to run several workers".into(),
-            ));
-        }
     }
     if config.operators.activity_window_ms == 0 {
         return Err(invalid("operators.activity_window_ms", "must be at least 1".into()));
@@ -1120,7 +1112,7 @@ mod tests {
         assert_eq!(c.config.dead_letter.topic, "dwcp.dlq");
     }
 
-    const REPARTITION_OK: &str = "operators:\n  span_metrics: {enabled: false}\nrepartition: {enabled: true}\n";
+    const REPARTITION_OK: &str = "repartition: {enabled: true}\n";
 
     #[test]
     fn repartitioning_splits_the_inputs_between_two_stages() {
@@ -1158,20 +1150,7 @@ mod tests {
     }
 
     #[test]
-    fn repartitioning_refuses_operators_that_are_not_partition_aware() {
-        let msg = p("repartition: {enabled: true}\n")
-            .expect_err("span metrics on")
-            .to_string();
-        assert!(
-            msg.starts_with(
-                "pipeline.yaml: repartition.enabled: not supported yet together with operators.span_metrics.enabled"
-            ),
-            "{msg}"
-        );
-        assert!(
-            !msg.contains("target_info"),
-            "target_info works with several workers: {msg}"
-        );
+    fn repartitioning_refuses_an_internal_topic_as_an_input() {
         let msg = p(&format!(
             "{REPARTITION_OK}source:\n  topics: [{{name: dwcp.internal.series, signal: metrics}}]\n"
         ))

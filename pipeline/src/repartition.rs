@@ -72,6 +72,24 @@ pub const REGION_HEADER: &str = "dwcp.region";
 pub const SOURCE_TOPIC_HEADER: &str = "dwcp.source.topic";
 /// See [`SOURCE_TOPIC_HEADER`].
 pub const SOURCE_PARTITION_HEADER: &str = "dwcp.source.partition";
+/// On span-metrics marker messages: the input offset they were made from, and
+/// ([`SOURCE_SEQ_HEADER`]) the message's index among that input message's markers, so the
+/// keyed stage counts each once whichever stage replays it.
+pub const SOURCE_OFFSET_HEADER: &str = "dwcp.source.offset";
+/// See [`SOURCE_OFFSET_HEADER`].
+pub const SOURCE_SEQ_HEADER: &str = "dwcp.source.seq";
+
+/// The key of span-metrics markers, and the token of both span-metrics families in the plan:
+/// the rule groups reading span metrics meet where they are counted.
+const SPAN_METRICS_KEY: &str = "spanmetrics";
+
+/// The plan's token of a metric family: both span-metrics families share one.
+fn family_token(family: &str) -> &str {
+    match family {
+        "traces_span_metrics_calls_total" | "traces_span_metrics_duration_milliseconds" => SPAN_METRICS_KEY,
+        f => f,
+    }
+}
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0100_0000_01b3;
@@ -168,7 +186,7 @@ impl KeyPlan {
             } else if let Some(a) = agg.iter().find(|a| n.starts_with(&format!("{}:", a.record()))) {
                 format!("otlp:{}", a.metric)
             } else {
-                family(n).to_string()
+                family_token(family(n)).to_string()
             };
             match readers.get(&token) {
                 Some(&other) => {
@@ -230,6 +248,14 @@ impl KeyPlan {
         let name = metric_name(&p.metric.name, &p.metric.unit, prom_kind(&p.value));
         let f = family(&name);
         self.read_by_rules.get(f).cloned().unwrap_or_else(|| f.to_string())
+    }
+
+    /// The key of span-metrics markers: the rule groups reading span metrics, if any.
+    pub fn span_metrics_key(&self) -> String {
+        self.read_by_rules
+            .get(SPAN_METRICS_KEY)
+            .cloned()
+            .unwrap_or_else(|| SPAN_METRICS_KEY.to_string())
     }
 
     /// The partition of each rule group's key, in config order.
@@ -333,6 +359,8 @@ pub struct Repartitioner {
     telemetry: Arc<Telemetry>,
     /// Send a `target_info` marker per resource of each message.
     target_info: bool,
+    /// Makes the span-metrics markers of each message of spans.
+    span_metrics: Option<dwcp_operators::spanmetrics::SpanMetrics>,
 }
 
 impl Repartitioner {
@@ -361,13 +389,19 @@ impl Repartitioner {
             spans_partitions,
             telemetry,
             target_info: config.config.operators.prometheus.target_info,
+            span_metrics: config
+                .config
+                .operators
+                .span_metrics
+                .enabled
+                .then(|| dwcp_operators::spanmetrics::SpanMetrics::new(config.config.operators.span_metrics.clone())),
         })
     }
 
     /// Writes every batch of `input` to the internal topics; a batch's `ack` is released when
     /// the broker has acknowledged all of its messages. Returns when `input` closes and every
     /// message is delivered.
-    pub async fn run(self, mut input: mpsc::Receiver<SourceBatch>) {
+    pub async fn run(mut self, mut input: mpsc::Receiver<SourceBatch>) {
         let series_label = labels([("topic", self.config.series_topic.as_str())]);
         let spans_label = labels([("topic", self.config.spans_topic.as_str())]);
         let series_count = self.telemetry.repartitioned.get_or_create(&series_label).clone();
@@ -415,9 +449,30 @@ impl Repartitioner {
                         )
                     });
                     let topic = &self.config.spans_topic;
-                    self.send_groups(topic, groups, |m| encode_spans(m.iter().copied()), &b, &mut deliveries)
-                        .await;
+                    self.send_groups(
+                        topic,
+                        groups,
+                        |m| encode_spans(m.iter().copied()),
+                        &b,
+                        false,
+                        &mut deliveries,
+                    )
+                    .await;
                     spans_count.inc_by(spans.len() as u64);
+                    // Their span-metrics counts, to the partition where span metrics are kept.
+                    let markers = self.span_metrics.as_mut().map(|m| m.markers(spans)).unwrap_or_default();
+                    let partition = key_partition(&self.plan.span_metrics_key(), self.series_partitions);
+                    let groups = group_by(&markers, |m| (partition, m.origin.region.clone()));
+                    let topic = &self.config.series_topic;
+                    self.send_groups(
+                        topic,
+                        groups,
+                        |m| encode_metrics(m.iter().copied()),
+                        &b,
+                        true,
+                        &mut deliveries,
+                    )
+                    .await;
                 }
                 // The stage reads no log topics (`ValidatedConfig::repartition_stage`).
                 Records::Logs(_) => {}
@@ -460,19 +515,29 @@ impl Repartitioner {
         deliveries: &mut Vec<DeliveryFuture>,
     ) {
         let topic = &self.config.series_topic;
-        self.send_groups(topic, groups, |m| encode_metrics(m.iter().copied()), from, deliveries)
-            .await;
+        self.send_groups(
+            topic,
+            groups,
+            |m| encode_metrics(m.iter().copied()),
+            from,
+            false,
+            deliveries,
+        )
+        .await;
     }
 
-    /// One message per (partition, region) group, encoded by `encode`.
+    /// One message per (partition, region) group, encoded by `encode`; with `numbered`, each
+    /// carries the input offset and its index among these messages.
     async fn send_groups<T>(
         &self,
         topic: &str,
         groups: Groups<'_, T>,
         encode: impl Fn(&[&T]) -> Vec<u8>,
         from: &SourceBatch,
+        numbered: bool,
         deliveries: &mut Vec<DeliveryFuture>,
     ) {
+        let mut seq = 0u32;
         for ((partition, region), members) in groups {
             // Under the brokers' default message limit (1 MB): a group too large is halved
             // until its parts fit (a single record larger than that is sent alone).
@@ -485,7 +550,9 @@ impl Repartitioner {
                     parts.push(first);
                     continue;
                 }
-                deliveries.push(self.send(topic, partition, &region, from, payload).await);
+                let position = numbered.then_some(seq);
+                seq += 1;
+                deliveries.push(self.send(topic, partition, &region, from, position, payload).await);
             }
         }
     }
@@ -497,6 +564,7 @@ impl Repartitioner {
         partition: i32,
         region: &str,
         from: &SourceBatch,
+        seq: Option<u32>,
         payload: Vec<u8>,
     ) -> DeliveryFuture {
         let source_partition = from.partition.to_string();
@@ -510,6 +578,15 @@ impl Repartitioner {
                 key,
                 value: Some(value),
             });
+        }
+        if let Some(seq) = seq {
+            let (offset, seq) = (from.ack.id().to_string(), seq.to_string());
+            for (key, value) in [(SOURCE_OFFSET_HEADER, &offset), (SOURCE_SEQ_HEADER, &seq)] {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value.as_str()),
+                });
+            }
         }
         let mut record = FutureRecord::<(), _>::to(topic)
             .partition(partition)
@@ -662,6 +739,74 @@ mod tests {
         let parts = plan.group_partitions(12);
         assert_eq!(parts[0], parts[1]);
         assert_eq!(parts[0], key_partition(&format!("rules:{file}:latency"), 12));
+    }
+
+    /// Both span-metrics families (their names as the conversion writes them) are one token:
+    /// rule groups reading either meet, and the markers go where they are evaluated.
+    #[test]
+    fn span_metrics_are_counted_where_the_rules_reading_them_are_evaluated() {
+        use dwcp_operators::spanmetrics::{SpanMetrics, SpanMetricsConfig};
+        let mut m = SpanMetrics::new(SpanMetricsConfig::default());
+        let span = {
+            use dwcp_schemas::model::{Attributes, Origin, Resource, Scope, SpanId, SpanKind, StatusCode, TraceId};
+            Span {
+                origin: Origin {
+                    region: Arc::from("eu"),
+                    resource: Arc::new(Resource::default()),
+                    scope: Arc::new(Scope::default()),
+                },
+                trace_id: TraceId([1; 16]),
+                span_id: SpanId([1; 8]),
+                parent_span_id: None,
+                trace_state: String::new(),
+                name: "op".into(),
+                kind: SpanKind::Server,
+                start_time_unix_nano: 1_000_000,
+                end_time_unix_nano: 2_000_000,
+                attributes: Attributes::default(),
+                events: vec![],
+                links: vec![],
+                status_code: StatusCode::Unset,
+                status_message: String::new(),
+            }
+        };
+        m.process(&[span]);
+        let mut points = Vec::new();
+        m.flush(10_000_000_000, &mut points);
+        let mut samples = Vec::new();
+        dwcp_operators::prom::PromConverter::new(dwcp_operators::prom::PromConfig::default())
+            .convert(&points, &mut samples);
+        let families: std::collections::BTreeSet<String> = samples
+            .iter()
+            .filter_map(|s| s.labels.iter().find(|l| &*l.0 == "__name__"))
+            .map(|l| dwcp_operators::prom::family(&l.1).to_string())
+            .collect();
+        let families: Vec<&str> = families
+            .iter()
+            .filter(|f| *f != "target_info")
+            .map(|f| family_token(f))
+            .collect();
+        assert_eq!(families, [SPAN_METRICS_KEY, SPAN_METRICS_KEY]);
+
+        let (plan, file) = plan_for(
+            r#"groups:
+  - name: red
+    rules:
+      - alert: Errors
+        expr: sum by (job) (rate(traces_span_metrics_calls_total{status_code="STATUS_CODE_ERROR"}[1m])) > 0
+  - name: latency
+    rules:
+      - alert: Slow
+        expr: histogram_quantile(0.95, sum by (le) (rate(traces_span_metrics_duration_milliseconds_bucket[5m]))) > 250
+"#,
+            "",
+        );
+        let red = format!("rules:{file}:red");
+        assert_eq!(plan.group_keys, [red.clone(), red.clone()]);
+        assert_eq!(plan.span_metrics_key(), red);
+        // Read by no rule: a key of their own.
+        let (plan, _) = plan_for("groups: []\n", "");
+        assert_eq!(plan.span_metrics_key(), SPAN_METRICS_KEY);
     }
 
     #[test]

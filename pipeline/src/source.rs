@@ -53,6 +53,10 @@ pub struct SourceBatch {
     /// the internal partition, so the watermark waits for every input partition in every
     /// internal partition, as one worker reading the inputs would.
     pub watermark_key: WatermarkKey,
+    /// On an internal message that carries them (span-metrics markers): the input offset it
+    /// was made from and its index among that input message's markers for its partition, so a
+    /// replay of either stage is recognized.
+    pub source_position: Option<(i64, u32)>,
     /// The records.
     pub records: Arc<dwcp_schemas::Records>,
     /// Released when every consumer of the records is done.
@@ -301,20 +305,32 @@ pub fn producer_config(config: &ValidatedConfig) -> ClientConfig {
     pc
 }
 
+/// A header's value as text.
+fn header_text<'m>(m: &'m BorrowedMessage<'_>, name: &str) -> Option<&'m str> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}
+
 /// The input topic and partition an internal message was made from (its `dwcp.source.topic`
 /// and `dwcp.source.partition` headers).
 fn source_partition(m: &BorrowedMessage<'_>) -> Option<(Arc<str>, i32)> {
-    let headers = m.headers()?;
-    let text = |name: &str| {
-        headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .and_then(|v| std::str::from_utf8(v).ok())
-    };
-    let topic = text(crate::repartition::SOURCE_TOPIC_HEADER)?;
-    let partition = text(crate::repartition::SOURCE_PARTITION_HEADER)?.parse().ok()?;
+    let topic = header_text(m, crate::repartition::SOURCE_TOPIC_HEADER)?;
+    let partition = header_text(m, crate::repartition::SOURCE_PARTITION_HEADER)?
+        .parse()
+        .ok()?;
     Some((Arc::from(topic), partition))
+}
+
+/// The input offset an internal message was made from and its index among that input
+/// message's messages of its kind (`dwcp.source.offset`, `dwcp.source.seq`; span-metrics
+/// markers carry them).
+fn source_position(m: &BorrowedMessage<'_>) -> Option<(i64, u32)> {
+    let offset = header_text(m, crate::repartition::SOURCE_OFFSET_HEADER)?.parse().ok()?;
+    let seq = header_text(m, crate::repartition::SOURCE_SEQ_HEADER)?.parse().ok()?;
+    Some((offset, seq))
 }
 
 /// The running source.
@@ -497,6 +513,7 @@ impl KafkaSource {
                     topic,
                     partition,
                     watermark_key,
+                    source_position: source_position(m).filter(|_| entry.internal),
                     records: Arc::new(d.records),
                     ack,
                     received: std::time::Instant::now(),

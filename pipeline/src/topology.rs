@@ -209,7 +209,9 @@ pub async fn run(
     let mut repartition_stage = None;
     let mut rule_partitions = None;
     let mut derived_home = None;
+    let mut span_metrics_home = None;
     let mut input_partitions = Vec::new();
+    let mut trace_inputs = Vec::new();
     if let Some(stage) = config.repartition_stage() {
         let counts = crate::repartition::ensure_topics(&config).await?;
         let rp = &config.config.repartition;
@@ -225,10 +227,25 @@ pub async fn run(
                 tracing::warn!("with repartitioning, the network view's cross-region hop latencies from traces are not measured (traces are spread over the workers by trace id); its metric inputs are");
             }
         }
-        input_partitions = crate::repartition::input_partitions(&stage).await?;
+        if oc.span_metrics.enabled {
+            let x = crate::repartition::key_partition(&plan.span_metrics_key(), counts.0);
+            span_metrics_home = Some(x);
+            tracing::info!(partition = x, "span metrics: counted by the worker owning this series partition, from the re-keying stage's counts per input message");
+        }
+        // Metric inputs send points to every series partition; span inputs send only the
+        // span-metrics counts, to one: each waits for the inputs that feed it.
+        (trace_inputs, input_partitions) = crate::repartition::input_partitions(&stage)
+            .await?
+            .into_iter()
+            .partition(|(t, _)| {
+                stage
+                    .topic(t)
+                    .is_some_and(|e| e.config.signal == dwcp_schemas::Signal::Traces)
+            });
         tracing::info!(
-            partitions = input_partitions.len(),
-            "repartitioning: every internal partition waits for these input partitions before its event time advances"
+            metric_partitions = input_partitions.len(),
+            span_partitions = trace_inputs.len(),
+            "repartitioning: every internal series partition waits for the metric input partitions before its event time advances, span metrics for the span input partitions"
         );
         let rsource = Arc::new(KafkaSource::new(stage.clone(), telemetry.clone(), ready.clone())?);
         let rep = crate::repartition::Repartitioner::new(&stage, counts, telemetry.clone())?;
@@ -388,6 +405,7 @@ pub async fn run(
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(config.config.source.queue_capacity);
     let mut router = Router::new(&config, file_tx, remote_write, es, reports, telemetry.clone());
     router.input_partitions = input_partitions;
+    router.trace_inputs = trace_inputs;
     router.progress = Some(source.progress());
     router.source = Some(source.clone());
     if derived_moves {
@@ -400,6 +418,14 @@ pub async fn run(
         }
     } else {
         router.derived = derived;
+    }
+    if let Some(x) = span_metrics_home {
+        router.span_metrics_home = Some(x);
+        if config.config.repartition.changelog {
+            let cl = crate::changelog::Changelog::open(&config, "spanmetrics").await?;
+            tracing::info!(topic = %cl.topic(), "span metrics state, checkpointed to the changelog");
+            router.span_metrics_changelog = Some(Arc::new(cl));
+        }
     }
     router.producer = producer;
     router.derived_view = Some(derived_view);
@@ -490,6 +516,9 @@ struct Router {
     /// (registered with the watermark when the internal partition first shows data), and the
     /// internal partitions already registered.
     input_partitions: Vec<(Arc<str>, i32)>,
+    /// Those of them that carry spans: the span-metrics home partition's event time waits for
+    /// each (the metric inputs need not send anything there).
+    trace_inputs: Vec<(Arc<str>, i32)>,
     /// Input partitions assigned and caught up, from the source: an assigned partition holds
     /// event time until it shows data, is reported empty, or goes idle.
     progress: Option<crate::source::Progress>,
@@ -508,6 +537,12 @@ struct Router {
     aggregate: AggregateOperator,
     traces: TraceOperator,
     span_metrics: SpanMetrics,
+    /// With repartitioning: the series partition whose task counts span metrics (from the
+    /// re-keying stage's markers), its changelog, and markers that arrived elsewhere (spans
+    /// not counted).
+    span_metrics_home: Option<i32>,
+    span_metrics_changelog: Option<Arc<crate::changelog::Changelog>>,
+    span_markers_misrouted: u64,
     trace_out: Vec<TraceOutput>,
     file_tx: Option<mpsc::Sender<Batch>>,
     remote_write: Vec<RemoteWriteSink>,
@@ -583,10 +618,10 @@ struct PartitionTask {
     /// The derived operator, in the task of its home partition.
     derived: Option<DerivedOperator>,
     next_offset: i64,
-    /// Per changelog (anomaly, rules, aggregate, delta, derived): the generation of the last
+    /// Per changelog (anomaly, rules, aggregate, delta, derived, span metrics): the generation of the last
     /// checkpoint written or read; the next one goes to the other chunk set, and only a success
     /// moves it on.
-    generations: [u64; 5],
+    generations: [u64; 6],
     /// Records of the partition below this offset are in the aggregation windows restored
     /// from the changelog: read again (the commit was behind the checkpoint), they are not
     /// added twice.
@@ -599,6 +634,25 @@ struct PartitionTask {
     since: Option<std::time::Instant>,
     /// A snapshot waiting for the sinks to accept the outputs of what it covers.
     staged: Option<Staged>,
+    /// In the span-metrics home partition: the counts, and per input partition the position
+    /// (input offset, index) of the last marker message counted: a replay of either stage
+    /// repeats positions already counted.
+    span_metrics: Option<SpanMetrics>,
+    span_applied: MarkerPositions,
+    /// The span inputs' event time, from the markers: the boundaries it passes are emitted.
+    span_marks: Option<WatermarkTracker<(Arc<str>, i32)>>,
+}
+
+/// Per input partition, the position (input offset, index) of the last marker message counted.
+type MarkerPositions = std::collections::BTreeMap<(Arc<str>, i32), (i64, u32)>;
+/// One entry of [`MarkerPositions`] (a changelog holds them as a list: JSON keys are text).
+type MarkerPosition = ((Arc<str>, i32), (i64, u32));
+
+/// The span-metrics changelog's state: the counts and the marker positions counted.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SpanMetricsCheckpoint {
+    metrics: dwcp_operators::spanmetrics::SpanMetricsState,
+    applied: Vec<MarkerPosition>,
 }
 
 /// A partition's snapshot, serialized per changelog, taken when epoch `epoch` ended with the
@@ -626,6 +680,7 @@ enum Log {
     Aggregate,
     Delta,
     Derived,
+    SpanMetrics,
 }
 
 impl Log {
@@ -636,6 +691,7 @@ impl Log {
             Log::Aggregate => "aggregate",
             Log::Delta => "delta",
             Log::Derived => "derived",
+            Log::SpanMetrics => "span_metrics",
         }
     }
 }
@@ -644,7 +700,7 @@ impl Log {
 /// each changelog's generation read.
 struct Restored {
     next_offset: i64,
-    generations: [u64; 5],
+    generations: [u64; 6],
 }
 
 /// Where each rule group is evaluated when several workers share the series.
@@ -691,6 +747,7 @@ impl Router {
                 max_future_skew: oc.max_future_skew_ms * MS,
             }),
             input_partitions: Vec::new(),
+            trace_inputs: Vec::new(),
             progress: None,
             series_topic: config
                 .config
@@ -722,6 +779,9 @@ impl Router {
             aggregate: AggregateOperator::new(oc.aggregation.clone()),
             traces: TraceOperator::new(oc.traces.clone()),
             span_metrics: SpanMetrics::new(oc.span_metrics.clone()),
+            span_metrics_home: None,
+            span_metrics_changelog: None,
+            span_markers_misrouted: 0,
             trace_out: Vec::new(),
             file_tx,
             remote_write,
@@ -798,13 +858,17 @@ impl Router {
                             self.publish(samples, "aggregated", None).await;
                         }
                     }
+                    self.flush_partition_span_metrics(now).await;
                     self.traces.on_watermark(wm, &mut self.trace_out);
                     self.ship_traces().await;
                     let mut points = Vec::new();
                     self.span_metrics.on_watermark(wm, &mut points);
                     if !points.is_empty() && self.wants_samples() {
                         let mut samples = Vec::new();
-                        self.converter.convert(&points, &mut samples);
+                        // Each boundary on its own: its services' target_info at its time.
+                        for flush in points.chunk_by(|a, b| a.time_unix_nano == b.time_unix_nano) {
+                            self.converter.convert(flush, &mut samples);
+                        }
                         self.derive_from(&samples, None, None);
                         self.publish(samples, "span_metrics", None).await;
                     }
@@ -988,6 +1052,16 @@ impl Router {
                 self.publish(samples, "target_info", Some(&b.ack)).await;
                 return;
             }
+            // The re-keying stage's span-metrics counts of one input message.
+            if let (Some(x), true) = (
+                series_partition,
+                points
+                    .first()
+                    .is_some_and(|p| p.metric.name == dwcp_operators::spanmetrics::MARKER),
+            ) {
+                self.merge_span_markers(x, &b, points);
+                return;
+            }
         }
         #[allow(clippy::cast_possible_wrap)]
         let aggregated_already = series_partition
@@ -1034,7 +1108,10 @@ impl Router {
             }
         }
         if let Records::Traces(spans) = &*b.records {
-            self.span_metrics.process(spans);
+            // With repartitioning the re-keying stage counts them (markers to the home partition).
+            if self.series_topic.is_none() {
+                self.span_metrics.process(spans);
+            }
             let wm = self.watermarks.watermark(now);
             self.traces.process(spans, wm, &mut self.trace_out);
             self.ship_traces().await;
@@ -1065,6 +1142,69 @@ impl Router {
             .records_out
             .get_or_create(&out)
             .inc_by(b.records.len() as u64);
+    }
+
+    /// Counts a marker message of the re-keying stage in partition `x`'s span metrics, unless
+    /// its position was counted already (a replay).
+    fn merge_span_markers(&mut self, x: i32, b: &SourceBatch, points: &[dwcp_schemas::model::MetricPoint]) {
+        let Some(t) = self.tasks.get_mut(&x) else { return };
+        let Some(op) = t.span_metrics.as_mut() else {
+            let calls: u64 = points
+                .iter()
+                .map(|p| match p.value {
+                    dwcp_schemas::model::PointValue::Histogram { count, .. } => count,
+                    _ => 0,
+                })
+                .sum();
+            self.span_markers_misrouted += calls;
+            tracing::warn!(
+                partition = x,
+                spans = calls,
+                "span-metrics counts for a partition that does not keep them (workers configured differently?); not counted"
+            );
+            return;
+        };
+        let source = (b.watermark_key.0.clone(), b.watermark_key.1);
+        if let Some(position) = b.source_position {
+            if t.span_applied.get(&source).is_some_and(|last| position <= *last) {
+                return;
+            }
+            t.span_applied.insert(source.clone(), position);
+        }
+        if let Some(w) = t.span_marks.as_mut() {
+            w.observe_all(&source, points.iter().map(|p| p.time_unix_nano), now_nanos());
+        }
+        let refused = op.merge_markers(points);
+        if refused > 0 {
+            tracing::warn!(
+                partition = x,
+                points = refused,
+                "span-metrics markers of another shape (another configuration?) not counted"
+            );
+        }
+    }
+
+    /// Emits the home partition's span metrics at the boundaries its watermark passed.
+    async fn flush_partition_span_metrics(&mut self, now: EventTime) {
+        let Some(x) = self.span_metrics_home else { return };
+        let mut points = Vec::new();
+        if let Some(t) = self.tasks.get_mut(&x) {
+            if let (Some(op), Some(w)) = (t.span_metrics.as_mut(), t.span_marks.as_mut()) {
+                op.on_watermark(w.watermark(now), &mut points);
+            }
+        }
+        if !points.is_empty() && self.wants_samples() {
+            let mut samples = Vec::new();
+            for flush in points.chunk_by(|a, b| a.time_unix_nano == b.time_unix_nano) {
+                self.converter.convert_from(flush, Some(x), &mut samples);
+                // The keyed stage writes `target_info` from markers only: these are the
+                // services', one each per boundary, as one worker writes them.
+                let markers = dwcp_operators::prom::target_info_markers(flush);
+                self.converter.convert_markers(&markers, &mut samples);
+            }
+            self.derive_from(&samples, Some(x), None);
+            self.publish(samples, "span_metrics", None).await;
+        }
     }
 
     /// Whether anything reads Prometheus samples.
@@ -1119,7 +1259,10 @@ impl Router {
     /// first checkpoint.
     async fn open_partition_task(&mut self, x: i32, offset: i64) {
         let home = self.derived_home == Some(x);
-        if self.tasks.contains_key(&x) || (self.anomaly_template.is_none() && !self.has_changelog() && !home) {
+        let spans_home = self.span_metrics_home == Some(x);
+        if self.tasks.contains_key(&x)
+            || (self.anomaly_template.is_none() && !self.has_changelog() && !home && !spans_home)
+        {
             return;
         }
         // A batch still queued from a partition revoked meanwhile: its new owner has the state.
@@ -1138,7 +1281,7 @@ impl Router {
         }
         let mut r = Restored {
             next_offset: offset,
-            generations: [0; 5],
+            generations: [0; 6],
         };
         let mut derived = None;
         if let (true, Some(config)) = (home, &self.derived_template) {
@@ -1189,6 +1332,29 @@ impl Router {
         {
             self.converter.restore_partition(x, c.state);
         }
+        let mut span_metrics = None;
+        let mut span_applied = std::collections::BTreeMap::new();
+        let mut span_marks = None;
+        if spans_home {
+            let mut w = WatermarkTracker::new(self.watermark_config);
+            let now = now_nanos();
+            for (t, p) in &self.trace_inputs {
+                w.register(&(t.clone(), *p), now);
+            }
+            span_marks = Some(w);
+            let mut op = SpanMetrics::new(self.span_metrics.config().clone());
+            let cl = self.span_metrics_changelog.clone();
+            if let Some(c) = self
+                .restore_step::<SpanMetricsCheckpoint>(cl, Log::SpanMetrics, x, &mut r)
+                .await
+            {
+                op.restore(c.state.metrics);
+                span_applied = c.state.applied.into_iter().collect();
+                // Its count of dropped spans was reported by the worker that made it.
+                self.reported.span_metrics_dropped += op.dropped();
+            }
+            span_metrics = Some(op);
+        }
         let moving = self.has_changelog();
         if let (Some(src), Some(topic), true) = (&self.source, &self.series_topic, moving) {
             src.limit_commits(topic, x, offset.min(r.next_offset));
@@ -1204,6 +1370,9 @@ impl Router {
                 aggregate_from,
                 derived_from,
                 staged: None,
+                span_metrics,
+                span_applied,
+                span_marks,
             },
         );
     }
@@ -1239,6 +1408,7 @@ impl Router {
             &self.aggregate_changelog,
             &self.delta_changelog,
             &self.derived_changelog,
+            &self.span_metrics_changelog,
         ]
         .iter()
         .any(|c| c.is_some())
@@ -1620,6 +1790,16 @@ impl Router {
             };
             parts.push((Log::Derived, serde_json::to_vec(&c)));
         }
+        if let (Some(_), Some(op)) = (&self.span_metrics_changelog, &t.span_metrics) {
+            let c = Checkpoint {
+                next_offset,
+                state: SpanMetricsCheckpoint {
+                    metrics: op.snapshot(),
+                    applied: t.span_applied.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                },
+            };
+            parts.push((Log::SpanMetrics, serde_json::to_vec(&c)));
+        }
         Some(Staged {
             next_offset,
             epoch,
@@ -1681,6 +1861,7 @@ impl Router {
             Log::Aggregate => self.aggregate_changelog.clone(),
             Log::Delta => self.delta_changelog.clone(),
             Log::Derived => self.derived_changelog.clone(),
+            Log::SpanMetrics => self.span_metrics_changelog.clone(),
         }
     }
 
@@ -1891,7 +2072,14 @@ impl Router {
                 .inc_by(hs.over_limit - was.over_limit);
             self.history_reported = hs;
         }
-        let d = self.span_metrics.dropped();
+        let d = self.span_metrics.dropped()
+            + self.span_markers_misrouted
+            + self
+                .tasks
+                .values()
+                .filter_map(|t| t.span_metrics.as_ref())
+                .map(SpanMetrics::dropped)
+                .sum::<u64>();
         t.span_metrics_dropped.inc_by(d - self.reported.span_metrics_dropped);
         self.reported.span_metrics_dropped = d;
 

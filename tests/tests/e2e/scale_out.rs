@@ -59,11 +59,62 @@ fn message(region: &str, ri: usize, t0: u64, i: u64, counts: [u64; 3]) -> Vec<u8
     .into_bytes()
 }
 
-/// The input: 160 steps per region, each region on its own partition of `topic`.
-async fn produce_input(brokers: &str, topic: &str, t0: u64) -> u64 {
+/// OTLP/JSON of one region's spans at step `i`: three services' spans ending in the second
+/// before the step's time (so a step's spans can straddle a 10 s span-metrics boundary), with
+/// durations from 1 ms to 3 s and some errors. Also the number of span-metrics markers the
+/// re-keying stage makes of it: one per (service, name, status, 10 s boundary).
+fn spans_message(region: &str, ri: usize, t0: u64, i: u64) -> (Vec<u8>, usize) {
+    let t_ms = (t0 + i * 15) * 1000;
+    let mut markers = std::collections::BTreeSet::new();
+    let resources: Vec<String> = ["gw", "store", "consensus"]
+        .iter()
+        .enumerate()
+        .map(|(si, service)| {
+            let spans: Vec<String> = (0..2u64)
+                .map(|k| {
+                    let n = i * 6 + si as u64 * 2 + k;
+                    let end_ms = t_ms - (n * 337) % 1000 - 9_500 * ((n + ri as u64) % 2);
+                    let dur_ms = 1 + (n * 7919 + ri as u64 * 31) % 3000;
+                    let error = (n + ri as u64).is_multiple_of(13);
+                    let name = ["replicate", "ack"][k as usize];
+                    markers.insert((*service, name, error, end_ms - end_ms % 10_000));
+                    format!(
+                        r#"{{"traceId":"{:032x}","spanId":"{:016x}","name":"{name}","kind":2,"startTimeUnixNano":"{}","endTimeUnixNano":"{}","status":{{"code":{}}}}}"#,
+                        ((ri as u128) << 64) | (u128::from(n) + 1),
+                        n + 1,
+                        (end_ms - dur_ms) * 1_000_000,
+                        end_ms * 1_000_000,
+                        if error { 2 } else { 0 }
+                    )
+                })
+                .collect();
+            format!(
+                r#"{{"resource":{{"attributes":[{{"key":"cloud.region","value":{{"stringValue":"{region}"}}}},{{"key":"service.name","value":{{"stringValue":"{service}"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}"#,
+                spans.join(",")
+            )
+        })
+        .collect();
+    (
+        format!(r#"{{"resourceSpans":[{}]}}"#, resources.join(",")).into_bytes(),
+        markers.len(),
+    )
+}
+
+/// What `produce_input` wrote: metric points, spans, and span-metrics markers they make.
+struct Input {
+    points: u64,
+    spans: u64,
+    span_markers: u64,
+}
+
+/// The input: 160 steps per region, each region on its own partition of `topic` (metrics) and
+/// of `<topic>.traces` (spans).
+async fn produce_input(brokers: &str, topic: &str, t0: u64) -> Input {
     let p = producer(brokers);
     let mut counts = [[0u64; 3]; 3];
     let mut points = 0;
+    let (mut spans, mut span_markers) = (0, 0);
+    let traces = format!("{topic}.traces");
     for i in 0..160u64 {
         for (ri, region) in REGIONS.iter().enumerate() {
             let slow = ri == 0 && (40..=72).contains(&i);
@@ -81,18 +132,26 @@ async fn produce_input(brokers: &str, topic: &str, t0: u64) -> u64 {
             )
             .await;
             points += 1 + GAUGES.len() as u64;
+            let (message, markers) = spans_message(region, ri, t0, i);
+            produce(&p, &traces, None, &message, None, Some(partition)).await;
+            spans += 6;
+            span_markers += markers as u64;
         }
     }
-    points
+    Input {
+        points,
+        spans,
+        span_markers,
+    }
 }
 
 fn yaml(brokers: &str, id: &str, input: &str, prom: &str, repartition: bool) -> String {
     let rules = format!("{}/../deploy/rules/dwcp.rules.yml", env!("CARGO_MANIFEST_DIR"));
     let anomaly_series: Vec<String> = GAUGES.iter().map(|g| g.replace('.', "_")).collect();
     let mut y = format!(
-        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n    - {{name: \"{input}.traces\", signal: traces, encoding: otlp_json}}\n\
          dead_letter:\n  topic: \"{id}.dlq\"\n\
-         operators:\n  idle_timeout_ms: 600000\n  span_metrics: {{enabled: false}}\n  anomaly:\n    series: [{}]\n  aggregation:\n    rules: [{{metric: dwcp.latency}}, {{metric: dwcp.queue.a}}]\n\
+         operators:\n  idle_timeout_ms: 600000\n  anomaly:\n    series: [{}]\n  aggregation:\n    rules: [{{metric: dwcp.latency}}, {{metric: dwcp.queue.a}}]\n\
          \x20 sla:\n    - {{name: fast, kind: latency, target: 0.99, histogram: dwcp_latency_milliseconds, threshold: 250}}\n\
          \x20 health:\n    latency: {{histogram_mean: dwcp_latency_milliseconds}}\n    utilization: {{gauge: dwcp_queue_b}}\n\
          \x20 capacity:\n    - {{resource: queue, series: dwcp_queue_c, capacity: 100}}\n\
@@ -244,15 +303,15 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
     let id = unique("scale");
     let input = format!("{id}.in");
     let (one, three) = (format!("{id}-one"), format!("{id}-three"));
-    let mut topics = vec![input.clone()];
+    let mut topics = vec![input.clone(), format!("{input}.traces")];
     for g in [&one, &three] {
         for t in ["dlq", "alerts", "anomalies", "sla", "health"] {
             topics.push(format!("{g}.{t}"));
         }
     }
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    create_topics(&brokers, &names[..1], 3).await;
-    create_topics(&brokers, &names[1..], 1).await;
+    create_topics(&brokers, &names[..2], 3).await;
+    create_topics(&brokers, &names[2..], 1).await;
     let work = tempfile::tempdir().expect("tempdir");
     let prom_one = PrometheusServer::start(&work.path().join("prom-one")).await;
     let prom_three = PrometheusServer::start(&work.path().join("prom-three")).await;
@@ -268,7 +327,7 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
         .map(|i| Worker::start(work.path(), &format!("w{i}"), &y3))
         .collect();
     let stage1 = format!("{three}.repartition");
-    wait_groups_settled(&workers, &[(&stage1, Some(3.0)), (&three, Some(12.0))]).await;
+    wait_groups_settled(&workers, &[(&stage1, Some(6.0)), (&three, Some(12.0))]).await;
     // One worker, no repartitioning, reading the same input as it arrives.
     let y1 = yaml(&brokers, &one, &input, &prom_one.write_url(), false);
     let single = Worker::start(work.path(), "single", &y1);
@@ -276,16 +335,27 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
         .wait_for(
             "dwcp_assigned_partitions",
             &[("group", &one)],
-            3.0,
+            6.0,
             Duration::from_secs(180),
         )
         .await;
-    let points = produce_input(&brokers, &input, t0).await;
+    let Input {
+        points,
+        spans,
+        span_markers,
+    } = produce_input(&brokers, &input, t0).await;
     let refs: Vec<&Worker> = workers.iter().collect();
     let series_topic = format!("{three}.series");
-    wait_sum(&refs, "dwcp_repartitioned_records_total", &[], points as f64).await;
-    // The points, and a target_info marker per input message (one resource each).
-    let markers = 160.0 * 3.0;
+    wait_sum(
+        &refs,
+        "dwcp_repartitioned_records_total",
+        &[("topic", &series_topic)],
+        points as f64,
+    )
+    .await;
+    // The points, a target_info marker per input message (one resource each), and the
+    // span-metrics markers of the span messages.
+    let markers = 160.0 * 3.0 + span_markers as f64;
     wait_sum(
         &refs,
         "dwcp_source_records_total",
@@ -293,15 +363,19 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
         points as f64 + markers,
     )
     .await;
-    // Every worker re-keyed one region; the keyed work is spread over more than one.
+    wait_sum(
+        &refs,
+        "dwcp_repartitioned_records_total",
+        &[("topic", &format!("{three}.spans"))],
+        spans as f64,
+    )
+    .await;
+    // Every worker re-keyed some input (two of the six partitions each); the keyed work is
+    // spread over more than one.
     let mut keyed = 0;
     for w in &workers {
         let m = w.metrics().await;
-        assert_eq!(
-            metric_sum(&m, "dwcp_repartitioned_records_total", &[]),
-            160.0 * 7.0,
-            "{m}"
-        );
+        assert!(metric_sum(&m, "dwcp_repartitioned_records_total", &[]) > 0.0, "{m}");
         if metric_sum(&m, "dwcp_source_records_total", &[("topic", &series_topic)]) > 0.0 {
             keyed += 1;
         }
@@ -313,6 +387,14 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
             "dwcp_source_records_total",
             &[("topic", &input)],
             points as f64,
+            Duration::from_secs(180),
+        )
+        .await;
+    single
+        .wait_for(
+            "dwcp_source_records_total",
+            &[("topic", &format!("{input}.traces"))],
+            spans as f64,
             Duration::from_secs(180),
         )
         .await;
@@ -331,6 +413,8 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
         "dwcp_sla_compliance_ratio",
         "dwcp_region_health_score",
         "target_info",
+        "traces_span_metrics_calls_total",
+        "traces_span_metrics_duration_milliseconds_bucket",
     ] {
         assert!(want_one.keys().any(|l| l["__name__"] == name), "{name} missing");
     }
