@@ -536,7 +536,41 @@ fn gauges_message(region: &str, ri: usize, t0: u64, i: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn produce_steps(p: &rdkafka::producer::FutureProducer, topic: &str, t0: u64, steps: std::ops::Range<u64>) {
+/// OTLP/JSON of one region's spans at step `i`: two `gw` `replicate` spans of 7 ms, ending
+/// 1 s and 3 s before the step's time.
+fn replicate_spans(region: &str, ri: usize, t0: u64, i: u64) -> Vec<u8> {
+    let spans: Vec<String> = SPAN_ENDS_BEFORE_STEP_S
+        .iter()
+        .enumerate()
+        .map(|(k, before)| {
+            let end = ((t0 + i * 5 - before) * 1000) * 1_000_000;
+            format!(
+                r#"{{"traceId":"{:032x}","spanId":"{:016x}","name":"replicate","kind":2,"startTimeUnixNano":"{}","endTimeUnixNano":"{end}"}}"#,
+                (u128::from(i) << 8) | ((ri as u128) << 4) | k as u128 | (1 << 100),
+                i * 8 + k as u64 + 1,
+                end - 7_000_000,
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"cloud.region","value":{{"stringValue":"{region}"}}}},{{"key":"service.name","value":{{"stringValue":"gw"}}}}]}},"scopeSpans":[{{"spans":[{}]}}]}}]}}"#,
+        spans.join(",")
+    )
+    .into_bytes()
+}
+
+/// See `replicate_spans`.
+const SPAN_ENDS_BEFORE_STEP_S: [u64; 2] = [1, 3];
+
+/// Steps of `gauges_message` to `topic`, and of `replicate_spans` to `spans` when given, each
+/// region on its own partition.
+async fn produce_steps(
+    p: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    spans: Option<&str>,
+    t0: u64,
+    steps: std::ops::Range<u64>,
+) {
     for i in steps {
         for (ri, region) in REGIONS.iter().enumerate() {
             let partition = i32::try_from(ri).expect("partition");
@@ -549,6 +583,17 @@ async fn produce_steps(p: &rdkafka::producer::FutureProducer, topic: &str, t0: u
                 Some(partition),
             )
             .await;
+            if let Some(spans) = spans {
+                produce(
+                    p,
+                    spans,
+                    None,
+                    &replicate_spans(region, ri, t0, i),
+                    None,
+                    Some(partition),
+                )
+                .await;
+            }
         }
     }
 }
@@ -700,7 +745,8 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let id = unique("scale-kill");
     let input = format!("{id}.in");
-    create_topics(&brokers, &[&input], 3).await;
+    let traces = format!("{id}.traces");
+    create_topics(&brokers, &[&input, &traces], 3).await;
     let derived_topics: Vec<String> = ["dlq", "sla", "health", "alerts", "anomalies"]
         .iter()
         .map(|t| format!("{id}.{t}"))
@@ -719,9 +765,9 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
         .as_secs();
     let t0 = now_s / 60 * 60 - 50 * 60;
     let yaml = format!(
-        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n    - {{name: \"{traces}\", signal: traces, encoding: otlp_json}}\n\
          dead_letter:\n  topic: \"{id}.dlq\"\n\
-         operators:\n  idle_timeout_ms: 600000\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n  aggregation:\n    rules: [{{metric: dwcp.queue.a, aggregations: [count, sum, min, max]}}]\n\
+         operators:\n  idle_timeout_ms: 600000\n  prometheus: {{target_info: false}}\n  aggregation:\n    rules: [{{metric: dwcp.queue.a, aggregations: [count, sum, min, max]}}]\n\
          \x20 sla:\n    - {{name: rate, kind: throughput, target: 0.9, total: dwcp_sent_bytes_total, min_rate: 0.3}}\n\
          derived_topics:\n  sla: \"{id}.sla\"\n  health: \"{id}.health\"\n  alerts: \"{id}.alerts\"\n  anomalies: \"{id}.anomalies\"\n\
          sinks:\n  prometheus_remote_write:\n    - {{url: \"{}\", batch_wait_ms: 100}}\n\
@@ -735,7 +781,7 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
         .collect();
     let p = producer(&brokers);
     let steps = 300u64;
-    produce_steps(&p, &input, t0, 0..60).await;
+    produce_steps(&p, &input, Some(&traces), t0, 0..60).await;
     // Rolling restart, the input flowing in between.
     for i in 0..3u64 {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -745,13 +791,13 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
             "clean stop of w{i}; its log:\n{}",
             workers[i as usize].log_text()
         );
-        produce_steps(&p, &input, t0, 60 + i * 40..100 + i * 40).await;
+        produce_steps(&p, &input, Some(&traces), t0, 60 + i * 40..100 + i * 40).await;
         workers[i as usize] = Worker::start(work.path(), &format!("w{i}-again"), &yaml);
     }
     // A crash mid-stream.
-    produce_steps(&p, &input, t0, 180..220).await;
+    produce_steps(&p, &input, Some(&traces), t0, 180..220).await;
     workers[1].kill9();
-    produce_steps(&p, &input, t0, 220..steps).await;
+    produce_steps(&p, &input, Some(&traces), t0, 220..steps).await;
 
     let want = want_gauge_samples(t0, steps);
     // Tansu notices the killed member after its session timeout (45 s); then its partitions
@@ -789,6 +835,63 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
     // be absent, never wrong. (Seen once in five runs: one region's series ended 160 steps
     // early in Prometheus, every value before exact; not explained yet, see issue 9's note.)
     let checked = check_delta_totals(&everything(&prom.url(), at).await, t0, &workers);
+
+    // Span metrics through the restarts and the crash: their partition's counts moved with it
+    // and the replays of either stage were recognized, so every boundary's count is exactly
+    // the region's spans that ended before it (a lost count would show fewer, a replay more),
+    // and the duration sum 7 ms each.
+    // (They are emitted as event time passes each boundary: wait for the last ones.)
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut all = everything(&prom.url(), at).await;
+    let emitted = |all: &BTreeMap<BTreeMap<String, String>, Vec<(i64, String)>>| -> usize {
+        all.iter()
+            .filter(|(l, _)| l["__name__"] == "traces_span_metrics_calls_total")
+            .map(|(_, v)| v.len())
+            .sum()
+    };
+    while emitted(&all) < 3 * 145 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        all = everything(&prom.url(), at).await;
+    }
+    let series = |name: &str, region: &str| {
+        all.iter()
+            .find(|(l, _)| l["__name__"] == name && l["region"] == region)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} for {region}"))
+    };
+    let mut boundaries = 0;
+    for region in REGIONS {
+        let calls = series("traces_span_metrics_calls_total", region);
+        let sums = series("traces_span_metrics_duration_milliseconds_sum", region);
+        assert_eq!(
+            calls.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            sums.iter().map(|(t, _)| *t).collect::<Vec<_>>()
+        );
+        for ((ms, n), (_, sum)) in calls.iter().zip(&sums) {
+            let want = (0..steps)
+                .flat_map(|i| SPAN_ENDS_BEFORE_STEP_S.iter().map(move |b| (t0 + i * 5 - b) * 1000))
+                .filter(|end| i64::try_from(*end).expect("ms") < *ms)
+                .count();
+            assert_eq!(n, &want.to_string(), "{region}: spans ended before {ms}");
+            assert_eq!(sum, &(7 * want).to_string(), "{region}: duration sum at {ms}");
+        }
+        boundaries += calls.len();
+    }
+    // 150 boundaries of 10 s in 300 steps of 5 s; the last two wait for event time to pass them.
+    assert!(
+        boundaries >= 3 * 145,
+        "{boundaries} boundaries; the workers' logs:\n{}",
+        workers
+            .iter()
+            .map(|w| w
+                .log_text()
+                .lines()
+                .filter(|l| l.contains("span") || l.contains("WARN") || l.contains("ERROR") || l.contains("assign"))
+                .collect::<Vec<_>>()
+                .join("\n"))
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    );
     assert!(
         checked > 2 * steps as usize,
         "{checked} delta totals checked of {}",
@@ -901,7 +1004,7 @@ async fn a_checkpoint_waits_until_the_sinks_accept_what_it_covers() {
     let _leader = GroupLeader::start(&brokers, &format!("{id}.leader"), &[&id, &format!("{id}.repartition")]).await;
     let mut first = Worker::start(work.path(), "refused", &yaml(&refusing.url));
     let steps = 40u64;
-    produce_steps(&producer(&brokers), &input, t0, 0..steps).await;
+    produce_steps(&producer(&brokers), &input, None, t0, 0..steps).await;
     // Every point re-keyed and processed (7 metrics, 3 regions a step), then a few intervals.
     let points = f64::from(u32::try_from(steps * 3 * 7).expect("points"));
     let series_topic = format!("{id}.series");
