@@ -1,6 +1,7 @@
 //! Trace stitching and tail sampling on one core, in spans per second; then memory per span in
 //! flight (resident memory before and after buffering 1,000,000 spans), and the delay from a
-//! trace's last span to its decision measured in event time.
+//! trace's last span to its decision measured in event time. Also span metrics: counting
+//! spans, and with repartitioning making and merging the per-message markers.
 //!
 //! cargo bench -p dwcp-benches --bench traces
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use dwcp_benches::rss_kib;
 
 use criterion::{BatchSize, Criterion, Throughput};
+use dwcp_operators::spanmetrics::{SpanMetrics, SpanMetricsConfig};
 use dwcp_operators::traces::{Policy, TraceConfig, TraceOperator, TraceOutput};
 use dwcp_schemas::model::{
     AnyValue, Attributes, KeyValue, Origin, Resource, Scope, Span, SpanId, SpanKind, StatusCode, TraceId,
@@ -110,6 +112,44 @@ fn main() {
                 op.on_watermark(t0 + 20_000 * MS, &mut out);
                 out.len()
             },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+
+    // Span metrics: one worker counting spans; with repartitioning, the re-keying stage making
+    // the markers of messages of 100 spans, and the keyed stage merging them.
+    let mut g = c.benchmark_group("span_metrics");
+    g.throughput(Throughput::Elements(input.len() as u64));
+    let config = SpanMetricsConfig::default();
+    g.bench_function("count_50k_spans", |b| {
+        b.iter_batched(
+            || SpanMetrics::new(config.clone()),
+            |mut op| {
+                op.process(&input);
+                let mut out = Vec::new();
+                op.on_watermark(t0 + 20_000 * MS, &mut out);
+                out.len()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("markers_of_50k_spans_in_messages_of_100", |b| {
+        let mut op = SpanMetrics::new(config.clone());
+        b.iter(|| input.chunks(100).map(|m| op.markers(m).len()).sum::<usize>())
+    });
+    let mut rekeying = SpanMetrics::new(config.clone());
+    let markers: Vec<_> = input.chunks(100).flat_map(|m| rekeying.markers(m)).collect();
+    println!(
+        "span_metrics: {} spans in messages of 100 make {} markers ({:.1} spans a marker)",
+        input.len(),
+        markers.len(),
+        input.len() as f64 / markers.len() as f64
+    );
+    g.bench_function("merge_markers_of_50k_spans", |b| {
+        b.iter_batched(
+            || SpanMetrics::new(config.clone()),
+            |mut op| op.merge_markers(&markers),
             BatchSize::LargeInput,
         )
     });
