@@ -94,9 +94,9 @@ impl Totals {
     }
 
     fn add(&mut self, other: &Totals) {
-        self.calls += other.calls;
+        self.calls = self.calls.saturating_add(other.calls);
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
         self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
         self.start = self.start.min(other.start);
@@ -127,6 +127,8 @@ pub struct SpanMetrics {
     /// The last boundary emitted; 0 before the first.
     last_flushed: EventTime,
     dropped: u64,
+    /// Spans whose boundary is later are not counted (0: no limit); see `set_horizon`.
+    horizon: EventTime,
     calls_desc: Arc<MetricDescriptor>,
     duration_desc: Arc<MetricDescriptor>,
     marker_desc: Arc<MetricDescriptor>,
@@ -188,6 +190,7 @@ impl SpanMetrics {
             next_flush: 0,
             last_flushed: 0,
             dropped: 0,
+            horizon: 0,
             calls_desc: desc("traces.span.metrics.calls", "Span calls, before sampling", "{call}"),
             duration_desc: desc("traces.span.metrics.duration", "Span duration, before sampling", "ms"),
             marker_desc: desc(MARKER, "Span counts of one input message, for the keyed stage", "ns"),
@@ -200,12 +203,19 @@ impl SpanMetrics {
         }
     }
 
+    /// Spans ending after `latest` (the wall clock plus the allowed future skew) are counted as
+    /// dropped from now on: a bad clock's spans would otherwise wait in memory, and in every
+    /// checkpoint, until event time got there.
+    pub fn set_horizon(&mut self, latest: EventTime) {
+        self.horizon = self.boundary(latest);
+    }
+
     /// The configuration.
     pub fn config(&self) -> &SpanMetricsConfig {
         &self.config
     }
 
-    /// Spans not counted because `max_keys` was reached.
+    /// Spans not counted because `max_keys` was reached or because they end past the horizon.
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
@@ -222,7 +232,7 @@ impl SpanMetrics {
     /// The first boundary a span ending at `end` is counted at.
     fn boundary(&self, end: EventTime) -> EventTime {
         let interval = self.interval();
-        end - end % interval + interval
+        (end - end % interval).saturating_add(interval)
     }
 
     fn key(s: &Span) -> Key {
@@ -252,9 +262,13 @@ impl SpanMetrics {
 
     /// Adds counts of spans ending before `boundary`.
     fn add(&mut self, key: Key, boundary: EventTime, t: &Totals) {
+        if self.horizon != 0 && boundary > self.horizon {
+            self.dropped = self.dropped.saturating_add(t.calls);
+            return;
+        }
         if !self.totals.contains_key(&key) {
             if self.totals.len() >= self.config.max_keys {
-                self.dropped += t.calls;
+                self.dropped = self.dropped.saturating_add(t.calls);
                 return;
             }
             let n = self.config.buckets_ms.len() + 1;
@@ -359,12 +373,15 @@ impl SpanMetrics {
             let status = STATUSES
                 .into_iter()
                 .find(|s| p.attributes.get_str("status.code") == Some(status_name(*s)));
-            let (Some(kind), Some(status), Some(name), true, true) = (
+            let consistent = bucket_counts.len() == bounds.len() + 1
+                && bucket_counts.iter().fold(0u64, |a, b| a.saturating_add(*b)) == *count;
+            let (Some(kind), Some(status), Some(name), true, true, true) = (
                 kind,
                 status,
                 p.attributes.get_str("span.name"),
                 p.metric.name == MARKER,
-                *bounds == self.config.buckets_ms && bucket_counts.len() == bounds.len() + 1,
+                *bounds == self.config.buckets_ms,
+                consistent,
             ) else {
                 refused += 1;
                 continue;
@@ -397,6 +414,7 @@ impl SpanMetrics {
         if (watermark - self.next_flush) / interval > MAX_FLUSHES_AT_ONCE {
             self.next_flush = watermark - watermark % interval;
         }
+        // `flush` moves `next_flush` on (saturating: a watermark below the maximum ends this).
         while self.next_flush <= watermark {
             self.flush(self.next_flush, out);
         }
@@ -404,7 +422,7 @@ impl SpanMetrics {
 
     /// Emits every key's totals stamped `at`, with the spans that end before `at`.
     pub fn flush(&mut self, at: EventTime, out: &mut Vec<MetricPoint>) {
-        let later = self.pending.split_off(&(at + 1));
+        let later = self.pending.split_off(&at.saturating_add(1));
         let n = self.config.buckets_ms.len() + 1;
         for (_, counts) in std::mem::replace(&mut self.pending, later) {
             for (key, t) in counts {
@@ -412,7 +430,7 @@ impl SpanMetrics {
             }
         }
         self.last_flushed = at;
-        self.next_flush = at + self.interval();
+        self.next_flush = at.saturating_add(self.interval());
         let totals = std::mem::take(&mut self.totals);
         for ((service, name, kind, status, region), t) in totals.iter().filter(|(_, t)| t.calls > 0) {
             let origin = self.origin(service, region);
@@ -485,6 +503,10 @@ impl SpanMetrics {
 
     /// The origin of a key's points: its region, a resource with its service, this scope.
     fn origin(&mut self, service: &Arc<str>, region: &Arc<str>) -> Origin {
+        if self.resources.len() >= self.config.max_keys.max(1) && !self.resources.contains_key(service) {
+            // The re-keying stage sees every service, not only the ones counted: start over.
+            self.resources.clear();
+        }
         let resource = self
             .resources
             .entry(service.clone())
@@ -730,5 +752,45 @@ mod tests {
         restored.on_watermark(60_000 * MS, &mut d);
         assert!(!c.is_empty());
         assert_eq!(c, d);
+    }
+
+    #[test]
+    fn hostile_times_and_markers_are_refused_or_counted_and_never_panic() {
+        let mut m = SpanMetrics::new(SpanMetricsConfig::default());
+        let mut far = ending("gw", "a", "eu", 5_000, 5, false);
+        far.end_time_unix_nano = EventTime::MAX - 1;
+        far.start_time_unix_nano = 0;
+        m.process(&[far.clone(), ending("gw", "a", "eu", 5_000, 5, false)]);
+        let mut out = vec![];
+        m.on_watermark(EventTime::MAX - 1, &mut out);
+        assert_eq!(
+            calls_at(&out, 10_000).len(),
+            0,
+            "a jump of more than 1,000 boundaries emits the last"
+        );
+        assert!(!out.is_empty());
+        // With a horizon (the wall clock plus the allowed skew), the far span is dropped.
+        let mut m = SpanMetrics::new(SpanMetricsConfig::default());
+        m.set_horizon(60_000 * MS);
+        m.process(&[far, ending("gw", "a", "eu", 5_000, 5, false)]);
+        assert_eq!(m.dropped(), 1);
+        // A marker whose count is not its buckets' sum, or of other bounds, is refused.
+        let mut rekeying = SpanMetrics::new(SpanMetricsConfig::default());
+        let mut markers = rekeying.markers(&[ending("gw", "a", "eu", 5_000, 5, false)]);
+        assert_eq!(markers.len(), 1);
+        let mut other_bounds = markers[0].clone();
+        if let PointValue::Histogram { count, .. } = &mut markers[0].value {
+            *count += 1;
+        }
+        if let PointValue::Histogram {
+            bounds, bucket_counts, ..
+        } = &mut other_bounds.value
+        {
+            bounds.pop();
+            bucket_counts.pop();
+        }
+        let mut merged = SpanMetrics::new(SpanMetricsConfig::default());
+        assert_eq!(merged.merge_markers(&[markers[0].clone(), other_bounds]), 2);
+        assert_eq!(merged.keys(), 0);
     }
 }

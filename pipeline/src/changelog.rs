@@ -12,8 +12,8 @@
 //!
 //! A checkpoint is written only once every output of what it covers is accepted by every sink:
 //! the records below its offset are acknowledged, and so is every output no single record
-//! stands for (closed windows, rule results and alerts, anomaly episodes, SLA reports) that was
-//! produced before the snapshot ([`Epochs`]). Otherwise a worker killed with such outputs still
+//! stands for (closed windows, rule results, alert and anomaly records, SLA reports: what goes
+//! to remote-write and the derived topics) that was produced before the snapshot ([`Epochs`]). Otherwise a worker killed with such outputs still
 //! queued would leave a checkpoint that says they were produced, and its successor would not
 //! produce them again.
 

@@ -95,7 +95,8 @@ pub struct Telemetry {
     pub traces_in_flight: Gauge,
     /// Estimated bytes of buffered spans.
     pub trace_bytes_in_flight: Gauge,
-    /// Spans not counted in span metrics because the key bound was reached.
+    /// Spans not counted in span metrics: the key bound was reached, they end past the wall
+    /// clock plus `max_future_skew_ms`, or their counts reached a worker that keeps none.
     pub span_metrics_dropped: Counter<u64, AtomicU64>,
     /// Elasticsearch documents by result (`stored`, `rejected`).
     pub es_docs: Family<Labels, Counter>,
@@ -334,7 +335,7 @@ impl Telemetry {
             ),
             span_metrics_dropped: reg!(
                 "span_metrics_dropped_spans",
-                "Spans not counted in span metrics because the key bound was reached",
+                "Spans not counted in span metrics: the key bound was reached, they end past the wall clock plus the allowed future skew, or their counts reached a worker that keeps none",
                 Counter::default()
             ),
             es_docs: reg!(

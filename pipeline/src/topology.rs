@@ -925,6 +925,11 @@ impl Router {
         if let Some(es) = self.es.take() {
             es.close().await;
         }
+        // Every output is accepted (or refused for good) now: the snapshots waiting, then the
+        // partitions' final state, go to the changelogs, so the next owner starts from here.
+        self.checkpoint_changelog(false).await;
+        self.checkpoint_changelog(true).await;
+        self.checkpoint_changelog(false).await;
     }
 
     /// Sends the spans of sampled traces (and late spans of sampled traces) to Elasticsearch in
@@ -963,7 +968,9 @@ impl Router {
                 _ => {}
             }
         }
-        es.send(docs, Some(self.epochs.token())).await;
+        // No epoch token: no checkpoint holds trace state, so an Elasticsearch outage does not
+        // hold the checkpoints back.
+        es.send(docs, None).await;
     }
 
     /// Registers newly assigned input partitions with the watermark and releases the ones
@@ -1004,6 +1011,11 @@ impl Router {
         }
         self.watermarks
             .observe_all(&b.watermark_key, event_times(&b.records), now);
+        // The re-keying stage's span-metrics counts of one input message: numbered (only they
+        // carry an input position), so a metric of the same name in the input is not one.
+        let span_markers = b.source_position.is_some()
+            && matches!(&*b.records, Records::Metrics(points)
+                if points.first().is_some_and(|p| p.metric.name == dwcp_operators::spanmetrics::MARKER));
         if let Some(x) = series_partition {
             // Revoked and assigned again since its state was opened: start over from the
             // changelog (the state here missed what the other owner did).
@@ -1020,11 +1032,15 @@ impl Router {
                 }
                 w
             });
-            mark.observe_all(
-                &(b.watermark_key.0.clone(), b.watermark_key.1),
-                event_times(&b.records),
-                now,
-            );
+            // Span inputs send this partition nothing else: they do not hold its event time
+            // (the span-metrics counts follow their own, `span_marks`).
+            if !span_markers {
+                mark.observe_all(
+                    &(b.watermark_key.0.clone(), b.watermark_key.1),
+                    event_times(&b.records),
+                    now,
+                );
+            }
             #[allow(clippy::cast_possible_wrap)]
             let offset = b.ack.id() as i64;
             self.open_partition_task(x, offset).await;
@@ -1052,13 +1068,7 @@ impl Router {
                 self.publish(samples, "target_info", Some(&b.ack)).await;
                 return;
             }
-            // The re-keying stage's span-metrics counts of one input message.
-            if let (Some(x), true) = (
-                series_partition,
-                points
-                    .first()
-                    .is_some_and(|p| p.metric.name == dwcp_operators::spanmetrics::MARKER),
-            ) {
+            if let (Some(x), true) = (series_partition, span_markers) {
                 self.merge_span_markers(x, &b, points);
                 return;
             }
@@ -1110,6 +1120,8 @@ impl Router {
         if let Records::Traces(spans) = &*b.records {
             // With repartitioning the re-keying stage counts them (markers to the home partition).
             if self.series_topic.is_none() {
+                self.span_metrics
+                    .set_horizon(now.saturating_add(self.watermark_config.max_future_skew));
                 self.span_metrics.process(spans);
             }
             let wm = self.watermarks.watermark(now);
@@ -1167,6 +1179,12 @@ impl Router {
         let source = (b.watermark_key.0.clone(), b.watermark_key.1);
         if let Some(position) = b.source_position {
             if t.span_applied.get(&source).is_some_and(|last| position <= *last) {
+                // Counted already (a replay; or an input partition whose offsets started over,
+                // counted until they pass the last position).
+                self.telemetry
+                    .duplicate_points
+                    .get_or_create(&labels([("operator", "span_metrics")]))
+                    .inc_by(points.len() as u64);
                 return;
             }
             t.span_applied.insert(source.clone(), position);
@@ -1174,6 +1192,7 @@ impl Router {
         if let Some(w) = t.span_marks.as_mut() {
             w.observe_all(&source, points.iter().map(|p| p.time_unix_nano), now_nanos());
         }
+        op.set_horizon(now_nanos().saturating_add(self.watermark_config.max_future_skew));
         let refused = op.merge_markers(points);
         if refused > 0 {
             tracing::warn!(
@@ -2080,7 +2099,9 @@ impl Router {
                 .filter_map(|t| t.span_metrics.as_ref())
                 .map(SpanMetrics::dropped)
                 .sum::<u64>();
-        t.span_metrics_dropped.inc_by(d - self.reported.span_metrics_dropped);
+        // Lower when the span-metrics partition moved away (its count went with it).
+        t.span_metrics_dropped
+            .inc_by(d.saturating_sub(self.reported.span_metrics_dropped));
         self.reported.span_metrics_dropped = d;
 
         t.operator_state

@@ -59,8 +59,8 @@ fn message(region: &str, ri: usize, t0: u64, i: u64, counts: [u64; 3]) -> Vec<u8
     .into_bytes()
 }
 
-/// OTLP/JSON of one region's spans at step `i`: three services' spans ending in the second
-/// before the step's time (so a step's spans can straddle a 10 s span-metrics boundary), with
+/// OTLP/JSON of one region's spans at step `i`: three services' spans, one ending at the step's
+/// time, the others up to 10.5 s before it (so a step's spans straddle 10 s span-metrics boundaries), with
 /// durations from 1 ms to 3 s and some errors. Also the number of span-metrics markers the
 /// re-keying stage makes of it: one per (service, name, status, 10 s boundary).
 fn spans_message(region: &str, ri: usize, t0: u64, i: u64) -> (Vec<u8>, usize) {
@@ -73,7 +73,15 @@ fn spans_message(region: &str, ri: usize, t0: u64, i: u64) -> (Vec<u8>, usize) {
             let spans: Vec<String> = (0..2u64)
                 .map(|k| {
                     let n = i * 6 + si as u64 * 2 + k;
-                    let end_ms = t_ms - (n * 337) % 1000 - 9_500 * ((n + ri as u64) % 2);
+                    // The first ends at the step's time, as the metric points: each input's
+                    // event time ends where the others' does. (One worker's event time waits
+                    // for every input; with repartitioning the series partitions wait for the
+                    // metric inputs only: inputs ending apart would close different windows.)
+                    let end_ms = if si == 0 && k == 0 {
+                        t_ms
+                    } else {
+                        t_ms - (n * 337) % 1000 - 9_500 * ((n + ri as u64) % 2)
+                    };
                     let dur_ms = 1 + (n * 7919 + ri as u64 * 31) % 3000;
                     let error = (n + ri as u64).is_multiple_of(13);
                     let name = ["replicate", "ack"][k as usize];
