@@ -1333,6 +1333,7 @@ impl Router {
             if let Some(rules) = &mut self.rules {
                 rules.restore_partition(x, c.state);
             }
+            self.take_over_alerts(x).await;
         }
         let mut aggregate_from = 0;
         let cl = self.aggregate_changelog.clone();
@@ -1469,8 +1470,54 @@ impl Router {
             if self.partition_marks.remove(&x).is_some() | self.tasks.remove(&x).is_some() {
                 tracing::info!(partition = x, "series partition moved: its state here is dropped");
             }
+            self.hand_over_alerts(x);
             self.partition_aggregates.remove(&x);
             self.converter.drop_partition(x);
+        }
+    }
+
+    /// The alerts of partition `x`'s rule groups, restored from the changelog: listed by the
+    /// API, and the firing ones posted to the Alertmanagers now and re-posted from here on (the
+    /// worker that had them stopped re-posting them).
+    async fn take_over_alerts(&mut self, x: i32) {
+        let Some(rules) = &self.rules else { return };
+        let restored = rules.active_alerts_in(x);
+        if restored.is_empty() {
+            return;
+        }
+        for a in &restored {
+            self.active_alerts.insert(a.fingerprint, a.clone());
+        }
+        if let Some(v) = &self.alerts_view {
+            v.send_replace(Arc::new(self.active_alerts.values().cloned().collect()));
+        }
+        let firing: Vec<_> = restored.into_iter().filter(|a| a.state == AlertState::Firing).collect();
+        tracing::info!(
+            partition = x,
+            firing = firing.len(),
+            "alerts taken over with their partition"
+        );
+        for am in &self.alertmanagers {
+            am.send(firing.clone()).await;
+        }
+    }
+
+    /// Partition `x` moved to another worker: its rule groups' alerts are its now (not listed
+    /// here, not re-posted from here, not resolved).
+    fn hand_over_alerts(&mut self, x: i32) {
+        let Some(rules) = &self.rules else { return };
+        let gone: Vec<u64> = rules.active_alerts_in(x).iter().map(|a| a.fingerprint).collect();
+        if gone.is_empty() {
+            return;
+        }
+        for f in &gone {
+            self.active_alerts.remove(f);
+        }
+        if let Some(v) = &self.alerts_view {
+            v.send_replace(Arc::new(self.active_alerts.values().cloned().collect()));
+        }
+        for am in &self.alertmanagers {
+            am.forget(gone.clone());
         }
     }
 

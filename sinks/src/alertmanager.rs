@@ -8,6 +8,10 @@
 //! - A failed post is retried three times with a growing pause, then counted and logged; the
 //!   next resend carries every firing alert again.
 //!
+//! - With several workers, an alert moves with its rule group's partition: the worker losing it
+//!   forgets it ([`AlertmanagerSink::forget`], no post), the one taking it over posts it firing
+//!   at once (its state restored), and re-posts it from then on.
+//!
 //! One [`AlertmanagerSink`] per Alertmanager: each gets every alert, as with Prometheus's
 //! `alertmanagers` list (an Alertmanager cluster deduplicates).
 
@@ -95,8 +99,16 @@ pub struct AlertmanagerStats {
 
 /// The sender task's handle.
 pub struct AlertmanagerSink {
-    tx: mpsc::Sender<Vec<AlertTransition>>,
+    tx: mpsc::Sender<Handover>,
     task: JoinHandle<()>,
+}
+
+/// What the sender task is handed.
+enum Handover {
+    /// State changes, in order.
+    Transitions(Vec<AlertTransition>),
+    /// Alerts another worker has taken over: no longer re-posted from here.
+    Forget(Vec<u64>),
 }
 
 /// The JSON Alertmanager's v2 API takes.
@@ -212,8 +224,25 @@ impl AlertmanagerSink {
         if transitions.is_empty() {
             return;
         }
-        if self.tx.send(transitions).await.is_err() {
+        if self.tx.send(Handover::Transitions(transitions)).await.is_err() {
             tracing::error!("alertmanager sender is gone; alerts not sent");
+        }
+    }
+
+    /// Stops re-posting the alerts with these fingerprints, without resolving them: their rule
+    /// group's partition moved to another worker, which posts them from now on. In order with
+    /// the state changes handed over before (when the queue is full, as soon as it has room).
+    pub fn forget(&self, fingerprints: Vec<u64>) {
+        if fingerprints.is_empty() {
+            return;
+        }
+        match self.tx.try_send(Handover::Forget(fingerprints)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(h)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move { tx.send(h).await });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
@@ -233,7 +262,7 @@ fn postable(a: &AlertTransition, ends: u64) -> PostableAlert<'_> {
     }
 }
 
-async fn run(sender: Sender, mut rx: mpsc::Receiver<Vec<AlertTransition>>, resend: Duration) {
+async fn run(sender: Sender, mut rx: mpsc::Receiver<Handover>, resend: Duration) {
     let mut firing: BTreeMap<u64, AlertTransition> = BTreeMap::new();
     let mut tick = tokio::time::interval(resend);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -243,8 +272,18 @@ async fn run(sender: Sender, mut rx: mpsc::Receiver<Vec<AlertTransition>>, resen
         .saturating_mul(4);
     loop {
         tokio::select! {
-            batch = rx.recv() => {
-                let Some(batch) = batch else { break };
+            handover = rx.recv() => {
+                let batch = match handover {
+                    None => break,
+                    Some(Handover::Forget(fingerprints)) => {
+                        for f in fingerprints {
+                            firing.remove(&f);
+                        }
+                        sender.stats.firing.set(i64::try_from(firing.len()).unwrap_or(i64::MAX));
+                        continue;
+                    }
+                    Some(Handover::Transitions(batch)) => batch,
+                };
                 let now = wall_nanos();
                 let mut resolved = Vec::new();
                 let mut fired = Vec::new();
@@ -358,5 +397,54 @@ mod tests {
         assert!(bodies.iter().all(|b| b[0]["labels"]["alertname"] != "A1"));
         assert_eq!(stats.failed.get(), 0);
         assert_eq!(stats.firing.get(), 0);
+    }
+
+    /// An alert handed over to another worker is no longer re-posted here, and not resolved.
+    #[tokio::test]
+    async fn a_forgotten_alert_is_neither_resent_nor_resolved() {
+        let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let b = bodies.clone();
+        let app = axum::Router::new().route(
+            "/api/v2/alerts",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                let b = b.clone();
+                async move {
+                    b.lock().expect("lock").push(body.0);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut cfg = AlertmanagerConfig::new(&format!("http://{addr}"));
+        cfg.resend_interval_ms = 200;
+        let stats = AlertmanagerStats::default();
+        let sink = AlertmanagerSink::start(cfg, stats.clone()).expect("sink");
+        sink.send(vec![
+            transition(AlertState::Firing, 1),
+            transition(AlertState::Firing, 2),
+        ])
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sink.forget(vec![1]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let posted_before = bodies.lock().expect("lock").len();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        sink.close().await;
+        let bodies = bodies.lock().expect("lock").clone();
+        let names = |b: &serde_json::Value| -> Vec<String> {
+            b.as_array()
+                .expect("array")
+                .iter()
+                .map(|a| a["labels"]["alertname"].as_str().unwrap_or("").to_string())
+                .collect()
+        };
+        assert_eq!(names(&bodies[0]), ["A1", "A2"]);
+        assert!(bodies.len() >= posted_before + 2, "resent every 200 ms: {bodies:?}");
+        for b in &bodies[posted_before..] {
+            assert_eq!(names(b), ["A2"], "{bodies:?}");
+        }
+        assert_eq!(stats.firing.get(), 1);
     }
 }

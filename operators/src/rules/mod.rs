@@ -757,8 +757,19 @@ impl RuleEngine {
 
     /// Alerts pending or firing now.
     pub fn active_alerts(&self) -> Vec<AlertTransition> {
+        self.active_alerts_where(|_| true)
+    }
+
+    /// Alerts pending or firing now in the groups whose home is `partition` (see
+    /// [`RuleEngine::set_homes`]).
+    pub fn active_alerts_in(&self, partition: i32) -> Vec<AlertTransition> {
+        let homes = self.homes.as_deref().unwrap_or_default();
+        self.active_alerts_where(|gi| homes.get(gi) == Some(&partition))
+    }
+
+    fn active_alerts_where(&self, group: impl Fn(usize) -> bool) -> Vec<AlertTransition> {
         let mut out = Vec::new();
-        for (gi, g) in self.groups.iter().enumerate() {
+        for (gi, g) in self.groups.iter().enumerate().filter(|(gi, _)| group(*gi)) {
             for (ri, r) in g.rules.iter().enumerate() {
                 for (fp, a) in &self.active[gi][ri] {
                     if matches!(a.state, AlertState::Pending | AlertState::Firing) {

@@ -1052,6 +1052,154 @@ async fn a_checkpoint_waits_until_the_sinks_accept_what_it_covers() {
     assert_eq!(checked, 3 * steps as usize, "every step's total of every region");
 }
 
+/// A firing alert stays active in Alertmanager when the worker evaluating it dies: the worker
+/// taking its partition over restores the alert's state and posts it at once (then every
+/// `resend_interval_ms`). Alertmanager resolves an alert by itself once its `endsAt` (four
+/// resend intervals, 4 s here) passes without a new post; the takeover takes longer than that
+/// (the session timeout, 10 s here), so without the hand-over the alert would stay resolved
+/// while it still fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_alert_stays_active_in_alertmanager_when_its_worker_dies() {
+    let Some(brokers) = kafka() else { return };
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let id = unique("scale-am");
+    let input = format!("{id}.in");
+    create_topics(&brokers, &[&input], 2).await;
+    create_topics(&brokers, &[&format!("{id}.dlq")], 1).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let hook = WebhookReceiver::start().await;
+    let am = dwcp_tests::AlertmanagerServer::start(&work.path().join("am"), &hook.url).await;
+    let rules = format!("{}/../deploy/rules/dwcp.rules.yml", env!("CARGO_MANIFEST_DIR"));
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  consumer_options: {{session.timeout.ms: \"10000\"}}\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 120000\n  checkpoint_interval_ms: 500\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n\
+         rules:\n  files: [\"{rules}\"]\n\
+         sinks:\n  alertmanager:\n    - {{url: \"{}\", resend_interval_ms: 1000}}\n\
+         repartition:\n  enabled: true\n  series_topic: \"{id}.series\"\n  spans_topic: \"{id}.spans\"\n  partitions: 4\n  changelog_prefix: \"{id}.state.\"\n",
+        am.url()
+    );
+    let _leader = GroupLeader::start(&brokers, &format!("{id}.leader"), &[&id, &format!("{id}.repartition")]).await;
+    let mut workers: Vec<Worker> = (0..2)
+        .map(|i| Worker::start(work.path(), &format!("w{i}"), &yaml))
+        .collect();
+    wait_groups_settled(&workers, &[(&format!("{id}.repartition"), None), (&id, None)]).await;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let t0 = now_s / 60 * 60 - 40 * 60;
+    let p = producer(&brokers);
+    let mut counts = [[0u64; 3]; 2];
+    let regions = ["us-east-1", "us-west-1"];
+    // us-east-1 slow from 600 s on: HighLatency pending at 600 s, firing at 900 s, and firing
+    // still when the input stops at 1200 s.
+    let mut send = |range: std::ops::RangeInclusive<u64>| {
+        let mut msgs = Vec::new();
+        for t in range.step_by(15) {
+            for (ri, region) in regions.iter().enumerate() {
+                if t > 0 {
+                    let slow = ri == 0 && t >= 600;
+                    counts[ri][if slow { 2 } else { 0 }] += 100;
+                }
+                msgs.push((ri, super::latency_message(region, t0 + t, counts[ri])));
+            }
+        }
+        msgs
+    };
+    for (ri, m) in send(0..=990) {
+        produce(&p, &input, None, &m, None, Some(i32::try_from(ri).expect("partition"))).await;
+    }
+    // The evaluating worker: the one that logged HighLatency firing (other alerts of the rule
+    // file fire too, on either worker).
+    let fired = |w: &Worker| {
+        w.log_text()
+            .lines()
+            .any(|l| l.contains("alert state changed") && l.contains("HighLatency") && l.contains("firing"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let owner = loop {
+        let mut found = None;
+        for (i, w) in workers.iter().enumerate() {
+            if fired(w) {
+                found = Some(i);
+            }
+        }
+        if let Some(i) = found {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no worker fires HighLatency");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let written = |m: &str| {
+        metric_sum(
+            m,
+            "dwcp_changelog_checkpoints_total",
+            &[("operator", "rules"), ("result", "written")],
+        )
+    };
+    let before = written(&workers[owner].metrics().await);
+    workers[owner]
+        .wait_for(
+            "dwcp_changelog_checkpoints_total",
+            &[("operator", "rules"), ("result", "written")],
+            before + 4.0,
+            Duration::from_secs(60),
+        )
+        .await;
+    workers[owner].kill9();
+    let killed = Instant::now();
+    for (ri, m) in send(1005..=1200) {
+        produce(&p, &input, None, &m, None, Some(i32::try_from(ri).expect("partition"))).await;
+    }
+    let survivor = &workers[1 - owner];
+    survivor
+        .wait_for(
+            "dwcp_changelog_restores_total",
+            &[("operator", "rules"), ("result", "restored")],
+            1.0,
+            Duration::from_secs(180),
+        )
+        .await;
+    assert!(
+        killed.elapsed() > Duration::from_secs(5),
+        "the dead worker's endsAt is past"
+    );
+    let high_latency = || async {
+        let v: Vec<serde_json::Value> = reqwest::Client::new()
+            .get(format!("{}/api/v2/alerts", am.url()))
+            .query(&[("filter", "alertname=\"HighLatency\"")])
+            .send()
+            .await
+            .expect("alertmanager")
+            .json()
+            .await
+            .expect("json");
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let active = loop {
+        let v = high_latency().await;
+        if !v.is_empty() || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(active.len(), 1, "{active:?}\nsurvivor log:\n{}", survivor.log_text());
+    assert_eq!(active[0]["status"]["state"], "active", "{active:?}");
+    assert_eq!(active[0]["labels"]["region"], "us-east-1", "{active:?}");
+    assert!(
+        survivor.log_text().contains("alerts taken over with their partition"),
+        "{}",
+        survivor.log_text()
+    );
+    // And it stays active: re-posted every second by the survivor.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let still = high_latency().await;
+    assert_eq!(still.len(), 1, "{still:?}");
+    assert_eq!(still[0]["status"]["state"], "active", "{still:?}");
+}
+
 /// OTLP/JSON of one probe gauge point of eu-west-1.
 fn probe_message(t_s: u64, value: f64) -> Vec<u8> {
     let t = t_s * 1_000_000_000;
