@@ -345,11 +345,13 @@ mod tests {
         }
     }
 
-    /// A fake Alertmanager that answers 503 once, then 200, recording each body: the retry
-    /// and resend behaviour no real Alertmanager can be made to show on demand.
-    #[tokio::test]
-    async fn posts_retries_resends_firing_and_resolves_once() {
-        let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    type Bodies = Arc<Mutex<Vec<serde_json::Value>>>;
+
+    /// A fake Alertmanager that answers 503 to the first `refuse` posts, then 200, recording
+    /// each accepted body, and counting every call: the retry and resend behaviour no real
+    /// Alertmanager can be made to show on demand.
+    async fn fake_alertmanager(refuse: usize) -> (std::net::SocketAddr, Bodies, Arc<std::sync::atomic::AtomicUsize>) {
+        let bodies: Bodies = Arc::default();
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (b, c) = (bodies.clone(), calls.clone());
         let app = axum::Router::new().route(
@@ -357,7 +359,7 @@ mod tests {
             axum::routing::post(move |body: axum::Json<serde_json::Value>| {
                 let (b, c) = (b.clone(), c.clone());
                 async move {
-                    if c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    if c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < refuse {
                         return axum::http::StatusCode::SERVICE_UNAVAILABLE;
                     }
                     b.lock().expect("lock").push(body.0);
@@ -368,6 +370,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, bodies, calls)
+    }
+
+    #[tokio::test]
+    async fn posts_retries_resends_firing_and_resolves_once() {
+        let (addr, bodies, calls) = fake_alertmanager(1).await;
         let mut cfg = AlertmanagerConfig::new(&format!("http://{addr}"));
         cfg.resend_interval_ms = 700;
         let stats = AlertmanagerStats::default();
@@ -402,21 +410,7 @@ mod tests {
     /// An alert handed over to another worker is no longer re-posted here, and not resolved.
     #[tokio::test]
     async fn a_forgotten_alert_is_neither_resent_nor_resolved() {
-        let bodies: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-        let b = bodies.clone();
-        let app = axum::Router::new().route(
-            "/api/v2/alerts",
-            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
-                let b = b.clone();
-                async move {
-                    b.lock().expect("lock").push(body.0);
-                    axum::http::StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (addr, bodies, _) = fake_alertmanager(0).await;
         let mut cfg = AlertmanagerConfig::new(&format!("http://{addr}"));
         cfg.resend_interval_ms = 200;
         let stats = AlertmanagerStats::default();

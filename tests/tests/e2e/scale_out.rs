@@ -1052,6 +1052,87 @@ async fn a_checkpoint_waits_until_the_sinks_accept_what_it_covers() {
     assert_eq!(checked, 3 * steps as usize, "every step's total of every region");
 }
 
+/// Two repartitioning workers (and a `GroupLeader`) evaluating the design's rules over a
+/// latency input topic `<id>.in` of two partitions; `source` and `rest` are YAML lines added
+/// under `source:` and at the end.
+async fn rules_workers(
+    brokers: &str,
+    id: &str,
+    work: &std::path::Path,
+    source: &str,
+    rest: &str,
+) -> (GroupLeader, Vec<Worker>) {
+    let input = format!("{id}.in");
+    create_topics(brokers, &[&input], 2).await;
+    create_topics(brokers, &[&format!("{id}.dlq")], 1).await;
+    let rules = format!("{}/../deploy/rules/dwcp.rules.yml", env!("CARGO_MANIFEST_DIR"));
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n{source}  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 120000\n  checkpoint_interval_ms: 500\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n\
+         rules:\n  files: [\"{rules}\"]\n\
+         repartition:\n  enabled: true\n  series_topic: \"{id}.series\"\n  spans_topic: \"{id}.spans\"\n  partitions: 4\n  changelog_prefix: \"{id}.state.\"\n{rest}"
+    );
+    // Tansu would leave the groups leaderless if a killed worker led them (see `GroupLeader`).
+    let stage1 = format!("{id}.repartition");
+    let leader = GroupLeader::start(brokers, &format!("{id}.leader"), &[id, &stage1]).await;
+    let workers: Vec<Worker> = (0..2).map(|i| Worker::start(work, &format!("w{i}"), &yaml)).collect();
+    wait_groups_settled(&workers, &[(&stage1, None), (id, None)]).await;
+    (leader, workers)
+}
+
+/// Latency messages of us-east-1 (partition 0) and us-west-1 (partition 1) every 15 s, 100
+/// requests a step each, us-east-1's slow (over 250 ms) when `slow` says so.
+struct LatencyInput {
+    t0: u64,
+    counts: [[u64; 3]; 2],
+}
+
+impl LatencyInput {
+    async fn send(
+        &mut self,
+        p: &rdkafka::producer::FutureProducer,
+        topic: &str,
+        range: std::ops::RangeInclusive<u64>,
+        slow: impl Fn(u64) -> bool,
+    ) {
+        for t in range.step_by(15) {
+            for (ri, region) in ["us-east-1", "us-west-1"].iter().enumerate() {
+                if t > 0 {
+                    self.counts[ri][if ri == 0 && slow(t) { 2 } else { 0 }] += 100;
+                }
+                let m = super::latency_message(region, self.t0 + t, self.counts[ri]);
+                produce(p, topic, None, &m, None, Some(i32::try_from(ri).expect("partition"))).await;
+            }
+        }
+    }
+}
+
+/// Waits until `w` has written `more` rule-state checkpoints beyond those written so far.
+async fn wait_rules_checkpoints(w: &Worker, more: f64) {
+    let filter = [("operator", "rules"), ("result", "written")];
+    let before = metric_sum(&w.metrics().await, "dwcp_changelog_checkpoints_total", &filter);
+    w.wait_for(
+        "dwcp_changelog_checkpoints_total",
+        &filter,
+        before + more,
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+/// Waits until `survivor` has read rule state back from the changelog.
+async fn wait_rules_restored(survivor: &Worker) {
+    survivor
+        .wait_for(
+            "dwcp_changelog_restores_total",
+            &[("operator", "rules"), ("result", "restored")],
+            1.0,
+            Duration::from_secs(180),
+        )
+        .await;
+}
+
 /// A firing alert stays active in Alertmanager when the worker evaluating it dies: the worker
 /// taking its partition over restores the alert's state and posts it at once (then every
 /// `resend_interval_ms`). Alertmanager resolves an alert by itself once its `endsAt` (four
@@ -1064,52 +1145,33 @@ async fn a_firing_alert_stays_active_in_alertmanager_when_its_worker_dies() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let id = unique("scale-am");
     let input = format!("{id}.in");
-    create_topics(&brokers, &[&input], 2).await;
-    create_topics(&brokers, &[&format!("{id}.dlq")], 1).await;
     let work = tempfile::tempdir().expect("tempdir");
     let hook = WebhookReceiver::start().await;
     let am = dwcp_tests::AlertmanagerServer::start(&work.path().join("am"), &hook.url).await;
-    let rules = format!("{}/../deploy/rules/dwcp.rules.yml", env!("CARGO_MANIFEST_DIR"));
-    let yaml = format!(
-        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  consumer_options: {{session.timeout.ms: \"10000\"}}\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
-         dead_letter:\n  topic: \"{id}.dlq\"\n\
-         operators:\n  idle_timeout_ms: 120000\n  checkpoint_interval_ms: 500\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n\
-         rules:\n  files: [\"{rules}\"]\n\
-         sinks:\n  alertmanager:\n    - {{url: \"{}\", resend_interval_ms: 1000}}\n\
-         repartition:\n  enabled: true\n  series_topic: \"{id}.series\"\n  spans_topic: \"{id}.spans\"\n  partitions: 4\n  changelog_prefix: \"{id}.state.\"\n",
-        am.url()
-    );
-    let _leader = GroupLeader::start(&brokers, &format!("{id}.leader"), &[&id, &format!("{id}.repartition")]).await;
-    let mut workers: Vec<Worker> = (0..2)
-        .map(|i| Worker::start(work.path(), &format!("w{i}"), &yaml))
-        .collect();
-    wait_groups_settled(&workers, &[(&format!("{id}.repartition"), None), (&id, None)]).await;
+    let (_leader, mut workers) = rules_workers(
+        &brokers,
+        &id,
+        work.path(),
+        "  consumer_options: {session.timeout.ms: \"10000\"}\n",
+        &format!(
+            "sinks:\n  alertmanager:\n    - {{url: \"{}\", resend_interval_ms: 1000}}\n",
+            am.url()
+        ),
+    )
+    .await;
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    let t0 = now_s / 60 * 60 - 40 * 60;
     let p = producer(&brokers);
-    let mut counts = [[0u64; 3]; 2];
-    let regions = ["us-east-1", "us-west-1"];
+    let mut steps = LatencyInput {
+        t0: now_s / 60 * 60 - 40 * 60,
+        counts: [[0; 3]; 2],
+    };
     // us-east-1 slow from 600 s on: HighLatency pending at 600 s, firing at 900 s, and firing
     // still when the input stops at 1200 s.
-    let mut send = |range: std::ops::RangeInclusive<u64>| {
-        let mut msgs = Vec::new();
-        for t in range.step_by(15) {
-            for (ri, region) in regions.iter().enumerate() {
-                if t > 0 {
-                    let slow = ri == 0 && t >= 600;
-                    counts[ri][if slow { 2 } else { 0 }] += 100;
-                }
-                msgs.push((ri, super::latency_message(region, t0 + t, counts[ri])));
-            }
-        }
-        msgs
-    };
-    for (ri, m) in send(0..=990) {
-        produce(&p, &input, None, &m, None, Some(i32::try_from(ri).expect("partition"))).await;
-    }
+    let slow = |t: u64| t >= 600;
+    steps.send(&p, &input, 0..=990, slow).await;
     // The evaluating worker: the one that logged HighLatency firing (other alerts of the rule
     // file fire too, on either worker).
     let fired = |w: &Worker| {
@@ -1119,48 +1181,18 @@ async fn a_firing_alert_stays_active_in_alertmanager_when_its_worker_dies() {
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     let owner = loop {
-        let mut found = None;
-        for (i, w) in workers.iter().enumerate() {
-            if fired(w) {
-                found = Some(i);
-            }
-        }
-        if let Some(i) = found {
+        if let Some(i) = workers.iter().position(fired) {
             break i;
         }
         assert!(Instant::now() < deadline, "no worker fires HighLatency");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let written = |m: &str| {
-        metric_sum(
-            m,
-            "dwcp_changelog_checkpoints_total",
-            &[("operator", "rules"), ("result", "written")],
-        )
-    };
-    let before = written(&workers[owner].metrics().await);
-    workers[owner]
-        .wait_for(
-            "dwcp_changelog_checkpoints_total",
-            &[("operator", "rules"), ("result", "written")],
-            before + 4.0,
-            Duration::from_secs(60),
-        )
-        .await;
+    wait_rules_checkpoints(&workers[owner], 4.0).await;
     workers[owner].kill9();
     let killed = Instant::now();
-    for (ri, m) in send(1005..=1200) {
-        produce(&p, &input, None, &m, None, Some(i32::try_from(ri).expect("partition"))).await;
-    }
+    steps.send(&p, &input, 1005..=1200, slow).await;
     let survivor = &workers[1 - owner];
-    survivor
-        .wait_for(
-            "dwcp_changelog_restores_total",
-            &[("operator", "rules"), ("result", "restored")],
-            1.0,
-            Duration::from_secs(180),
-        )
-        .await;
+    wait_rules_restored(survivor).await;
     assert!(
         killed.elapsed() > Duration::from_secs(5),
         "the dead worker's endsAt is past"
@@ -1320,49 +1352,28 @@ async fn a_pending_alert_fires_on_time_after_its_worker_dies() {
     let id = unique("scale-rules");
     let input = format!("{id}.in");
     let alerts = format!("{id}.alerts");
-    create_topics(&brokers, &[&input], 2).await;
-    create_topics(&brokers, &[&format!("{id}.dlq"), &alerts], 1).await;
+    create_topics(&brokers, &[&alerts], 1).await;
     let work = tempfile::tempdir().expect("tempdir");
-    let rules = format!("{}/../deploy/rules/dwcp.rules.yml", env!("CARGO_MANIFEST_DIR"));
-    let yaml = format!(
-        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
-         dead_letter:\n  topic: \"{id}.dlq\"\n\
-         operators:\n  idle_timeout_ms: 120000\n  checkpoint_interval_ms: 500\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n\
-         rules:\n  files: [\"{rules}\"]\n\
-         derived_topics:\n  alerts: \"{alerts}\"\n\
-         repartition:\n  enabled: true\n  series_topic: \"{id}.series\"\n  spans_topic: \"{id}.spans\"\n  partitions: 4\n  changelog_prefix: \"{id}.state.\"\n"
-    );
-    // Tansu would leave the groups leaderless if a killed worker led them (see `GroupLeader`).
-    let _leader = GroupLeader::start(&brokers, &format!("{id}.leader"), &[&id, &format!("{id}.repartition")]).await;
-    let mut workers: Vec<Worker> = (0..2)
-        .map(|i| Worker::start(work.path(), &format!("w{i}"), &yaml))
-        .collect();
-    let stage1 = format!("{id}.repartition");
-    wait_groups_settled(&workers, &[(&stage1, None), (&id, None)]).await;
+    let (_leader, mut workers) = rules_workers(
+        &brokers,
+        &id,
+        work.path(),
+        "",
+        &format!("derived_topics:\n  alerts: \"{alerts}\"\n"),
+    )
+    .await;
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs();
     let t0 = now_s / 60 * 60 - 40 * 60;
     let p = producer(&brokers);
-    let mut counts = [[0u64; 3]; 2];
-    let regions = ["us-east-1", "us-west-1"];
-    let mut send = |range: std::ops::RangeInclusive<u64>| {
-        let mut msgs = Vec::new();
-        for t in range.step_by(15) {
-            for (ri, region) in regions.iter().enumerate() {
-                if t > 0 {
-                    let slow = ri == 0 && (600..=1080).contains(&t);
-                    counts[ri][if slow { 2 } else { 0 }] += 100;
-                }
-                msgs.push((ri, super::latency_message(region, t0 + t, counts[ri])));
-            }
-        }
-        msgs
+    let mut steps = LatencyInput {
+        t0,
+        counts: [[0; 3]; 2],
     };
-    for (ri, m) in send(0..=750) {
-        produce(&p, &input, None, &m, None, Some(i32::try_from(ri).expect("partition"))).await;
-    }
+    let slow = |t: u64| (600..=1080).contains(&t);
+    steps.send(&p, &input, 0..=750, slow).await;
     // The evaluating worker: the one whose rule engine evaluates (it owns the group's home).
     let deadline = Instant::now() + Duration::from_secs(120);
     let owner = loop {
@@ -1381,35 +1392,11 @@ async fn a_pending_alert_fires_on_time_after_its_worker_dies() {
     // Pending published, then a checkpoint that covers everything sent so far.
     let pending = consume_all(&brokers, &alerts, 1, Duration::from_secs(60));
     assert!(!pending.is_empty(), "no pending transition");
-    let written = |m: &str| {
-        metric_sum(
-            m,
-            "dwcp_changelog_checkpoints_total",
-            &[("operator", "rules"), ("result", "written")],
-        )
-    };
-    let before = written(&workers[owner].metrics().await);
-    workers[owner]
-        .wait_for(
-            "dwcp_changelog_checkpoints_total",
-            &[("operator", "rules"), ("result", "written")],
-            before + 4.0,
-            Duration::from_secs(60),
-        )
-        .await;
+    wait_rules_checkpoints(&workers[owner], 4.0).await;
     workers[owner].kill9();
-    for (ri, m) in send(765..=1500) {
-        produce(&p, &input, None, &m, None, Some(i32::try_from(ri).expect("partition"))).await;
-    }
+    steps.send(&p, &input, 765..=1500, slow).await;
     let survivor = &workers[1 - owner];
-    survivor
-        .wait_for(
-            "dwcp_changelog_restores_total",
-            &[("operator", "rules"), ("result", "restored")],
-            1.0,
-            Duration::from_secs(180),
-        )
-        .await;
+    wait_rules_restored(survivor).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let transitions = loop {
         // DWCPServiceDown (no request counter here) shares the topic: read everything there is.
