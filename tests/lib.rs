@@ -145,6 +145,28 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
         .collect()
 }
 
+/// The alerts an Alertmanager lists (`GET /api/v2/alerts`) whose labels match `filter`
+/// (`alertname="HighLatency"`).
+pub async fn alertmanager_alerts(base: &str, filter: &str) -> Vec<serde_json::Value> {
+    reqwest::Client::new()
+        .get(format!("{base}/api/v2/alerts"))
+        .query(&[("filter", filter)])
+        .send()
+        .await
+        .expect("alertmanager")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
 /// A consumer of `topic` from its start, in a group of its own, committing nothing, waiting at
 /// most 10 ms for a fetch (so a record is seen as soon as it lands).
 pub fn reader(brokers: &str, topic: &str) -> BaseConsumer {

@@ -513,7 +513,7 @@ impl KafkaSource {
                     topic,
                     partition,
                     watermark_key,
-                    source_position: source_position(m).filter(|_| entry.internal),
+                    source_position: entry.internal.then(|| source_position(m)).flatten(),
                     records: Arc::new(d.records),
                     ack,
                     received: std::time::Instant::now(),

@@ -684,6 +684,15 @@ enum Log {
 }
 
 impl Log {
+    const ALL: [Log; 6] = [
+        Log::Anomaly,
+        Log::Rules,
+        Log::Aggregate,
+        Log::Delta,
+        Log::Derived,
+        Log::SpanMetrics,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Log::Anomaly => "anomaly",
@@ -1422,16 +1431,7 @@ impl Router {
     /// Whether any operator's state goes to a changelog (anomaly, rules, aggregate, delta,
     /// derived).
     fn has_changelog(&self) -> bool {
-        [
-            &self.changelog,
-            &self.rules_changelog,
-            &self.aggregate_changelog,
-            &self.delta_changelog,
-            &self.derived_changelog,
-            &self.span_metrics_changelog,
-        ]
-        .iter()
-        .any(|c| c.is_some())
+        Log::ALL.into_iter().any(|log| self.changelog_of(log).is_some())
     }
 
     /// Since when this worker owns series partition `x` (`None`: it does not).
@@ -1920,14 +1920,14 @@ impl Router {
     }
 
     /// The changelog `log` is written to.
-    fn changelog_of(&self, log: Log) -> Option<Arc<crate::changelog::Changelog>> {
+    fn changelog_of(&self, log: Log) -> Option<&Arc<crate::changelog::Changelog>> {
         match log {
-            Log::Anomaly => self.changelog.clone(),
-            Log::Rules => self.rules_changelog.clone(),
-            Log::Aggregate => self.aggregate_changelog.clone(),
-            Log::Delta => self.delta_changelog.clone(),
-            Log::Derived => self.derived_changelog.clone(),
-            Log::SpanMetrics => self.span_metrics_changelog.clone(),
+            Log::Anomaly => self.changelog.as_ref(),
+            Log::Rules => self.rules_changelog.as_ref(),
+            Log::Aggregate => self.aggregate_changelog.as_ref(),
+            Log::Delta => self.delta_changelog.as_ref(),
+            Log::Derived => self.derived_changelog.as_ref(),
+            Log::SpanMetrics => self.span_metrics_changelog.as_ref(),
         }
     }
 

@@ -1351,10 +1351,7 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
     let alertmanager = std::env::var("DWCP_TEST_ALERTMANAGER").expect("the stack's Alertmanager");
     let work = tempfile::tempdir().expect("tempdir");
     let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now_s = dwcp_tests::now_s();
     let t0 = now_s / 60 * 60 - 15 * 60;
     let yaml = format!(
         "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{topic}\", signal: metrics, encoding: otlp_json}}\n\
@@ -1537,15 +1534,7 @@ async fn sla_and_health_reach_kafka_as_avro_and_prometheus_and_survive_a_restart
     let am_alerts: Vec<serde_json::Value> = {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let v: Vec<serde_json::Value> = reqwest::Client::new()
-                .get(format!("{alertmanager}/api/v2/alerts"))
-                .query(&[("filter", format!("sla=\"{id}\""))])
-                .send()
-                .await
-                .expect("alertmanager")
-                .json()
-                .await
-                .expect("json");
+            let v = dwcp_tests::alertmanager_alerts(&alertmanager, &format!("sla=\"{id}\"")).await;
             if v.len() == 2 || std::time::Instant::now() > deadline {
                 break v;
             }
@@ -1625,10 +1614,7 @@ async fn high_latency_fires_at_the_right_time_and_reaches_a_webhook_through_aler
     let hook = dwcp_tests::WebhookReceiver::start().await;
     let am = dwcp_tests::AlertmanagerServer::start(&work.path().join("am"), &hook.url).await;
     let rules = format!("{}/../deploy/rules/dwcp.rules.yml", env!("CARGO_MANIFEST_DIR"));
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now_s = dwcp_tests::now_s();
     let t0 = now_s / 60 * 60 - 40 * 60;
     let yaml = format!(
         "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{topic}\", signal: metrics, encoding: otlp_json}}\n\
@@ -1680,16 +1666,8 @@ async fn high_latency_fires_at_the_right_time_and_reaches_a_webhook_through_aler
     }
     // What the dashboards' Alertmanager alert-list panel shows (Grafana's Alertmanager
     // datasource reads /api/v2/alerts): the firing alert with its region and severity.
-    let listed: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/v2/alerts", am.url()))
-        .query(&[("active", "true"), ("filter", "alertname=\"HighLatency\"")])
-        .send()
-        .await
-        .expect("alertmanager alerts")
-        .json()
-        .await
-        .expect("json");
-    let listed = listed.as_array().expect("alert list");
+    // (Active alerts are listed by default, as the panel asks for them.)
+    let listed = dwcp_tests::alertmanager_alerts(&am.url(), "alertname=\"HighLatency\"").await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["labels"]["region"], "us-east-1");
     assert_eq!(listed[0]["labels"]["severity"], "warning");
@@ -1766,10 +1744,7 @@ async fn an_anomaly_episode_reaches_kafka_as_avro_and_its_score_prometheus() {
     create_topics(&brokers, &[&topic, &format!("{id}.dlq"), &anomalies], 1).await;
     let work = tempfile::tempdir().expect("tempdir");
     let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now_s = dwcp_tests::now_s();
     // 500 points 5 s apart: 41 minutes, inside the hour Prometheus accepts behind its newest sample.
     let t0 = now_s / 60 * 60 - 60 * 60;
     let yaml = format!(

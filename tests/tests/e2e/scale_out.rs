@@ -323,10 +323,7 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
     let work = tempfile::tempdir().expect("tempdir");
     let prom_one = PrometheusServer::start(&work.path().join("prom-one")).await;
     let prom_three = PrometheusServer::start(&work.path().join("prom-three")).await;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now_s = dwcp_tests::now_s();
     let t0 = now_s / 60 * 60 - 50 * 60;
 
     // Three workers first; wait until each owns partitions of both stages.
@@ -767,10 +764,7 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
     .await;
     let work = tempfile::tempdir().expect("tempdir");
     let prom = PrometheusServer::start(&work.path().join("prom")).await;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now_s = dwcp_tests::now_s();
     let t0 = now_s / 60 * 60 - 50 * 60;
     let yaml = format!(
         "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n    - {{name: \"{traces}\", signal: traces, encoding: otlp_json}}\n\
@@ -993,10 +987,7 @@ async fn a_checkpoint_waits_until_the_sinks_accept_what_it_covers() {
     let work = tempfile::tempdir().expect("tempdir");
     let prom = PrometheusServer::start(&work.path().join("prom")).await;
     let refusing = WebhookReceiver::start_answering("503 Service Unavailable").await;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now_s = dwcp_tests::now_s();
     let t0 = now_s / 60 * 60 - 30 * 60;
     // A short session timeout: the survivor gets the partitions 10 s after the kill, not 45.
     let yaml = |url: &str| {
@@ -1159,10 +1150,7 @@ async fn a_firing_alert_stays_active_in_alertmanager_when_its_worker_dies() {
         ),
     )
     .await;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now_s = dwcp_tests::now_s();
     let p = producer(&brokers);
     let mut steps = LatencyInput {
         t0: now_s / 60 * 60 - 40 * 60,
@@ -1197,18 +1185,8 @@ async fn a_firing_alert_stays_active_in_alertmanager_when_its_worker_dies() {
         killed.elapsed() > Duration::from_secs(5),
         "the dead worker's endsAt is past"
     );
-    let high_latency = || async {
-        let v: Vec<serde_json::Value> = reqwest::Client::new()
-            .get(format!("{}/api/v2/alerts", am.url()))
-            .query(&[("filter", "alertname=\"HighLatency\"")])
-            .send()
-            .await
-            .expect("alertmanager")
-            .json()
-            .await
-            .expect("json");
-        v
-    };
+    let am_url = am.url();
+    let high_latency = || dwcp_tests::alertmanager_alerts(&am_url, "alertname=\"HighLatency\"");
     let deadline = Instant::now() + Duration::from_secs(30);
     let active = loop {
         let v = high_latency().await;
@@ -1270,10 +1248,7 @@ async fn anomaly_baselines_move_with_their_partition_when_a_worker_dies() {
     let series_topic = format!("{id}.series");
     let stage1 = format!("{id}.repartition");
     wait_groups_settled(&workers, &[(&stage1, None), (&id, None)]).await;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now_s = dwcp_tests::now_s();
     let t0 = now_s - 30 * 60;
     let value = |i: u64| 50.0 + 10.0 * (i as f64 / 10.0).sin() + ((i * 7) % 13) as f64 / 13.0;
     let p = producer(&brokers);
@@ -1362,10 +1337,7 @@ async fn a_pending_alert_fires_on_time_after_its_worker_dies() {
         &format!("derived_topics:\n  alerts: \"{alerts}\"\n"),
     )
     .await;
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
+    let now_s = dwcp_tests::now_s();
     let t0 = now_s / 60 * 60 - 40 * 60;
     let p = producer(&brokers);
     let mut steps = LatencyInput {
