@@ -847,7 +847,7 @@ impl Router {
                 }
                 _ = tick.tick() => {
                     self.track_progress(now_nanos());
-                    self.drop_moved_partitions();
+                    self.drop_moved_partitions().await;
                     let wm = self.watermarks.watermark(now_nanos());
                     self.telemetry.watermark_seconds.set(i64::try_from(wm / 1_000_000_000).unwrap_or(0));
                     self.activity.on_watermark(wm, &mut out);
@@ -1029,7 +1029,7 @@ impl Router {
             // Revoked and assigned again since its state was opened: start over from the
             // changelog (the state here missed what the other owner did).
             if self.tasks.get(&x).is_some_and(|t| t.since != self.assigned_since(x)) {
-                self.drop_moved_partitions();
+                self.drop_moved_partitions().await;
             }
             let (config, inputs) = (self.watermark_config, &self.input_partitions);
             let mark = self.partition_marks.entry(x).or_insert_with(|| {
@@ -1059,7 +1059,7 @@ impl Router {
             if self.assigned_since(x).is_none_or(|since| b.received < since)
                 || self.tasks.get(&x).is_some_and(|t| t.since != self.assigned_since(x))
             {
-                self.drop_moved_partitions();
+                self.drop_moved_partitions().await;
                 return;
             }
             if let Some(t) = self.tasks.get_mut(&x) {
@@ -1447,30 +1447,30 @@ impl Router {
     /// Forgets the per-partition state of series partitions this worker no longer owns, or
     /// owns again since a later assignment (their new owner, or this one anew, starts from the
     /// changelog): the watermark, the aggregation windows and the anomaly state.
-    fn drop_moved_partitions(&mut self) {
+    async fn drop_moved_partitions(&mut self) {
         let (Some(src), Some(topic)) = (&self.source, &self.series_topic) else {
             return;
         };
-        let a = src.assignment();
-        let a = a.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let owned = |x: &i32| a.get(&(topic.to_string(), *x)).copied();
-        let moved: Vec<i32> = self
-            .partition_marks
-            .keys()
-            .chain(self.tasks.keys())
-            .copied()
-            .filter(|x| match (owned(x), self.tasks.get(x)) {
-                (None, _) => true,
-                (Some(since), Some(t)) => t.since != Some(since),
-                (Some(_), None) => false,
-            })
-            .collect();
-        drop(a);
+        let moved: std::collections::BTreeSet<i32> = {
+            let a = src.assignment();
+            let a = a.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let owned = |x: &i32| a.get(&(topic.to_string(), *x)).copied();
+            self.partition_marks
+                .keys()
+                .chain(self.tasks.keys())
+                .copied()
+                .filter(|x| match (owned(x), self.tasks.get(x)) {
+                    (None, _) => true,
+                    (Some(since), Some(t)) => t.since != Some(since),
+                    (Some(_), None) => false,
+                })
+                .collect()
+        };
         for x in moved {
             if self.partition_marks.remove(&x).is_some() | self.tasks.remove(&x).is_some() {
                 tracing::info!(partition = x, "series partition moved: its state here is dropped");
             }
-            self.hand_over_alerts(x);
+            self.hand_over_alerts(x).await;
             self.partition_aggregates.remove(&x);
             self.converter.drop_partition(x);
         }
@@ -1504,7 +1504,7 @@ impl Router {
 
     /// Partition `x` moved to another worker: its rule groups' alerts are its now (not listed
     /// here, not re-posted from here, not resolved).
-    fn hand_over_alerts(&mut self, x: i32) {
+    async fn hand_over_alerts(&mut self, x: i32) {
         let Some(rules) = &self.rules else { return };
         let gone: Vec<u64> = rules.active_alerts_in(x).iter().map(|a| a.fingerprint).collect();
         if gone.is_empty() {
@@ -1517,7 +1517,7 @@ impl Router {
             v.send_replace(Arc::new(self.active_alerts.values().cloned().collect()));
         }
         for am in &self.alertmanagers {
-            am.forget(gone.clone());
+            am.forget(gone.clone()).await;
         }
     }
 

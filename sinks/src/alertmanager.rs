@@ -230,19 +230,16 @@ impl AlertmanagerSink {
     }
 
     /// Stops re-posting the alerts with these fingerprints, without resolving them: their rule
-    /// group's partition moved to another worker, which posts them from now on. In order with
-    /// the state changes handed over before (when the queue is full, as soon as it has room).
-    pub fn forget(&self, fingerprints: Vec<u64>) {
+    /// group's partition moved to another worker, which posts them from now on. Queued in order
+    /// with the state changes handed over before and after (waiting for room like [`send`]).
+    ///
+    /// [`send`]: AlertmanagerSink::send
+    pub async fn forget(&self, fingerprints: Vec<u64>) {
         if fingerprints.is_empty() {
             return;
         }
-        match self.tx.try_send(Handover::Forget(fingerprints)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(h)) => {
-                let tx = self.tx.clone();
-                tokio::spawn(async move { tx.send(h).await });
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        if self.tx.send(Handover::Forget(fingerprints)).await.is_err() {
+            tracing::error!("alertmanager sender is gone; alerts not forgotten");
         }
     }
 
@@ -421,7 +418,7 @@ mod tests {
         ])
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        sink.forget(vec![1]);
+        sink.forget(vec![1]).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let posted_before = bodies.lock().expect("lock").len();
         tokio::time::sleep(Duration::from_millis(700)).await;
