@@ -145,6 +145,56 @@ pub type Progress = Arc<Mutex<PartitionProgress>>;
 /// assigned; updated at every rebalance.
 pub type Assignment = Arc<Mutex<std::collections::BTreeMap<(String, i32), std::time::Instant>>>;
 
+/// Whether the consumer's group membership settles, from librdkafka's join state as its
+/// statistics report it. A rebalance with every member alive completes in seconds; one that
+/// has not after twice the session timeout is reported once (and again when it settles): this
+/// worker processes nothing of the group meanwhile, and says so instead of going quiet.
+#[derive(Debug)]
+struct Settling {
+    /// When the join state was first seen other than `steady`, since it last was.
+    since: Option<std::time::Instant>,
+    warned: bool,
+    warn_after: Duration,
+}
+
+/// What [`Settling::observe`] has to report.
+#[derive(Debug, PartialEq)]
+enum SettlingNews {
+    /// Not settled for this long, the first time past the threshold.
+    Unsettled(Duration),
+    /// Settled after this long, having been reported unsettled.
+    Settled(Duration),
+}
+
+impl Settling {
+    fn new(session_timeout: Duration) -> Self {
+        Settling {
+            since: None,
+            warned: false,
+            warn_after: session_timeout * 2,
+        }
+    }
+
+    /// Takes the join state seen at `now`: how long the membership has been unsettled (zero
+    /// when steady), and news to log.
+    fn observe(&mut self, join_state: &str, now: std::time::Instant) -> (Duration, Option<SettlingNews>) {
+        if join_state == "steady" {
+            let news = match self.since.take() {
+                Some(s) if self.warned => Some(SettlingNews::Settled(now.saturating_duration_since(s))),
+                _ => None,
+            };
+            self.warned = false;
+            return (Duration::ZERO, news);
+        }
+        let age = now.saturating_duration_since(*self.since.get_or_insert(now));
+        if age >= self.warn_after && !self.warned {
+            self.warned = true;
+            return (age, Some(SettlingNews::Unsettled(age)));
+        }
+        (age, None)
+    }
+}
+
 /// The consumer's context: rebalance handling and statistics.
 pub struct SourceContext {
     telemetry: Arc<Telemetry>,
@@ -154,10 +204,39 @@ pub struct SourceContext {
     assignment: Assignment,
     trackers: Trackers,
     ready: Arc<AtomicBool>,
+    settling: Mutex<Settling>,
 }
 
 impl ClientContext for SourceContext {
     fn stats(&self, stats: Statistics) {
+        if let Some(g) = &stats.cgrp {
+            let mut settling = self.settling.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (age, news) = settling.observe(&g.join_state, std::time::Instant::now());
+            drop(settling);
+            self.telemetry
+                .group_unsettled_seconds
+                .get_or_create(&labels([("group", &self.group)]))
+                .set(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+            match news {
+                Some(SettlingNews::Unsettled(age)) => tracing::warn!(
+                    group = %self.group,
+                    join_state = %g.join_state,
+                    state = %g.state,
+                    last_rebalance_reason = %g.rebalance_reason,
+                    seconds = age.as_secs(),
+                    "the consumer group has not settled after twice the session timeout: this worker \
+                     processes none of the group's partitions until it does (with every member alive \
+                     a rebalance takes seconds; Tansu 0.6 never settles a group whose leader died, \
+                     see the README)"
+                ),
+                Some(SettlingNews::Settled(age)) => tracing::info!(
+                    group = %self.group,
+                    seconds = age.as_secs(),
+                    "the consumer group settled"
+                ),
+                None => {}
+            }
+        }
         for (topic, t) in &stats.topics {
             for (partition, p) in &t.partitions {
                 if *partition >= 0 && p.consumer_lag >= 0 {
@@ -371,6 +450,12 @@ impl KafkaSource {
         }
         let assignment = Assignment::default();
         let progress = Progress::default();
+        // librdkafka's default session timeout, unless the configuration sets one.
+        let session_timeout_ms = src
+            .consumer_options
+            .get("session.timeout.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(45_000u64);
         let context = SourceContext {
             telemetry: telemetry.clone(),
             progress: progress.clone(),
@@ -384,6 +469,7 @@ impl KafkaSource {
             assignment: assignment.clone(),
             trackers: trackers.clone(),
             ready,
+            settling: Mutex::new(Settling::new(Duration::from_millis(session_timeout_ms))),
         };
         let consumer: SourceConsumer = cc.create_with_context(context)?;
         let topics: Vec<&str> = config.topics.iter().map(|t| t.config.name.as_str()).collect();
@@ -787,5 +873,44 @@ mod tests {
         assert_eq!(t.committable(), Some(15));
         t.mark_committed(15);
         assert_eq!(t.committable(), None, "nothing new to commit");
+    }
+
+    #[test]
+    fn a_group_unsettled_past_twice_the_session_timeout_is_reported_once_then_its_settling() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut g = Settling::new(Duration::from_secs(10));
+        assert_eq!(g.observe("wait-join", at(0)), (Duration::ZERO, None));
+        assert_eq!(g.observe("wait-sync", at(15)), (Duration::from_secs(15), None));
+        // A quick rebalance settles before the threshold: nothing to say.
+        assert_eq!(g.observe("steady", at(16)), (Duration::ZERO, None));
+        assert_eq!(g.observe("wait-join", at(30)), (Duration::ZERO, None));
+        assert_eq!(g.observe("wait-sync", at(45)), (Duration::from_secs(15), None));
+        assert_eq!(
+            g.observe("wait-join", at(50)),
+            (
+                Duration::from_secs(20),
+                Some(SettlingNews::Unsettled(Duration::from_secs(20)))
+            )
+        );
+        assert_eq!(
+            g.observe("wait-sync", at(80)),
+            (Duration::from_secs(50), None),
+            "reported once"
+        );
+        assert_eq!(
+            g.observe("steady", at(85)),
+            (Duration::ZERO, Some(SettlingNews::Settled(Duration::from_secs(55))))
+        );
+        assert_eq!(g.observe("steady", at(90)), (Duration::ZERO, None));
+        assert_eq!(g.observe("wait-join", at(95)), (Duration::ZERO, None));
+        assert_eq!(
+            g.observe("wait-join", at(115)),
+            (
+                Duration::from_secs(20),
+                Some(SettlingNews::Unsettled(Duration::from_secs(20)))
+            ),
+            "a new episode is reported again"
+        );
     }
 }

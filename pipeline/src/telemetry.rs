@@ -53,6 +53,9 @@ pub struct Telemetry {
     pub repartition_failures: Counter,
     /// Rebalances seen, by kind (assign, revoke).
     pub rebalances: Family<Labels, Counter>,
+    /// Seconds the consumer group membership has been rebalancing without settling, by group
+    /// (librdkafka's join state, sampled with its statistics every 5 s); 0 when settled.
+    pub group_unsettled_seconds: Family<Labels, Gauge>,
     /// Records written by each sink.
     pub sink_records: Family<Labels, Counter>,
     /// Sink errors (retried), by sink.
@@ -248,6 +251,11 @@ impl Telemetry {
                 Counter::default()
             ),
             rebalances: reg!("rebalances", "Consumer group rebalances, by kind", Family::default()),
+            group_unsettled_seconds: reg!(
+                "consumer_group_unsettled_seconds",
+                "Seconds the consumer group membership has been rebalancing without settling, by group (0 when settled)",
+                Family::default()
+            ),
             sink_records: reg!("sink_records", "Records accepted by each sink", Family::default()),
             sink_errors: reg!("sink_errors", "Sink errors (retried), by sink", Family::default()),
             sink_queue_depth: reg!("sink_queue_depth", "Batches queued for each sink", Family::default()),

@@ -1486,3 +1486,56 @@ async fn a_pending_alert_fires_on_time_after_its_worker_dies() {
         survivor.log_text()
     );
 }
+
+/// A worker whose consumer group does not settle says so, in /metrics and in its log, instead
+/// of going quiet. The case is Tansu 0.6's: a group whose leader died keeps it as leader and
+/// never completes a rebalance (the other tests avoid it with a `GroupLeader`); here the first
+/// worker leads the group and is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_group_never_settles_says_so() {
+    let Some(brokers) = kafka() else { return };
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let id = unique("unsettled");
+    let input = format!("{id}.in");
+    create_topics(&brokers, &[&input], 2).await;
+    create_topics(&brokers, &[&format!("{id}.dlq")], 1).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  consumer_options: {{session.timeout.ms: \"6000\"}}\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n"
+    );
+    let leader = Worker::start(work.path(), "leader", &yaml);
+    wait_groups_settled(std::slice::from_ref(&leader), &[(&id, Some(2.0))]).await;
+    let follower = Worker::start(work.path(), "follower", &yaml);
+    let both = [leader, follower];
+    wait_groups_settled(&both, &[(&id, Some(2.0))]).await;
+    let [mut leader, follower] = both;
+    let unsettled = |m: &str| metric_sum(m, "dwcp_consumer_group_unsettled_seconds", &[("group", &id)]);
+    // Settled: the gauge is there, at 0 (statistics come every 5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(unsettled(&follower.metrics().await), 0.0);
+    assert!(follower
+        .metrics()
+        .await
+        .contains("dwcp_consumer_group_unsettled_seconds{group="));
+    leader.kill9();
+    // Tansu drops the leader 6 s later; twice the session timeout after that the follower,
+    // left without partitions, warns.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !follower.log_text().contains("has not settled") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let m = follower.metrics().await;
+    assert!(
+        follower.log_text().contains("has not settled"),
+        "no warning; unsettled {} s, log:\n{}",
+        unsettled(&m),
+        follower.log_text()
+    );
+    assert!(unsettled(&m) >= 12.0, "{m}");
+    assert_eq!(
+        metric_sum(&m, "dwcp_assigned_partitions", &[("group", &id)]),
+        0.0,
+        "{m}"
+    );
+}
