@@ -94,15 +94,38 @@ impl Sample {
     }
 }
 
-/// A stable hash of a sorted label set: the same in every process and run, so it can pick a
-/// shard or a partition.
+/// A stable hash of a label set: the same in every process and run, so it can pick a shard or
+/// a partition. It is the mixed wrapping sum of each label's own hash ([`label_hash`]), so it
+/// does not depend on the labels' order, and a sample made of a shared base and its own name
+/// (and `le`) costs two label hashes added to the base's sum, not every label hashed again.
 pub fn series_hash<K: AsRef<str>, V: AsRef<str>>(labels: &[(K, V)]) -> u64 {
+    hash_of_sum(labels_sum(labels))
+}
+
+/// One label's hash, as [`series_hash`] sums them.
+#[inline]
+pub fn label_hash(name: &str, value: &str) -> u64 {
     let mut h = StableHasher::default();
-    for (k, v) in labels {
-        h.write_str(k.as_ref());
-        h.write_str(v.as_ref());
-    }
+    h.write_str(name);
+    h.write_str(value);
     h.finish_mixed()
+}
+
+/// The wrapping sum of the labels' [`label_hash`]es.
+fn labels_sum<K: AsRef<str>, V: AsRef<str>>(labels: &[(K, V)]) -> u64 {
+    labels
+        .iter()
+        .fold(0u64, |a, (k, v)| a.wrapping_add(label_hash(k.as_ref(), v.as_ref())))
+}
+
+/// [`series_hash`] from the sum of its labels' hashes: mixed again (a sum's low bits are a
+/// poor shard index), never 0 (a [`Sample`]'s "not computed").
+#[inline]
+fn hash_of_sum(sum: u64) -> u64 {
+    let mut z = sum;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) | 1
 }
 
 /// A fast, deterministic hasher: eight bytes at a time through a folded multiply, with a final
@@ -590,10 +613,17 @@ impl Default for PromConverter {
 }
 
 /// Inserts `label` into the sorted `labels`, replacing one of the same name.
-fn insert_sorted(labels: &mut Vec<Label>, label: Label) {
+/// Inserts `label` in name order; whether it replaced one of the same name.
+fn insert_sorted(labels: &mut Vec<Label>, label: Label) -> bool {
     match labels.binary_search_by(|(k, _)| (**k).cmp(&*label.0)) {
-        Ok(i) => labels[i] = label,
-        Err(i) => labels.insert(i, label),
+        Ok(i) => {
+            labels[i] = label;
+            true
+        }
+        Err(i) => {
+            labels.insert(i, label);
+            false
+        }
     }
 }
 
@@ -601,7 +631,7 @@ fn insert_sorted(labels: &mut Vec<Label>, label: Label) {
 #[allow(clippy::too_many_arguments)]
 fn sum_and_count(
     out: &mut Vec<Sample>,
-    base: &[Label],
+    base: &Base<'_>,
     k_name: &Arc<str>,
     n: &MetricNames,
     sum: f64,
@@ -619,14 +649,42 @@ fn sum_and_count(
     out.push(sample(base, (k_name.clone(), n.count.clone()), None, count, ts));
 }
 
-fn sample(base: &[Label], name: Label, extra: Option<Label>, value: f64, ts: i64) -> Sample {
-    let mut labels = Vec::with_capacity(base.len() + 2);
-    labels.extend_from_slice(base);
-    insert_sorted(&mut labels, name);
-    if let Some(e) = extra {
-        insert_sorted(&mut labels, e);
+/// A point's labels before the metric name (and `le` or `quantile`) is added: sorted, with the
+/// sum of their hashes, so each sample's [`series_hash`] adds only its own labels'.
+struct Base<'a> {
+    labels: &'a [Label],
+    sum: u64,
+}
+
+impl<'a> Base<'a> {
+    fn new(labels: &'a [Label]) -> Self {
+        Base {
+            labels,
+            sum: labels_sum(labels),
+        }
     }
-    Sample::new(labels, value, ts)
+}
+
+/// A sample of `base` with `name` and `extra` (none of them in `base`, as the conversion makes
+/// them: a label already there is replaced, and the hash computed anew).
+fn sample(base: &Base<'_>, name: Label, extra: Option<Label>, value: f64, ts: i64) -> Sample {
+    let mut labels = Vec::with_capacity(base.labels.len() + 2);
+    labels.extend_from_slice(base.labels);
+    let mut sum = base.sum.wrapping_add(label_hash(&name.0, &name.1));
+    let mut replaced = insert_sorted(&mut labels, name);
+    if let Some(e) = extra {
+        sum = sum.wrapping_add(label_hash(&e.0, &e.1));
+        replaced |= insert_sorted(&mut labels, e);
+    }
+    if replaced {
+        return Sample::new(labels, value, ts);
+    }
+    Sample {
+        labels,
+        value,
+        timestamp_ms: ts,
+        hash: hash_of_sum(sum),
+    }
 }
 
 impl PromConverter {
@@ -876,8 +934,8 @@ impl PromConverter {
                 Arc::as_ptr(&p.origin.scope),
                 p.origin.region.as_ptr(),
             );
-            let origin = match origins.iter().find(|(k, _)| *k == key) {
-                Some((_, l)) => l.clone(),
+            let at = match origins.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
                 None => {
                     let l = self.origin_labels(p);
                     if self.config.target_info
@@ -886,17 +944,18 @@ impl PromConverter {
                     {
                         self.target_info(p, ts, out);
                     }
-                    origins.push((key, l.clone()));
-                    l
+                    origins.push((key, l));
+                    origins.len() - 1
                 }
             };
+            let origin = &origins[at].1;
             // Attributes first, then the origin's labels, which win over attributes of the same name.
             let mut base = Vec::with_capacity(p.attributes.len() + origin.len() + 2);
             self.attribute_labels(&p.attributes, &mut base);
             base.retain(|(k, _)| !origin.iter().any(|(ok, _)| ok == k));
-            base.extend(origin);
+            base.extend_from_slice(origin);
             base.sort_by(|a, b| a.0.cmp(&b.0));
-            self.convert_point(p, &base, ts, out);
+            self.convert_point(p, &Base::new(&base), ts, out);
         }
         self.expire();
     }
@@ -924,7 +983,7 @@ impl PromConverter {
         h.finish_mixed()
     }
 
-    fn convert_point(&mut self, p: &MetricPoint, base: &[Label], ts: i64, out: &mut Vec<Sample>) {
+    fn convert_point(&mut self, p: &MetricPoint, base: &Base<'_>, ts: i64, out: &mut Vec<Sample>) {
         let no_value = p.flags & 1 == 1;
         let name = &p.metric.name;
         let unit = &p.metric.unit;
@@ -945,7 +1004,7 @@ impl PromConverter {
                 let v = if no_value {
                     stale_nan()
                 } else if *temporality == Temporality::Delta {
-                    let h = Self::delta_key(base, &n.base);
+                    let h = Self::delta_key(base.labels, &n.base);
                     if let Some(x) = self.partition {
                         self.delta_partitions.insert(h, x);
                     }
@@ -1055,7 +1114,7 @@ impl PromConverter {
     fn histogram(
         &mut self,
         p: &MetricPoint,
-        base: &[Label],
+        base: &Base<'_>,
         bounds: &[f64],
         counts: &[u64],
         count: u64,
@@ -1068,7 +1127,7 @@ impl PromConverter {
         let n = self.names(&p.metric.name, &p.metric.unit, PromKind::Histogram);
         let accumulated;
         let (bounds, counts, count, sum) = if temporality == Temporality::Delta && !no_value {
-            let h = Self::delta_key(base, &n.base);
+            let h = Self::delta_key(base.labels, &n.base);
             if let Some(x) = self.partition {
                 self.delta_partitions.insert(h, x);
             }
@@ -1181,7 +1240,7 @@ impl PromConverter {
         labels.extend(origin);
         labels.sort_by(|a, b| a.0.cmp(&b.0));
         let name = (self.k_name.clone(), self.strings.get("target_info"));
-        out.push(sample(&labels, name, None, 1.0, ts));
+        out.push(sample(&Base::new(&labels), name, None, 1.0, ts));
     }
 }
 

@@ -400,6 +400,53 @@ fn series_hash_does_not_collide_on_near_identical_label_sets() {
     }
 }
 
+/// The converter adds the name's and `le`'s label hashes to the point's; every sample's hash
+/// must be what the labels alone give, also when an attribute has the name of a label the
+/// conversion sets (it is replaced), and whatever the labels' order.
+#[test]
+fn converted_samples_carry_the_hash_their_labels_give() {
+    let mut c = PromConverter::new(PromConfig::default());
+    let histogram = PointValue::Histogram {
+        count: 3,
+        sum: Some(30.0),
+        min: None,
+        max: None,
+        bounds: vec![5.0, 50.0],
+        bucket_counts: vec![1, 2, 0],
+        temporality: Temporality::Cumulative,
+    };
+    let mut odd = point("dwcp.latency", "ms", histogram.clone(), 1000);
+    odd.attributes.0.push(kv("le", "7"));
+    odd.attributes.0.push(kv("__name__", "x"));
+    let gauge = PointValue::Gauge {
+        value: Number::Double(1.5),
+    };
+    let points = [
+        point("dwcp.latency", "ms", histogram, 1000),
+        odd,
+        point("dwcp.queue", "1", gauge, 1000),
+    ];
+    let mut out = vec![];
+    c.convert(&points, &mut out);
+    assert!(out.len() >= 14, "{out:?}");
+    for s in &out {
+        assert_eq!(s.series_hash(), series_hash(&s.labels), "{s:?}");
+        let mut reversed = s.labels.clone();
+        reversed.reverse();
+        assert_eq!(series_hash(&reversed), series_hash(&s.labels));
+    }
+    // The odd point's buckets have the bounds as `le` (the attribute replaced), one name.
+    let odd_buckets: Vec<_> = find(
+        &out,
+        "dwcp_latency_milliseconds_bucket",
+        Some(("operation", "migration")),
+    )
+    .into_iter()
+    .filter_map(|s| s.label("le"))
+    .collect();
+    assert_eq!(odd_buckets, ["5", "50", "+Inf", "5", "50", "+Inf"]);
+}
+
 #[test]
 fn delta_totals_move_with_their_partition_and_a_replayed_point_is_sent_again_not_added() {
     let config = PromConfig {
