@@ -512,6 +512,9 @@ pub struct DerivedState {
     capacity: Vec<BTreeMap<String, CapacityKey>>,
     /// Last value of each counter series, by series hash.
     counters: FastMap<u64, f64>,
+    /// The [`crate::prom::SERIES_HASH_VERSION`] `counters` are keyed by (0: before it was kept).
+    #[serde(default)]
+    series_hash_version: u32,
     /// Minutes before this are closed.
     closed_minute: u64,
     /// The earliest minute seen before any was closed.
@@ -780,6 +783,7 @@ impl DerivedOperator {
     /// The state to checkpoint.
     pub fn snapshot(&self) -> DerivedState {
         let mut s = self.state.clone();
+        s.series_hash_version = crate::prom::SERIES_HASH_VERSION;
         s.sla_names = self.config.sla.iter().map(|x| x.name.clone()).collect();
         s.resource_names = self.config.capacity.iter().map(|x| x.resource.clone()).collect();
         s
@@ -789,6 +793,12 @@ impl DerivedOperator {
     /// longer configured are dropped, new ones start empty. An SLA whose kind or target changed
     /// keeps its counts under the new definition.
     pub fn restore(&mut self, mut state: DerivedState) {
+        if state.series_hash_version != crate::prom::SERIES_HASH_VERSION {
+            // Keyed by another build's series hash: no sample would find its last value, and
+            // the stale keys would hold places under `max_counter_series`. Each counter's next
+            // sample starts it again (its increase since the checkpoint is not counted).
+            state.counters.clear();
+        }
         let mut sla: BTreeMap<String, BTreeMap<String, SlaGroup>> = std::mem::take(&mut state.sla_names)
             .into_iter()
             .zip(std::mem::take(&mut state.sla))

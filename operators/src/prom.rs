@@ -102,6 +102,10 @@ pub fn series_hash<K: AsRef<str>, V: AsRef<str>>(labels: &[(K, V)]) -> u64 {
     hash_of_sum(labels_sum(labels))
 }
 
+/// The version of [`series_hash`]: state keyed by it alone (no labels to hash again) is dropped
+/// when restored from a snapshot of another version. 2: the sum of label hashes.
+pub const SERIES_HASH_VERSION: u32 = 2;
+
 /// One label's hash, as [`series_hash`] sums them.
 #[inline]
 pub fn label_hash(name: &str, value: &str) -> u64 {

@@ -271,7 +271,12 @@ impl AnomalyOperator {
     /// Restores a snapshot taken by [`AnomalyOperator::snapshot`] (forests only when the
     /// groups are as many as then).
     pub fn restore(&mut self, state: AnomalyState) {
-        self.series.extend(state.series);
+        // Keyed anew from the labels: a snapshot of a build whose series hash differed restores
+        // under today's.
+        self.series.extend(state.series.into_iter().map(|(_, t)| {
+            let labels: Vec<(&str, &str)> = t.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            (crate::prom::series_hash(&labels), t)
+        }));
         if state.forests.len() == self.forests.len() {
             self.forests = state.forests;
         }

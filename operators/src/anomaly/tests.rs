@@ -138,6 +138,37 @@ fn a_snapshot_restored_mid_series_gives_the_same_scores() {
     assert!(d.state_bytes() <= 4096, "{} bytes", d.state_bytes());
 }
 
+/// A snapshot's series are keyed anew from their labels when restored, so one taken by a
+/// build whose series hash differed goes on scoring the same series.
+#[test]
+fn restored_series_are_keyed_by_their_labels() {
+    use crate::prom::{labels_of, Sample};
+    use operator::{AnomalyOperator, AnomalyOperatorConfig};
+    let config = || AnomalyOperatorConfig {
+        series: vec!["rtt_ms".into()],
+        ..AnomalyOperatorConfig::default()
+    };
+    let mut op = AnomalyOperator::new(config()).expect("config");
+    let eu = labels_of([("__name__", "rtt_ms"), ("region", "eu")]);
+    let (mut scores, mut records) = (Vec::new(), Vec::new());
+    op.process(&[Sample::new(eu.clone(), 50.0, 1000)], &mut scores, &mut records);
+    let mut snap = serde_json::to_value(op.snapshot()).expect("serialize");
+    // Another build's hash for the same series.
+    snap["series"][0][0] = serde_json::json!(12345);
+    let mut restored = AnomalyOperator::new(config()).expect("config");
+    restored.restore(serde_json::from_value(snap).expect("deserialize"));
+    let mut fresh = AnomalyOperator::new(config()).expect("config");
+    fresh.restore(serde_json::from_value(serde_json::to_value(op.snapshot()).expect("json")).expect("state"));
+    assert_eq!(
+        serde_json::to_value(restored.snapshot()).expect("json"),
+        serde_json::to_value(fresh.snapshot()).expect("json")
+    );
+    assert_eq!(
+        serde_json::to_value(restored.snapshot()).expect("json")["series"][0][0],
+        serde_json::json!(Sample::new(eu, 0.0, 0).series_hash())
+    );
+}
+
 #[test]
 fn the_operator_scores_matching_series_and_emits_one_record_per_episode() {
     use crate::prom::{labels_of, Sample};

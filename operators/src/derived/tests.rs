@@ -439,6 +439,26 @@ fn snapshot_and_restore_give_the_same_outputs() {
     assert_eq!(a.sla, b.sla);
 }
 
+/// Counters' last values are keyed by the series hash: a snapshot from a build with another
+/// hash (no version, or another one) restores without them, one from this build with them.
+#[test]
+fn counters_restore_only_from_a_snapshot_of_the_same_series_hash() {
+    let mut before = op(availability_config());
+    before.process(&availability_input(120));
+    let snap = serde_json::to_value(before.snapshot()).expect("serialize");
+    assert_eq!(snap["series_hash_version"], crate::prom::SERIES_HASH_VERSION);
+    let mut same = op(availability_config());
+    same.restore(serde_json::from_value(snap.clone()).expect("deserialize"));
+    assert_eq!(same.state.counters, before.state.counters);
+    assert_eq!(same.state.counters.len(), 4, "two counters in two regions");
+    let mut old = snap;
+    old.as_object_mut().expect("object").remove("series_hash_version");
+    let mut other = op(availability_config());
+    other.restore(serde_json::from_value(old).expect("deserialize"));
+    assert!(other.state.counters.is_empty());
+    assert_eq!(other.state.sla, same.state.sla, "the rest restores as before");
+}
+
 #[test]
 fn configuration_errors_name_the_field() {
     let e = |c: DerivedConfig| DerivedOperator::new(c).expect_err("invalid").to_string();
