@@ -1,8 +1,6 @@
 //! The remote-write 1.0 wire format: protobuf `WriteRequest`, snappy block format.
 
-use std::collections::HashMap;
-
-use dwcp_operators::prom::{Label, Sample};
+use dwcp_operators::prom::{FastMap, Label, Sample};
 
 /// The protobuf messages of `prompb` that remote-write 1.0 uses.
 pub mod proto {
@@ -48,39 +46,81 @@ pub mod proto {
     }
 }
 
-/// Groups samples by series in order of first appearance, each series' samples sorted by
-/// timestamp (stable, so the later-arrived of two equal timestamps stays last).
-/// A series' labels and its `(timestamp, value)` samples.
-type Series<'a> = (&'a [Label], Vec<(i64, f64)>);
+/// Samples grouped by series, in order of each series' first appearance: its labels and the
+/// range of its `(timestamp, value)` samples in `points`, sorted by timestamp (stably, so the
+/// later-arrived of two equal timestamps stays last).
+struct Grouped<'a> {
+    series: Vec<(&'a [Label], std::ops::Range<usize>)>,
+    points: Vec<(i64, f64)>,
+}
 
-fn group<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<Series<'a>> {
-    let mut index: HashMap<u64, Vec<usize>> = HashMap::new();
-    let mut groups: Vec<Series<'a>> = Vec::new();
+impl Grouped<'_> {
+    fn iter(&self) -> impl Iterator<Item = (&[Label], &[(i64, f64)])> {
+        self.series.iter().map(|(l, r)| (*l, &self.points[r.clone()]))
+    }
+}
+
+/// Groups `samples` by series with a few flat vectors: a map from the series hash (a label set
+/// sharing the hash of another is looked up among the collided ones), then a counting sort.
+fn group<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Grouped<'a> {
+    let mut index: FastMap<u64, usize> = FastMap::default();
+    let mut collided: Vec<usize> = Vec::new();
+    let mut labels: Vec<&'a [Label]> = Vec::new();
+    let mut arrived: Vec<(usize, i64, f64)> = Vec::new();
     for s in samples {
+        let l = s.labels.as_slice();
         let h = s.series_hash();
-        let slot = index.entry(h).or_default();
-        let i = match slot.iter().copied().find(|i| groups[*i].0 == s.labels.as_slice()) {
-            Some(i) => i,
+        let i = match index.get(&h).copied() {
+            Some(i) if labels[i] == l => i,
+            Some(_) => match collided.iter().copied().find(|&i| labels[i] == l) {
+                Some(i) => i,
+                None => {
+                    labels.push(l);
+                    collided.push(labels.len() - 1);
+                    labels.len() - 1
+                }
+            },
             None => {
-                groups.push((s.labels.as_slice(), Vec::new()));
-                slot.push(groups.len() - 1);
-                groups.len() - 1
+                labels.push(l);
+                index.insert(h, labels.len() - 1);
+                labels.len() - 1
             }
         };
-        groups[i].1.push((s.timestamp_ms, s.value));
+        arrived.push((i, s.timestamp_ms, s.value));
     }
-    for g in &mut groups {
-        g.1.sort_by_key(|(t, _)| *t);
+    // starts[i]..starts[i + 1] is series i's range.
+    let mut starts = vec![0usize; labels.len() + 1];
+    for (i, ..) in &arrived {
+        starts[i + 1] += 1;
     }
-    groups
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut points = vec![(0i64, 0f64); arrived.len()];
+    let mut next = starts.clone();
+    for (i, t, v) in arrived {
+        points[next[i]] = (t, v);
+        next[i] += 1;
+    }
+    let series = labels
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let r = starts[i]..starts[i + 1];
+            points[r.clone()].sort_by_key(|(t, _)| *t);
+            (l, r)
+        })
+        .collect();
+    Grouped { series, points }
 }
 
 /// Builds the `WriteRequest` for `samples` as prost messages (the reference for [`encode`]):
 /// one series per label set, labels sorted with empty names and values removed, samples of
 /// each series in timestamp order.
 pub fn write_request<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> proto::WriteRequest {
-    let timeseries = group(samples)
-        .into_iter()
+    let grouped = group(samples);
+    let timeseries = grouped
+        .iter()
         .map(|(labels, samples)| {
             let mut labels: Vec<proto::Label> = labels
                 .iter()
@@ -94,8 +134,8 @@ pub fn write_request<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> proto
             proto::TimeSeries {
                 labels,
                 samples: samples
-                    .into_iter()
-                    .map(|(timestamp, value)| proto::Sample { value, timestamp })
+                    .iter()
+                    .map(|&(timestamp, value)| proto::Sample { value, timestamp })
                     .collect(),
             }
         })
@@ -124,10 +164,10 @@ fn bytes_field_len(len: usize) -> usize {
 /// The uncompressed protobuf of the `WriteRequest`, written straight from the samples' labels
 /// without building intermediate messages (the same bytes prost gives for [`write_request`]).
 pub fn encode_uncompressed<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<u8> {
-    let groups = group(samples);
-    let mut out = Vec::with_capacity(groups.len() * 128);
+    let grouped = group(samples);
+    let mut out = Vec::with_capacity(grouped.series.len() * 128);
     let mut sorted: Vec<&Label> = Vec::new();
-    for (labels, samples) in &groups {
+    for (labels, samples) in grouped.iter() {
         sorted.clear();
         sorted.extend(labels.iter().filter(|(k, v)| !k.is_empty() && !v.is_empty()));
         if !sorted.is_sorted_by(|a, b| a.0 <= b.0) {
