@@ -123,13 +123,14 @@ fn labels_sum<K: AsRef<str>, V: AsRef<str>>(labels: &[(K, V)]) -> u64 {
 }
 
 /// [`series_hash`] from the sum of its labels' hashes: mixed again (a sum's low bits are a
-/// poor shard index), never 0 (a [`Sample`]'s "not computed").
+/// poor shard index), never 0 (a [`Sample`]'s "not computed"), every other bit used.
 #[inline]
 fn hash_of_sum(sum: u64) -> u64 {
     let mut z = sum;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) | 1
+    z ^= z >> 31;
+    z.max(1)
 }
 
 /// A fast, deterministic hasher: eight bytes at a time through a folded multiply, with a final
@@ -616,7 +617,6 @@ impl Default for PromConverter {
     }
 }
 
-/// Inserts `label` into the sorted `labels`, replacing one of the same name.
 /// Inserts `label` in name order; whether it replaced one of the same name.
 fn insert_sorted(labels: &mut Vec<Label>, label: Label) -> bool {
     match labels.binary_search_by(|(k, _)| (**k).cmp(&*label.0)) {

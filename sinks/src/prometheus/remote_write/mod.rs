@@ -4,7 +4,7 @@
 //!   snappy`, `Content-Type: application/x-protobuf`, `X-Prometheus-Remote-Write-Version:
 //!   0.1.0` and `User-Agent: dwcp-monitor/<version>`. Labels sorted by name, no empty names or
 //!   values; the samples of a series in timestamp order.
-//! - Sharding: a sample goes to shard `hash(labels) % shards`, and each shard sends one
+//! - Sharding: a sample goes to the shard its labels' hash picks, and each shard sends one
 //!   request at a time, so parallel requests never reorder one series (the Collector's
 //!   exporter earns "out of order sample" 400s here).
 //! - Batching: a shard sends when it holds `max_samples_per_send` samples or

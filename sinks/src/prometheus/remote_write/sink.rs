@@ -84,9 +84,7 @@ impl RemoteWriteSink {
         let n = self.shards.len();
         let mut parts: Vec<Vec<Sample>> = (0..n).map(|_| Vec::new()).collect();
         for s in samples {
-            #[allow(clippy::cast_possible_truncation)]
-            let i = (s.series_hash() % n as u64) as usize;
-            parts[i].push(s);
+            parts[shard_of(s.series_hash(), n)].push(s);
         }
         for (i, part) in parts.into_iter().enumerate() {
             if part.is_empty() {
@@ -235,6 +233,14 @@ impl ShardWorker {
     }
 }
 
+/// The shard of a series among `n`, from its hash's high bits (multiply-shift): the low bit of
+/// some stable hashes here is forced to 1, so `hash % n` would leave every even shard idle.
+fn shard_of(hash: u64, n: usize) -> usize {
+    #[allow(clippy::cast_possible_truncation)]
+    let i = ((u128::from(hash) * n as u128) >> 64) as usize;
+    i
+}
+
 /// Whether a receiver's 400 message is a per-sample refusal of data older than (or at the time
 /// of) what it holds, as Prometheus' TSDB answers; the request's other samples were fine.
 fn refuses_old_samples(message: &str) -> bool {
@@ -247,4 +253,27 @@ fn refuses_old_samples(message: &str) -> bool {
     ]
     .iter()
     .any(|p| m.contains(p))
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::shard_of;
+    use dwcp_operators::prom::{labels_of, Sample};
+
+    /// Series spread over every shard, about evenly (before, `hash % n` on hashes whose low bit
+    /// was always 1 sent nothing to even shards: with 4, half the shards idled).
+    #[test]
+    fn series_spread_over_every_shard() {
+        for n in [1usize, 2, 3, 4, 8] {
+            let mut per = vec![0usize; n];
+            for i in 0..10_000 {
+                let s = Sample::new(labels_of([("__name__", "m"), ("id", &i.to_string())]), 1.0, 0);
+                per[shard_of(s.series_hash(), n)] += 1;
+            }
+            let even = 10_000 / n;
+            assert!(per.iter().all(|c| c.abs_diff(even) * 10 < even), "{n} shards: {per:?}");
+        }
+        assert_eq!(shard_of(u64::MAX, 4), 3);
+        assert_eq!(shard_of(0, 4), 0);
+    }
 }
