@@ -793,6 +793,31 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
     if config.source.commit_interval_ms == 0 {
         return Err(invalid("source.commit_interval_ms", "must be at least 1".into()));
     }
+    for (key, value) in &config.source.consumer_options {
+        let field = format!("source.consumer_options.{key}");
+        let refused = match key.as_str() {
+            "bootstrap.servers" => Some("set source.brokers instead"),
+            "group.id" => Some("set source.group_id instead"),
+            "auto.offset.reset" => Some("set source.auto_offset_reset instead"),
+            // Offsets are committed once every sink accepted the records below them: librdkafka
+            // committing on its own would skip records the sinks still hold after a crash.
+            "enable.auto.commit" | "enable.auto.offset.store" if value.trim() != "false" => {
+                Some("must stay false: offsets are committed once every sink has accepted the records")
+            }
+            // The lag per partition (a caught-up partition stops holding event time back) and
+            // the consumer group's state come from librdkafka's statistics.
+            "statistics.interval.ms" if value.trim().parse::<u64>().map_or(true, |v| v == 0) => Some(
+                "must be a positive number of milliseconds: the watermark and the group's state read the statistics",
+            ),
+            "partition.assignment.strategy" if value.trim() != "cooperative-sticky" => {
+                Some("must stay cooperative-sticky: partitions and their state move incrementally")
+            }
+            _ => None,
+        };
+        if let Some(why) = refused {
+            return Err(invalid(&field, format!("`{value}`: {why}")));
+        }
+    }
     let mut topics = Vec::new();
     for (i, t) in config.source.topics.iter().enumerate() {
         let field = format!("source.topics[{i}].name");
@@ -1160,6 +1185,32 @@ mod tests {
             msg.starts_with("pipeline.yaml: repartition.series_topic: `dwcp.internal.series` is also an input"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn consumer_options_the_worker_relies_on_are_refused_naming_the_field() {
+        let err = |opts: &str| {
+            p(&format!("source:\n  consumer_options: {{{opts}}}\n"))
+                .expect_err("refused")
+                .to_string()
+        };
+        let msg = err("enable.auto.commit: \"true\"");
+        assert!(
+            msg.starts_with("pipeline.yaml: source.consumer_options.enable.auto.commit: `true`: must stay false"),
+            "{msg}"
+        );
+        let msg = err("statistics.interval.ms: \"0\"");
+        assert!(
+            msg.starts_with("pipeline.yaml: source.consumer_options.statistics.interval.ms: `0`: must be a positive"),
+            "{msg}"
+        );
+        let msg = err("group.id: other");
+        assert!(msg.contains("set source.group_id instead"), "{msg}");
+        let msg = err("partition.assignment.strategy: range");
+        assert!(msg.contains("must stay cooperative-sticky"), "{msg}");
+        // What the worker sets itself, set the same, and everything else, are fine.
+        p("source:\n  consumer_options: {enable.auto.commit: \"false\", statistics.interval.ms: \"1000\", session.timeout.ms: \"10000\", security.protocol: SASL_SSL}\n")
+            .expect("valid");
     }
 
     #[test]
