@@ -489,6 +489,9 @@ const DEMO_DERIVED: &str = include_str!("../../deploy/config/derived.yaml");
 /// The design's alert rules (HighLatency, DWCPServiceDown, SLAViolation).
 const DEMO_RULES: &str = include_str!("../../deploy/rules/dwcp.rules.yml");
 
+/// How long the demo may take to stop once told to.
+const STOP_WITHIN: Duration = Duration::from_secs(90);
+
 /// Runs the demo until `shutdown` turns true.
 ///
 /// # Errors
@@ -614,8 +617,27 @@ pub async fn run(opts: DemoOptions, shutdown: watch::Receiver<bool>) -> anyhow::
             }
         }
     }
+    // A stop that does not finish is a bug: say where it stuck and exit, instead of hanging.
+    let waiting_for = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let watchdog = {
+        let waiting_for = waiting_for.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(STOP_WITHIN).await;
+            let what = match waiting_for.load(std::sync::atomic::Ordering::SeqCst) {
+                0 => "the simulated agents' last deliveries",
+                _ => "the pipeline to drain and stop",
+            };
+            eprintln!(
+                "demo: still waiting for {what} {} s after the stop; exiting",
+                STOP_WITHIN.as_secs()
+            );
+            std::process::exit(1);
+        })
+    };
     let _ = agents.await;
+    waiting_for.store(1, std::sync::atomic::Ordering::SeqCst);
     pipeline.await??;
+    watchdog.abort();
     let _ = std::fs::remove_file(&rules_file);
     // Clients first, then the cluster they talk to.
     drop(producer);

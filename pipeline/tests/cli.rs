@@ -125,11 +125,53 @@ fn decode_fails_with_a_one_line_reason_on_bad_input() {
 /// us-east-1 (15–25 s into the script) from the real operator output.
 #[test]
 fn demo_runs_on_the_embedded_cluster_and_reports_the_latency_incident() {
-    let out = bin()
+    // Waited for with a deadline: a demo that does not stop fails the test instead of
+    // holding the whole run (it exits by itself 90 s after its stop; this is a second guard).
+    let mut child = bin()
         .args(["demo", "--plain", "--duration-secs", "32", "--listen", "127.0.0.1:0"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("runs");
+    // Read as it comes (a full pipe would block the demo).
+    let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let stderr = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let timed_out = child.try_wait().expect("wait").is_none();
+    if timed_out {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("wait");
+    let (stdout, stderr) = (stdout.join().expect("stdout"), stderr.join().expect("stderr"));
+    let out = std::process::Output { status, stdout, stderr };
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !timed_out,
+        "the demo did not stop within 240 s\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     for region in ["us-west-1", "us-east-1", "eu-west-1"] {
         assert!(text.contains(region), "{text}");
