@@ -211,3 +211,32 @@ fn shipped_alertmanager_config_passes_amtool() {
         assert!(text.contains(want), "{want}");
     }
 }
+
+/// A second SIGTERM stops at once (exit 1, saying what it skips), as with the Collector and
+/// Vector; the first one drains (the demo test above stops that way).
+#[cfg(unix)]
+#[test]
+fn a_second_stop_signal_exits_at_once() {
+    let child = bin()
+        .args(["demo", "--plain", "--duration-secs", "600", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    // Started and consuming by then (the demo test above shows a summary within seconds).
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let term = || {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill")
+    };
+    term();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    term();
+    let out = child.wait_with_output().expect("output");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("second stop signal: exiting without draining"), "{err}");
+}
