@@ -452,6 +452,10 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
                         "dwcp_rule",
                         "dwcp_derived",
                         "dwcp_operator_state",
+                        "dwcp_prometheus_samples",
+                        "dwcp_remote_write",
+                        "dwcp_series_dropped",
+                        "dwcp_active_series",
                     ]
                     .iter()
                     .any(|p| l.starts_with(p))
