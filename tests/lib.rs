@@ -368,8 +368,29 @@ impl Worker {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        self.append_backtrace();
         self.kill9();
         false
+    }
+
+    /// Appends every thread's stack (gdb, where installed) to the worker's log: what a stop
+    /// that does not finish is waiting for.
+    fn append_backtrace(&self) {
+        let out = Command::new("gdb")
+            .args([
+                "-p",
+                &self.child.id().to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt 30",
+            ])
+            .stdin(Stdio::null())
+            .output();
+        if let (Ok(out), Ok(mut f)) = (out, std::fs::OpenOptions::new().append(true).open(&self.log)) {
+            use std::io::Write;
+            let _ = writeln!(f, "---- still running 30 s after SIGTERM; its threads (gdb):");
+            let _ = f.write_all(&out.stdout);
+        }
     }
 }
 

@@ -848,12 +848,78 @@ impl KafkaSource {
     /// The last, synchronous commit at shutdown.
     pub fn final_commit(&self) {
         self.commit(CommitMode::Sync);
-        tracing::info!("final offset commit done");
+        tracing::info!(group = %self.config.config.source.group_id, "final offset commit done");
     }
+}
+
+/// How long a stopping worker waits for its consumers to leave their groups.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Closes the sources' consumers after their final commit: librdkafka's close (the last
+/// revocation and its callbacks, then LeaveGroup) runs on a thread of its own, waited for at
+/// most `within`. That close has no deadline of its own and has been seen never to finish
+/// against Tansu; everything is committed by then, so the worker exits anyway, and the broker
+/// moves the partitions once the session times out.
+pub async fn close_within(sources: Vec<Arc<KafkaSource>>, within: Duration) {
+    let groups: Vec<String> = sources
+        .iter()
+        .map(|s| s.config.config.source.group_id.clone())
+        .collect();
+    if drop_within(sources, within).await {
+        tracing::info!(groups = ?groups, "left the consumer groups");
+    } else {
+        tracing::warn!(
+            groups = ?groups,
+            timeout_s = within.as_secs(),
+            "leaving the consumer group did not finish in time; exiting without waiting (every offset is committed; the broker moves the partitions after session.timeout.ms)"
+        );
+    }
+}
+
+/// Drops `value` on a thread of its own; whether that finished within `within` (if not, the
+/// thread goes on, and ends with the process).
+async fn drop_within<T: Send + 'static>(value: T, within: Duration) -> bool {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Not a tokio blocking task: the runtime's shutdown would wait for it.
+    let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+        drop(value);
+        let _ = tx.send(());
+    });
+    // Could not spawn: the closure, and the value with it, was dropped here.
+    spawned.is_err() || tokio::time::timeout(within, rx).await.is_ok()
 }
 
 #[cfg(test)]
 mod tests {
+    /// A drop that does not finish in time is left behind; one that does is waited for.
+    #[tokio::test]
+    async fn a_close_that_hangs_is_not_waited_for() {
+        struct SlowDrop(Duration, Arc<AtomicBool>);
+        impl Drop for SlowDrop {
+            fn drop(&mut self) {
+                std::thread::sleep(self.0);
+                self.1.store(true, Ordering::SeqCst);
+            }
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        let waited = super::drop_within(
+            SlowDrop(Duration::from_secs(30), done.clone()),
+            Duration::from_millis(200),
+        )
+        .await;
+        assert!(!waited);
+        assert!(!done.load(Ordering::SeqCst), "returned before the drop ended");
+        let done = Arc::new(AtomicBool::new(false));
+        assert!(
+            super::drop_within(
+                SlowDrop(Duration::from_millis(50), done.clone()),
+                Duration::from_secs(30)
+            )
+            .await
+        );
+        assert!(done.load(Ordering::SeqCst));
+    }
+
     use super::*;
 
     #[test]

@@ -501,11 +501,14 @@ pub async fn run(
         t.await?;
     }
     source.final_commit();
+    let mut sources = vec![source];
     if let Some((rsource, reader, writer)) = repartition_stage {
         reader.await?;
         writer.await?;
         rsource.final_commit();
+        sources.push(rsource);
     }
+    crate::source::close_within(sources, crate::source::CLOSE_TIMEOUT).await;
     Ok(())
 }
 
