@@ -51,6 +51,10 @@ pub struct Telemetry {
     /// Internal-topic messages whose delivery failed for good; their input offsets are never
     /// committed, so a restarted worker reads them again.
     pub repartition_failures: Counter,
+    /// Internal series messages set aside unprocessed, by reason: read under an earlier
+    /// assignment of their partition, or the partition moved while its state was read back.
+    /// Not lost: the partition's owner reads them again from the committed offset.
+    pub series_batches_skipped: Family<Labels, Counter>,
     /// Rebalances seen, by kind (assign, revoke).
     pub rebalances: Family<Labels, Counter>,
     /// Seconds the consumer group membership has been rebalancing without settling, by group
@@ -249,6 +253,11 @@ impl Telemetry {
                 "repartition_failures",
                 "Internal-topic messages not delivered (their input is read again after a restart)",
                 Counter::default()
+            ),
+            series_batches_skipped: reg!(
+                "series_batches_skipped",
+                "Internal series messages set aside unprocessed (their partition's owner reads them again), by reason",
+                Family::default()
             ),
             rebalances: reg!("rebalances", "Consumer group rebalances, by kind", Family::default()),
             group_unsettled_seconds: reg!(

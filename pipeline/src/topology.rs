@@ -1018,6 +1018,10 @@ impl Router {
                     offset = b.ack.id(),
                     "batch from an earlier assignment skipped"
                 );
+                self.telemetry
+                    .series_batches_skipped
+                    .get_or_create(&labels([("reason", "earlier_assignment")]))
+                    .inc();
                 return;
             }
         }
@@ -1062,6 +1066,10 @@ impl Router {
             if self.assigned_since(x).is_none_or(|since| b.received < since)
                 || self.tasks.get(&x).is_some_and(|t| t.since != self.assigned_since(x))
             {
+                self.telemetry
+                    .series_batches_skipped
+                    .get_or_create(&labels([("reason", "moved_during_restore")]))
+                    .inc();
                 self.drop_moved_partitions().await;
                 return;
             }

@@ -456,6 +456,8 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
                         "dwcp_remote_write",
                         "dwcp_series_dropped",
                         "dwcp_active_series",
+                        "dwcp_series_batches_skipped",
+                        "dwcp_rebalances",
                     ]
                     .iter()
                     .any(|p| l.starts_with(p))
