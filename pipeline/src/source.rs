@@ -891,6 +891,8 @@ async fn drop_within<T: Send + 'static>(value: T, within: Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// A drop that does not finish in time is left behind; one that does is waited for.
     #[tokio::test]
     async fn a_close_that_hangs_is_not_waited_for() {
@@ -902,8 +904,8 @@ mod tests {
             }
         }
         let done = Arc::new(AtomicBool::new(false));
-        let waited = super::drop_within(
-            SlowDrop(Duration::from_secs(30), done.clone()),
+        let waited = drop_within(
+            SlowDrop(Duration::from_secs(5), done.clone()),
             Duration::from_millis(200),
         )
         .await;
@@ -911,7 +913,7 @@ mod tests {
         assert!(!done.load(Ordering::SeqCst), "returned before the drop ended");
         let done = Arc::new(AtomicBool::new(false));
         assert!(
-            super::drop_within(
+            drop_within(
                 SlowDrop(Duration::from_millis(50), done.clone()),
                 Duration::from_secs(30)
             )
@@ -919,8 +921,6 @@ mod tests {
         );
         assert!(done.load(Ordering::SeqCst));
     }
-
-    use super::*;
 
     #[test]
     fn commits_the_lowest_unacknowledged_offset() {
