@@ -9,8 +9,10 @@
 #   deploy/local/stack.sh env       print the environment the tests read (eval it)
 #
 # Installs: Debian packages prometheus, victoria-metrics, prometheus-alertmanager, kcat (apt);
-# Tansu 0.6.0 built once with `cargo install` into $DWCP_CACHE/bin (about 17 minutes the first
-# time, then reused); osmem-server from PyPI into the virtualenv $DWCP_CACHE/venv.
+# Tansu 0.6.0 from crates.io with deploy/tansu/transactions.patch (Kafka transactions: EndTxn,
+# read_committed leaving aborted records out, transaction timeouts), built once with cargo into
+# $DWCP_CACHE/bin/tansu-txn (about 10-17 minutes the first time, then reused until the patch
+# changes); osmem-server from PyPI into the virtualenv $DWCP_CACHE/venv.
 #
 # Ports (override with the variables): Kafka 9092 (DWCP_KAFKA_PORT), Prometheus 9090,
 # VictoriaMetrics 8428, Alertmanager 9093, OpenSearch API 9200.
@@ -24,7 +26,7 @@ PROM_PORT="${DWCP_PROM_PORT:-9090}"
 VM_PORT="${DWCP_VM_PORT:-8428}"
 AM_PORT="${DWCP_AM_PORT:-9093}"
 OS_PORT="${DWCP_OS_PORT:-9200}"
-TANSU="$DWCP_CACHE/bin/tansu"
+TANSU="$DWCP_CACHE/bin/tansu-txn"
 VENV="$DWCP_CACHE/venv"
 
 log() { printf '[stack] %s\n' "$*" >&2; }
@@ -51,15 +53,32 @@ need_root_apt() {
 }
 
 install_tansu() {
-  if [ -x "$TANSU" ] && "$TANSU" --version 2>/dev/null | grep -q '0.6.0'; then
+  local src="$ROOT/deploy/tansu" stamp="$DWCP_CACHE/bin/tansu-txn.sha256" want
+  want="$(cat "$src/transactions.patch" "$src/tansu-0.6.0/Cargo.toml" "$src/tansu-0.6.0/Cargo.lock" | sha256sum | cut -d' ' -f1)"
+  if [ -x "$TANSU" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     return
   fi
-  if [ -x "$TANSU" ]; then
-    # Older tansu builds have no --version; trust a binary that starts a broker help.
-    "$TANSU" broker --help >/dev/null 2>&1 && return
-  fi
-  log "building Tansu 0.6.0 with cargo install (about 17 minutes, once; cached in $DWCP_CACHE/bin)"
-  cargo install tansu --version 0.6.0 --locked --features dynostore --root "$DWCP_CACHE" >&2
+  log "building Tansu 0.6.0 with deploy/tansu/transactions.patch (about 10-17 minutes, once; cached in $DWCP_CACHE/bin)"
+  local build="$DWCP_CACHE/tansu-build"
+  mkdir -p "$build"
+  rm -rf "${build:?}/crates" "${build:?}/src" "${build:?}/Cargo.toml" "${build:?}/Cargo.lock"
+  cp -r "$src/tansu-0.6.0/." "$build/"
+  # The two patched crates' sources from crates.io, as cargo downloads them for the lock file.
+  (cd "$build" && cargo fetch --locked -q) >&2
+  mkdir -p "$build/crates"
+  local c dir
+  for c in tansu-broker tansu-storage; do
+    dir="$(cd "$build" && cargo metadata --locked --offline --format-version 1 |
+      python3 -c 'import json, sys; m = json.load(sys.stdin); print(next(p["manifest_path"] for p in m["packages"] if p["name"] == sys.argv[1] and p["version"] == "0.6.0").rsplit("/", 1)[0])' "$c")"
+    cp -r "$dir" "$build/crates/$c-0.6.0"
+  done
+  patch -s -p1 -d "$build/crates" <"$src/transactions.patch"
+  printf '\n[patch.crates-io]\ntansu-broker = { path = "crates/tansu-broker-0.6.0" }\ntansu-storage = { path = "crates/tansu-storage-0.6.0" }\n' >>"$build/Cargo.toml"
+  (cd "$build" && cargo build --release --offline --features dynostore --bin tansu) >&2
+  mkdir -p "$DWCP_CACHE/bin"
+  cp "$build/target/release/tansu" "$TANSU.new"
+  mv "$TANSU.new" "$TANSU"
+  echo "$want" >"$stamp"
 }
 
 install_osmem() {
@@ -136,7 +155,7 @@ up() {
   mkdir -p "$DATA/prometheus" "$DATA/victoria" "$DATA/alertmanager"
 
   start tansu "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine "memory://tansu/?maintenance_interval=5s"
 
   cat >"$DATA/prometheus.yml" <<EOF
 global:
