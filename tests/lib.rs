@@ -176,6 +176,7 @@ pub fn reader(brokers: &str, topic: &str) -> BaseConsumer {
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
+        .set("isolation.level", "read_committed")
         .create()
         .expect("consumer");
     c.subscribe(&[topic]).expect("subscribe");
@@ -404,6 +405,11 @@ impl Drop for Worker {
 /// Waits (up to 4 minutes) until every worker owns at least one partition of each consumer
 /// group in `groups`, and, for a group given a total, the workers own that many together.
 pub async fn wait_groups_settled(workers: &[Worker], groups: &[(&str, Option<f64>)]) {
+    wait_groups_settled_among(&workers.iter().collect::<Vec<_>>(), groups).await;
+}
+
+/// [`wait_groups_settled`] for workers kept apart.
+pub async fn wait_groups_settled_among(workers: &[&Worker], groups: &[(&str, Option<f64>)]) {
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
         let mut owned = Vec::new();
@@ -427,7 +433,7 @@ pub async fn wait_groups_settled(workers: &[Worker], groups: &[(&str, Option<f64
             "groups {groups:?} did not settle: {owned:?}\n{}",
             workers
                 .iter()
-                .map(Worker::log_text)
+                .map(|w| w.log_text())
                 .collect::<Vec<_>>()
                 .join("\n----\n")
         );

@@ -42,7 +42,7 @@ async fn main() {
     // metadata, which is not the checkpoint's cost.
     let mut changelogs = Vec::new();
     for operator in ["anomaly", "aggregate", "delta", "derived"] {
-        let cl = dwcp_pipeline::changelog::Changelog::open(&config, operator)
+        let cl = dwcp_pipeline::changelog::Changelog::open(&config, None, operator)
             .await
             .expect("changelog");
         cl.write(1, 1, b"warm-up").await.expect("warm-up write");

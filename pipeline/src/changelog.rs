@@ -49,7 +49,13 @@ impl Changelog {
     ///
     /// # Errors
     /// When the topic cannot be created or a client cannot be made.
-    pub async fn open(config: &ValidatedConfig, operator: &str) -> anyhow::Result<Self> {
+    /// With `producer` (transactional, with exactly-once derived records) checkpoints are
+    /// written with it, so in its transactions.
+    pub async fn open(
+        config: &ValidatedConfig,
+        producer: Option<FutureProducer>,
+        operator: &str,
+    ) -> anyhow::Result<Self> {
         let rp = &config.config.repartition;
         let topic = format!("{}{operator}", rp.changelog_prefix);
         let admin: AdminClient<DefaultClientContext> = producer_config(config).create()?;
@@ -76,11 +82,15 @@ impl Changelog {
             )
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
             .set("fetch.message.max.bytes", "104857600");
         Ok(Changelog {
             topic,
             group: config.config.source.group_id.clone(),
-            producer: pc.create()?,
+            producer: match producer {
+                Some(p) => p,
+                None => pc.create()?,
+            },
             reader,
         })
     }
@@ -164,16 +174,37 @@ impl Changelog {
         let chunk_prefix = format!("{manifest_key}/");
         let latest =
             tokio::task::spawn_blocking(move || -> anyhow::Result<std::collections::HashMap<String, Vec<u8>>> {
+                // The end of the log, its open transactions' records included: read (committed
+                // records only) until everything below it is decided, so a checkpoint committed
+                // after a transaction another worker still has open is not missed.
+                let mut probe = reader.clone();
+                probe.set("isolation.level", "read_uncommitted");
+                let (low, high) =
+                    probe
+                        .create::<BaseConsumer>()?
+                        .fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
                 let consumer: BaseConsumer = reader.create()?;
-                let (low, high) = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
                 let mut latest = std::collections::HashMap::new();
                 if high <= low {
                     return Ok(latest);
                 }
+                let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                // The last stable offset (what read_committed reads up to) reaches it once the
+                // transactions open below it end.
+                loop {
+                    let (_, stable) = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
+                    if stable >= high {
+                        break;
+                    }
+                    anyhow::ensure!(
+                        std::time::Instant::now() < deadline,
+                        "changelog {topic}: a transaction open below offset {high} did not end within 120 s"
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
                 consumer.assign(&tpl)?;
-                let deadline = std::time::Instant::now() + Duration::from_secs(120);
                 loop {
                     match consumer.poll(Duration::from_millis(500)) {
                         Some(Ok(m)) => {

@@ -303,6 +303,25 @@ pub struct DerivedTopicsConfig {
     pub anomalies: String,
     /// Extra librdkafka producer settings.
     pub producer_options: BTreeMap<String, String>,
+    /// `at_least_once`: records keyed deterministically, a restart may repeat some;
+    /// `exactly_once`: in Kafka transactions with the state checkpoints and the consumed
+    /// offsets (needs a broker with transactions, repartitioning and the changelog).
+    pub delivery: Delivery,
+    /// The transactional producer's `transactional.id` with `exactly_once`: unique per worker
+    /// and the same across its restarts (a restarted worker aborts what it left open). Default:
+    /// `<source.group_id>-<host name>`.
+    pub transactional_id: Option<String>,
+}
+
+/// How derived records are delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Each record at least once, with a deterministic key to deduplicate on.
+    #[default]
+    AtLeastOnce,
+    /// Each record once, visible to `read_committed` consumers when its checkpoint commits.
+    ExactlyOnce,
 }
 
 impl Default for DerivedTopicsConfig {
@@ -315,6 +334,8 @@ impl Default for DerivedTopicsConfig {
             alerts: "dwcp.alerts".into(),
             anomalies: "dwcp.anomalies".into(),
             producer_options: BTreeMap::new(),
+            delivery: Delivery::AtLeastOnce,
+            transactional_id: None,
         }
     }
 }
@@ -977,6 +998,22 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
     {
         return Err(invalid("derived_topics", "topic names must not be empty".into()));
     }
+    if config.derived_topics.enabled && config.derived_topics.delivery == Delivery::ExactlyOnce {
+        if !(config.repartition.enabled && config.repartition.changelog) {
+            return Err(invalid(
+                "derived_topics.delivery",
+                "exactly_once needs repartition.enabled and repartition.changelog: a transaction commits the derived records with the state checkpoint that produced them".into(),
+            ));
+        }
+        if config
+            .derived_topics
+            .transactional_id
+            .as_deref()
+            .is_some_and(str::is_empty)
+        {
+            return Err(invalid("derived_topics.transactional_id", "must not be empty".into()));
+        }
+    }
     let c = &config.operators.cardinality;
     if c.max_series_per_metric == 0 || c.max_series_total == 0 {
         return Err(invalid(
@@ -1172,6 +1209,42 @@ mod tests {
         let off = p("").expect("valid");
         assert!(off.repartition_stage().is_none());
         assert_eq!(names(&off.keyed_stage()), names(&off));
+    }
+
+    #[test]
+    fn exactly_once_needs_the_changelog_and_names_the_field() {
+        let msg = p("derived_topics: {delivery: exactly_once}\n")
+            .expect_err("no repartitioning")
+            .to_string();
+        assert!(
+            msg.starts_with("pipeline.yaml: derived_topics.delivery: exactly_once needs repartition.enabled and repartition.changelog"),
+            "{msg}"
+        );
+        let msg = p("repartition: {enabled: true, changelog: false}\nderived_topics: {delivery: exactly_once}\n")
+            .expect_err("no changelog")
+            .to_string();
+        assert!(msg.starts_with("pipeline.yaml: derived_topics.delivery: "), "{msg}");
+        let msg = p("repartition: {enabled: true}\nderived_topics: {delivery: exactly_once, transactional_id: \"\"}\n")
+            .expect_err("empty id")
+            .to_string();
+        assert!(
+            msg.starts_with("pipeline.yaml: derived_topics.transactional_id: must not be empty"),
+            "{msg}"
+        );
+        let msg = p("derived_topics: {delivery: twice}\n")
+            .expect_err("unknown")
+            .to_string();
+        assert!(
+            msg.contains("derived_topics.delivery") && msg.contains("exactly_once"),
+            "{msg}"
+        );
+        let c = p("repartition: {enabled: true}\nderived_topics: {delivery: exactly_once, transactional_id: w1}\n")
+            .expect("valid");
+        assert_eq!(c.config.derived_topics.delivery, Delivery::ExactlyOnce);
+        assert_eq!(
+            p("").expect("valid").config.derived_topics.delivery,
+            Delivery::AtLeastOnce
+        );
     }
 
     #[test]

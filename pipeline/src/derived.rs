@@ -8,7 +8,7 @@
 //! delivery is awaited in the background, counted in `dwcp_derived_records_total{topic,result}`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dwcp_operators::alerts::AlertTransition;
@@ -19,10 +19,12 @@ use dwcp_operators::sla::SlaKind;
 use dwcp_schemas::avro::{DerivedKind, SingleObjectCodec};
 use dwcp_sinks::ack::Ack;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::TopicPartitionList;
 use serde::Serialize;
 
-use crate::config::DerivedTopicsConfig;
+use crate::config::{Delivery, DerivedTopicsConfig};
 use crate::telemetry::{labels, Telemetry};
 
 /// The `dwcp.sla` record.
@@ -248,62 +250,176 @@ pub struct DerivedProducer {
     alerts: SingleObjectCodec,
     anomalies: SingleObjectCodec,
     telemetry: Arc<Telemetry>,
+    /// With `exactly_once`: records waiting for the transaction of their partition's checkpoint.
+    pending: Option<Mutex<Vec<Pending>>>,
 }
 
+/// Where a derived record comes from, for `exactly_once`: the series partition whose state
+/// produced it (`None`: no partition's) and the checkpoint epoch it was produced in. It is
+/// committed with the first checkpoint of that partition taken at or after that epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    /// The series partition.
+    pub partition: Option<i32>,
+    /// The epoch.
+    pub epoch: u64,
+}
+
+impl Origin {
+    /// Whether a record of this origin goes in a transaction holding `checkpoints` (partition,
+    /// epoch the snapshot was taken at): its partition's checkpoint covers it, or it is of no
+    /// partition.
+    pub fn due(&self, checkpoints: &[(i32, u64)]) -> bool {
+        match self.partition {
+            None => true,
+            Some(x) => checkpoints.iter().any(|&(y, e)| y == x && self.epoch <= e),
+        }
+    }
+}
+
+/// A derived record waiting for its transaction.
+#[derive(Debug)]
+struct Pending {
+    origin: Origin,
+    topic: String,
+    key: String,
+    payload: Vec<u8>,
+}
+
+/// Records sent in the open transaction, to count once it commits or to send again if it aborts.
+#[derive(Default)]
+pub struct Sent {
+    records: Vec<Pending>,
+    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
+}
+
+impl Sent {
+    /// How many records.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// How long a transaction call may take before it fails (and the transaction is aborted).
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl DerivedProducer {
-    /// A producer for `config`, on `brokers` unless the config names its own.
+    /// A producer for `config`, on `brokers` unless the config names its own; with
+    /// `exactly_once` transactional (`transactional.id` from the config or
+    /// `<group_id>-<host name>`), its transactions initialized (which aborts one this id left
+    /// open).
     ///
     /// # Errors
-    /// When the client cannot be created or a shipped schema fails to parse.
-    pub fn new(config: DerivedTopicsConfig, brokers: &str, telemetry: Arc<Telemetry>) -> anyhow::Result<Self> {
+    /// When the client cannot be created, a shipped schema fails to parse, or the broker does
+    /// not take the transactional producer.
+    pub async fn new(
+        config: DerivedTopicsConfig,
+        brokers: &str,
+        group_id: &str,
+        telemetry: Arc<Telemetry>,
+    ) -> anyhow::Result<Self> {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", config.brokers.as_deref().unwrap_or(brokers))
             .set("enable.idempotence", "true")
             .set("linger.ms", "50")
             .set("message.timeout.ms", "120000");
+        let exactly_once = config.delivery == Delivery::ExactlyOnce;
+        if exactly_once {
+            // A record's delivery timeout may not exceed the transaction's.
+            let txn_timeout = config
+                .producer_options
+                .get("transaction.timeout.ms")
+                .map_or("60000", String::as_str);
+            cc.set("transactional.id", transactional_id(&config, group_id))
+                .set("transaction.timeout.ms", txn_timeout)
+                .set("message.timeout.ms", txn_timeout);
+        }
         for (k, v) in &config.producer_options {
             cc.set(k, v);
         }
+        let producer: FutureProducer = cc.create()?;
+        if exactly_once {
+            let p = producer.clone();
+            tokio::task::spawn_blocking(move || p.init_transactions(TXN_TIMEOUT))
+                .await?
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "derived_topics.delivery: exactly_once: the broker did not start the transactional producer ({e}); brokers without transactions (Tansu 0.6 as released) need at_least_once"
+                    )
+                })?;
+        }
         Ok(DerivedProducer {
-            producer: cc.create()?,
+            producer,
             config,
             sla: SingleObjectCodec::for_kind(DerivedKind::SlaReport)?,
             health: SingleObjectCodec::for_kind(DerivedKind::RegionHealth)?,
             alerts: SingleObjectCodec::for_kind(DerivedKind::Alert)?,
             anomalies: SingleObjectCodec::for_kind(DerivedKind::Anomaly)?,
             telemetry,
+            pending: exactly_once.then(|| Mutex::new(Vec::new())),
         })
+    }
+
+    /// Whether records go in transactions.
+    pub fn transactional(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The producer, for the changelogs to write their checkpoints in the same transactions.
+    pub fn client(&self) -> FutureProducer {
+        self.producer.clone()
     }
 
     /// Encodes and enqueues SLA reports, health changes and alert transitions; delivery is
     /// counted in the background, and `ack` (when given) is held until each record's delivery
-    /// is settled.
-    pub fn publish(&self, sla: &[SlaRecord], health: &[HealthChange], alerts: &[AlertTransition], ack: Option<&Ack>) {
+    /// is settled. With `exactly_once` they wait for their partition's next checkpoint
+    /// transaction instead (`ack` is not held).
+    pub fn publish(
+        &self,
+        sla: &[SlaRecord],
+        health: &[HealthChange],
+        alerts: &[AlertTransition],
+        ack: Option<&Ack>,
+        origin: Origin,
+    ) {
         for a in alerts {
             // Key: fingerprint/state/time, unique per transition.
             let key = format!("{:016x}/{}/{}", a.fingerprint, a.state.as_str(), ms(a.event_time));
             let payload = self.alerts.encode_serde(&AlertAvro::from(a));
-            self.send(&self.config.alerts, key, payload, ack);
+            self.send(&self.config.alerts, key, payload, ack, origin);
         }
         for r in sla {
             let key = format!("{}/{}/{}", r.sla, r.region, ms(r.period_end));
             let payload = self.sla.encode_serde(&SlaAvro::from(r));
-            self.send(&self.config.sla, key, payload, ack);
+            self.send(&self.config.sla, key, payload, ack, origin);
         }
         for c in health {
             let key = format!("{}/{}", c.region, ms(c.time));
             let payload = self.health.encode_serde(&HealthAvro::from(c));
-            self.send(&self.config.health, key, payload, ack);
+            self.send(&self.config.health, key, payload, ack, origin);
         }
     }
 
-    /// Encodes and enqueues anomaly episodes; key `<series>/<start ms>`; `ack` as in `publish`.
-    pub fn publish_anomalies(&self, records: &[AnomalyRecord], ack: Option<&Ack>) {
+    /// Encodes and enqueues anomaly episodes; key `<series>/<start ms>`; `ack` and `origin` as
+    /// in `publish`.
+    pub fn publish_anomalies(&self, records: &[AnomalyRecord], ack: Option<&Ack>, origin: Origin) {
         for r in records {
             let key = format!("{}/{}", r.series(), ms(r.episode.start));
             let payload = self.anomalies.encode_serde(&AnomalyAvro::from(r));
-            self.send(&self.config.anomalies, key, payload, ack);
+            self.send(&self.config.anomalies, key, payload, ack, origin);
         }
+    }
+
+    fn count(&self, topic: &str, result: &str, n: u64) {
+        self.telemetry
+            .derived_records
+            .get_or_create(&labels([("topic", topic), ("result", result)]))
+            .inc_by(n);
     }
 
     fn send(
@@ -312,21 +428,28 @@ impl DerivedProducer {
         key: String,
         payload: Result<Vec<u8>, dwcp_schemas::avro::AvroError>,
         ack: Option<&Ack>,
+        origin: Origin,
     ) {
-        let count = |result: &str| {
-            self.telemetry
-                .derived_records
-                .get_or_create(&labels([("topic", topic), ("result", result)]))
-                .inc();
-        };
         let payload = match payload {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(%topic, %key, error = %e, "derived record does not fit its schema; not published");
-                count("failed");
+                self.count(topic, "failed", 1);
                 return;
             }
         };
+        if let Some(pending) = &self.pending {
+            pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(Pending {
+                    origin,
+                    topic: topic.to_string(),
+                    key,
+                    payload,
+                });
+            return;
+        }
         match self
             .producer
             .send_result(FutureRecord::to(topic).key(&key).payload(&payload))
@@ -353,23 +476,216 @@ impl DerivedProducer {
             }
             Err((e, _)) => {
                 tracing::warn!(%topic, %key, error = %e, "derived record not enqueued");
-                count("failed");
+                self.count(topic, "failed", 1);
             }
+        }
+    }
+
+    /// With `exactly_once`: drops the waiting records of partitions `keep` says no (moved to
+    /// another worker, which produces them again from the partition's last checkpoint).
+    pub fn forget(&self, keep: impl Fn(i32) -> bool) {
+        if let Some(pending) = &self.pending {
+            pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|p| p.origin.partition.is_none_or(&keep));
+        }
+    }
+
+    /// With `exactly_once`: records waiting, for /metrics.
+    pub fn waiting(&self) -> usize {
+        self.pending
+            .as_ref()
+            .map_or(0, |p| p.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len())
+    }
+
+    /// Begins a transaction (blocking up to [`TXN_TIMEOUT`]).
+    ///
+    /// # Errors
+    /// librdkafka's, when one cannot begin (one is open, or the producer is fenced).
+    pub async fn begin(&self) -> rdkafka::error::KafkaResult<()> {
+        let p = self.producer.clone();
+        blocking(move || p.begin_transaction()).await
+    }
+
+    /// Sends, in the open transaction, the waiting records of each `(partition, epoch)` produced
+    /// up to that epoch, and those of no partition.
+    pub fn send_waiting(&self, checkpoints: &[(i32, u64)]) -> Sent {
+        let Some(pending) = &self.pending else {
+            return Sent::default();
+        };
+        let records: Vec<Pending> = {
+            let mut all = pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (now, later) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|p| p.origin.due(checkpoints));
+            *all = later;
+            now
+        };
+        let mut sent = Sent::default();
+        for r in records {
+            match self
+                .producer
+                .send_result(FutureRecord::to(&r.topic).key(&r.key).payload(&r.payload))
+            {
+                Ok(d) => sent.deliveries.push(d),
+                Err((e, _)) => {
+                    tracing::warn!(topic = %r.topic, key = %r.key, error = %e, "derived record not enqueued in the transaction; it is aborted")
+                }
+            }
+            sent.records.push(r);
+        }
+        sent
+    }
+
+    /// Whether every record of `sent` reached the broker (in the open transaction).
+    pub async fn delivered(&self, sent: &mut Sent) -> bool {
+        let mut ok = sent.deliveries.len() == sent.records.len();
+        for d in std::mem::take(&mut sent.deliveries) {
+            match d.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    tracing::warn!(error = %e, "derived record not delivered in the transaction; it is aborted");
+                    ok = false;
+                }
+                Err(_) => ok = false,
+            }
+        }
+        ok
+    }
+
+    /// Sends the consumed `offsets` of `group` within the open transaction, then commits it:
+    /// its records (and the checkpoints written in it) become visible to `read_committed`
+    /// readers and the offsets committed, all at once. On failure the transaction is aborted,
+    /// `sent` is put back to go in the next one, and the error returned.
+    ///
+    /// # Errors
+    /// librdkafka's; [`fatal`] tells whether the producer can go on.
+    pub async fn commit(
+        &self,
+        offsets: TopicPartitionList,
+        group: Option<ConsumerGroupMetadata>,
+        sent: Sent,
+    ) -> rdkafka::error::KafkaResult<()> {
+        let p = self.producer.clone();
+        let result = blocking(move || {
+            if let Some(g) = group {
+                if offsets.count() > 0 {
+                    p.send_offsets_to_transaction(&offsets, &g, TXN_TIMEOUT)?;
+                }
+            }
+            p.commit_transaction(TXN_TIMEOUT)
+        })
+        .await;
+        match result {
+            Ok(()) => {
+                let mut by_topic: BTreeMap<&str, u64> = BTreeMap::new();
+                for r in &sent.records {
+                    *by_topic.entry(r.topic.as_str()).or_default() += 1;
+                }
+                for (topic, n) in by_topic {
+                    self.count(topic, "published", n);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.abort(sent).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Aborts the open transaction; `sent` waits for the next one.
+    pub async fn abort(&self, sent: Sent) {
+        let p = self.producer.clone();
+        if let Err(e) = blocking(move || p.abort_transaction(TXN_TIMEOUT)).await {
+            tracing::warn!(error = %e, "derived records: aborting the transaction failed");
+        }
+        let mut by_topic: BTreeMap<String, u64> = BTreeMap::new();
+        for r in &sent.records {
+            *by_topic.entry(r.topic.clone()).or_default() += 1;
+        }
+        for (topic, n) in by_topic {
+            self.count(&topic, "aborted", n);
+        }
+        if let Some(pending) = &self.pending {
+            let mut all = pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let later = std::mem::take(&mut *all);
+            *all = sent.records;
+            all.extend(later);
         }
     }
 
     /// Waits up to `timeout` for queued records to be delivered.
     pub fn flush(&self, timeout: Duration) {
-        use rdkafka::producer::Producer as _;
         if let Err(e) = self.producer.flush(timeout) {
             tracing::warn!(error = %e, "derived records still queued at shutdown");
         }
     }
 }
 
+/// Whether a transaction error leaves the producer unusable (fenced by another worker with
+/// the same `transactional.id`, or broken): the worker must stop.
+pub fn fatal(e: &rdkafka::error::KafkaError) -> bool {
+    match e {
+        rdkafka::error::KafkaError::Transaction(t) => t.is_fatal(),
+        _ => false,
+    }
+}
+
+/// The `transactional.id`: the configured one, else `<group_id>-<host name>`.
+pub fn transactional_id(config: &DerivedTopicsConfig, group_id: &str) -> String {
+    config.transactional_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "worker".into());
+        format!("{group_id}-{host}")
+    })
+}
+
+/// Runs a blocking librdkafka transaction call off the async threads.
+async fn blocking(
+    f: impl FnOnce() -> rdkafka::error::KafkaResult<()> + Send + 'static,
+) -> rdkafka::error::KafkaResult<()> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(rdkafka::error::KafkaError::Canceled))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_goes_with_the_first_checkpoint_of_its_partition_at_or_after_its_epoch() {
+        let o = |partition, epoch| Origin { partition, epoch };
+        let checkpoints = [(1, 5), (3, 7)];
+        assert!(o(Some(1), 5).due(&checkpoints), "made in the epoch the snapshot ended");
+        assert!(o(Some(1), 2).due(&checkpoints));
+        assert!(
+            !o(Some(1), 6).due(&checkpoints),
+            "made after the snapshot: the next one"
+        );
+        assert!(o(Some(3), 7).due(&checkpoints));
+        assert!(
+            !o(Some(2), 0).due(&checkpoints),
+            "its partition's checkpoint is not in it"
+        );
+        assert!(o(None, 99).due(&checkpoints), "no partition's state: any transaction");
+        assert!(!o(Some(1), 0).due(&[]));
+    }
+
+    #[test]
+    fn the_transactional_id_is_the_configured_one_or_group_and_host() {
+        let mut c = DerivedTopicsConfig::default();
+        let id = transactional_id(&c, "dwcp");
+        assert!(id.starts_with("dwcp-") && id.len() > 5, "{id}");
+        c.transactional_id = Some("worker-7".into());
+        assert_eq!(transactional_id(&c, "dwcp"), "worker-7");
+    }
     use dwcp_operators::health::{Component, Health};
     use dwcp_operators::sla::{SlaReport, Violation};
 

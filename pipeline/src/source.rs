@@ -205,6 +205,80 @@ pub struct SourceContext {
     trackers: Trackers,
     ready: Arc<AtomicBool>,
     settling: Mutex<Settling>,
+    gate: Arc<TransactionGate>,
+}
+
+/// Keeps a revocation from passing a transaction that commits offsets of the partitions it
+/// takes away: the revocation waits for the transaction to end, and a transaction begun while a
+/// revocation is under way leaves its partitions out. Otherwise a worker could commit a
+/// partition's checkpoint and offsets after its next owner read the previous ones, and both
+/// would produce what lies between.
+#[derive(Debug, Default)]
+pub struct TransactionGate {
+    state: Mutex<GateState>,
+    ended: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    in_transaction: bool,
+    revoking: std::collections::BTreeSet<(String, i32)>,
+}
+
+/// A transaction under way: revocations wait until this is dropped.
+pub struct InTransaction(Arc<TransactionGate>);
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// How long a revocation waits for a transaction at most.
+const GATE_WAIT: Duration = Duration::from_secs(70);
+
+impl TransactionGate {
+    /// A transaction begins; it ends when the guard is dropped. With the partitions being
+    /// revoked now, to leave out of it.
+    pub fn enter(self: &Arc<Self>) -> (InTransaction, std::collections::BTreeSet<(String, i32)>) {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.in_transaction = true;
+        (InTransaction(self.clone()), s.revoking.clone())
+    }
+
+    fn leave(&self) {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.in_transaction = false;
+        drop(s);
+        self.ended.notify_all();
+    }
+
+    /// `partitions` are being revoked: waits for a transaction under way to end.
+    fn revoke(&self, partitions: impl Iterator<Item = (String, i32)>) {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.revoking.extend(partitions);
+        let deadline = std::time::Instant::now() + GATE_WAIT;
+        while s.in_transaction {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!("a revocation waited {GATE_WAIT:?} for a transaction to end; going on");
+                break;
+            }
+            s = self
+                .ended
+                .wait_timeout(s, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// `partitions` are assigned (again), or their revocation is complete.
+    fn settled(&self, partitions: impl Iterator<Item = (String, i32)>) {
+        let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for p in partitions {
+            s.revoking.remove(&p);
+        }
+    }
 }
 
 impl ClientContext for SourceContext {
@@ -275,6 +349,8 @@ impl ConsumerContext for SourceContext {
             }
         }
         if let Rebalance::Revoke(tpl) = rebalance {
+            self.gate
+                .revoke(tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
             self.telemetry
                 .rebalances
                 .get_or_create(&labels([("kind", "revoke")]))
@@ -344,6 +420,11 @@ impl ConsumerContext for SourceContext {
                 .assigned_partitions
                 .get_or_create(&labels([("group", &self.group)]))
                 .set(i64::try_from(a.count()).unwrap_or(i64::MAX));
+        }
+        // After the assignment above no longer has them.
+        if let Rebalance::Assign(tpl) | Rebalance::Revoke(tpl) = rebalance {
+            self.gate
+                .settled(tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
         }
         self.ready.store(true, Ordering::Release);
     }
@@ -470,6 +551,7 @@ impl KafkaSource {
             trackers: trackers.clone(),
             ready,
             settling: Mutex::new(Settling::new(Duration::from_millis(session_timeout_ms))),
+            gate: Arc::default(),
         };
         let consumer: SourceConsumer = cc.create_with_context(context)?;
         let topics: Vec<&str> = config.topics.iter().map(|t| t.config.name.as_str()).collect();
@@ -498,6 +580,11 @@ impl KafkaSource {
     /// Assignments and caught-up partitions, for the watermark.
     pub fn progress(&self) -> Progress {
         self.progress.clone()
+    }
+
+    /// The gate between transactions committing this consumer's offsets and its revocations.
+    pub fn gate(&self) -> Arc<TransactionGate> {
+        self.consumer.context().gate.clone()
     }
 
     /// The partitions this consumer owns, kept current across rebalances.
@@ -784,6 +871,27 @@ impl KafkaSource {
         s.limit = Some(offset);
     }
 
+    /// The consumer group's metadata, for offsets sent within a producer's transaction.
+    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
+    }
+
+    /// `topic`/`partition`'s offsets were committed up to `offset` within a transaction (with
+    /// the checkpoint covering them): commits go no further until the next one, and that one is
+    /// not committed again.
+    pub fn commit_transacted(&self, topic: &str, partition: i32, offset: i64) {
+        let t = self.tracker(topic, partition);
+        {
+            let mut s = t.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.limit = Some(offset);
+        }
+        t.mark_committed(offset);
+        self.telemetry
+            .committed_offset
+            .get_or_create(&labels([("topic", topic), ("partition", &partition.to_string())]))
+            .set(offset);
+    }
+
     /// Every record of `topic`/`partition` below the returned offset is done in every sink
     /// (`None`: none read since the partition was assigned).
     pub fn acknowledged(&self, topic: &str, partition: i32) -> Option<i64> {
@@ -887,6 +995,39 @@ async fn drop_within<T: Send + 'static>(value: T, within: Duration) -> bool {
     });
     // Could not spawn: the closure, and the value with it, was dropped here.
     spawned.is_err() || tokio::time::timeout(within, rx).await.is_ok()
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    #[test]
+    fn a_revocation_waits_for_the_transaction_and_one_begun_meanwhile_leaves_its_partitions_out() {
+        let gate = Arc::new(TransactionGate::default());
+        let (in_transaction, revoking) = gate.enter();
+        assert!(revoking.is_empty());
+        let g = gate.clone();
+        let revoked = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            g.revoke([("t".to_string(), 3)].into_iter());
+            started.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !revoked.is_finished(),
+            "the revocation waits while the transaction is open"
+        );
+        drop(in_transaction);
+        let waited = revoked.join().expect("revoking thread");
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        // Until the revocation is complete, a new transaction leaves partition 3 out.
+        let (t, revoking) = gate.enter();
+        assert_eq!(revoking.into_iter().collect::<Vec<_>>(), [("t".to_string(), 3)]);
+        drop(t);
+        gate.settled([("t".to_string(), 3)].into_iter());
+        let (_t, revoking) = gate.enter();
+        assert!(revoking.is_empty());
+    }
 }
 
 #[cfg(test)]

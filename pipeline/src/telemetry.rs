@@ -111,8 +111,13 @@ pub struct Telemetry {
     pub es_requests: Counter<u64, AtomicU64>,
     /// Elasticsearch requests or items retried.
     pub es_retries: Counter<u64, AtomicU64>,
-    /// Derived records (SLA reports, health changes) by topic and result (`published`, `failed`).
+    /// Derived records by topic and result (`published`, `failed`; with exactly-once also
+    /// `aborted`: sent in a transaction that aborted, sent again in the next).
     pub derived_records: Family<Labels, Counter>,
+    /// With exactly-once: checkpoint transactions by result (`committed`, `aborted`).
+    pub derived_transactions: Family<Labels, Counter>,
+    /// With exactly-once: derived records waiting for their partition's checkpoint transaction.
+    pub derived_records_waiting: Gauge,
     /// Samples the SLA/health/network/capacity operator did not use, by reason.
     pub derived_dropped: Family<Labels, Counter>,
     /// Alerts posted to Alertmanager by alertmanager and result (`posted`, `failed`).
@@ -372,8 +377,18 @@ impl Telemetry {
             ),
             derived_records: reg!(
                 "derived_records",
-                "Derived records (SLA reports, health changes) by topic and result",
+                "Derived records (alerts, anomalies, SLA reports, health changes) by topic and result",
                 Family::default()
+            ),
+            derived_transactions: reg!(
+                "derived_transactions",
+                "Exactly-once: checkpoint transactions (derived records, checkpoints, offsets) by result",
+                Family::default()
+            ),
+            derived_records_waiting: reg!(
+                "derived_records_waiting",
+                "Exactly-once: derived records waiting for their partition's checkpoint transaction",
+                Gauge::default()
             ),
             derived_dropped: reg!(
                 "derived_samples_dropped",

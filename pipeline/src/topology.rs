@@ -36,7 +36,7 @@ use crate::api::sql::{History, HistoryStats};
 use crate::api::window::MetricsWindow;
 use crate::api::ApiState;
 use crate::config::ValidatedConfig;
-use crate::derived::DerivedProducer;
+use crate::derived::{DerivedProducer, Origin};
 use crate::grafana::client::{Annotator, GrafanaClient, Note};
 use crate::source::{KafkaSource, SourceBatch};
 use crate::telemetry::{labels, Telemetry};
@@ -189,19 +189,35 @@ pub async fn run(
     // One producer for every derived topic, when anything produces derived records.
     let dt = &config.config.derived_topics;
     if dt.enabled && (derived.is_some() || !config.rule_groups.is_empty() || oc.anomaly.is_active()) {
-        producer = Some(DerivedProducer::new(
+        let p = DerivedProducer::new(
             dt.clone(),
             &config.config.source.brokers,
+            &config.config.source.group_id,
             telemetry.clone(),
-        )?);
-        tracing::info!(
-            sla = %dt.sla,
-            health = %dt.health,
-            alerts = %dt.alerts,
-            anomalies = %dt.anomalies,
-            delivery = "at-least-once: after a crash records may repeat, under the same deterministic key",
-            "derived topics: records as Avro"
-        );
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.file.display()))?;
+        if p.transactional() {
+            tracing::info!(
+                sla = %dt.sla,
+                health = %dt.health,
+                alerts = %dt.alerts,
+                anomalies = %dt.anomalies,
+                transactional_id = %crate::derived::transactional_id(dt, &config.config.source.group_id),
+                delivery = "exactly-once: in Kafka transactions with the state checkpoints and consumed offsets; read_committed consumers see each record once, at its checkpoint",
+                "derived topics: records as Avro"
+            );
+        } else {
+            tracing::info!(
+                sla = %dt.sla,
+                health = %dt.health,
+                alerts = %dt.alerts,
+                anomalies = %dt.anomalies,
+                delivery = "at-least-once: after a crash records may repeat, under the same deterministic key (derived_topics.delivery: exactly_once on a broker with transactions)",
+                "derived topics: records as Avro"
+            );
+        }
+        producer = Some(p);
     }
 
     // With repartitioning, a first stage re-keys metric points and spans into the internal
@@ -403,6 +419,11 @@ pub async fn run(
     }
 
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(config.config.source.queue_capacity);
+    // With exactly-once, checkpoints go in the derived records' transactions.
+    let txn_client = producer
+        .as_ref()
+        .filter(|p| p.transactional())
+        .map(DerivedProducer::client);
     let mut router = Router::new(&config, file_tx, remote_write, es, reports, telemetry.clone());
     router.input_partitions = input_partitions;
     router.trace_inputs = trace_inputs;
@@ -412,7 +433,7 @@ pub async fn run(
         router.derived_template = Some(oc.derived_config());
         router.derived_home = derived_home;
         if config.config.repartition.changelog {
-            let cl = crate::changelog::Changelog::open(&config, "derived").await?;
+            let cl = crate::changelog::Changelog::open(&config, txn_client.clone(), "derived").await?;
             tracing::info!(topic = %cl.topic(), "SLA, health, network and capacity state, checkpointed to the changelog");
             router.derived_changelog = Some(Arc::new(cl));
         }
@@ -422,7 +443,7 @@ pub async fn run(
     if let Some(x) = span_metrics_home {
         router.span_metrics_home = Some(x);
         if config.config.repartition.changelog {
-            let cl = crate::changelog::Changelog::open(&config, "spanmetrics").await?;
+            let cl = crate::changelog::Changelog::open(&config, txn_client.clone(), "spanmetrics").await?;
             tracing::info!(topic = %cl.topic(), "span metrics state, checkpointed to the changelog");
             router.span_metrics_changelog = Some(Arc::new(cl));
         }
@@ -435,12 +456,12 @@ pub async fn run(
     router.alertmanagers = alertmanagers;
     router.annotator = annotator;
     if !oc.aggregation.rules.is_empty() && config.config.repartition.enabled && config.config.repartition.changelog {
-        let cl = crate::changelog::Changelog::open(&config, "aggregate").await?;
+        let cl = crate::changelog::Changelog::open(&config, txn_client.clone(), "aggregate").await?;
         tracing::info!(topic = %cl.topic(), "aggregation windows per series partition, checkpointed to the changelog");
         router.aggregate_changelog = Some(Arc::new(cl));
     }
     if config.config.repartition.enabled && config.config.repartition.changelog {
-        let cl = crate::changelog::Changelog::open(&config, "delta").await?;
+        let cl = crate::changelog::Changelog::open(&config, txn_client.clone(), "delta").await?;
         tracing::info!(topic = %cl.topic(), "delta-to-cumulative totals per series partition, checkpointed to the changelog");
         router.delta_changelog = Some(Arc::new(cl));
     }
@@ -450,7 +471,7 @@ pub async fn run(
         dwcp_operators::anomaly::operator::AnomalyOperator::new(oc.anomaly.clone())
             .map_err(|e| anyhow::anyhow!("{}: operators.anomaly.{e}", config.file.display()))?;
         if config.config.repartition.changelog {
-            let cl = crate::changelog::Changelog::open(&config, "anomaly").await?;
+            let cl = crate::changelog::Changelog::open(&config, txn_client.clone(), "anomaly").await?;
             tracing::info!(topic = %cl.topic(), "anomaly state per series partition, checkpointed to the changelog");
             router.changelog = Some(Arc::new(cl));
         }
@@ -473,7 +494,7 @@ pub async fn run(
         if let Some((topic, partitions)) = &rule_partitions {
             engine.set_homes(partitions.clone());
             if config.config.repartition.changelog {
-                let cl = crate::changelog::Changelog::open(&config, "rules").await?;
+                let cl = crate::changelog::Changelog::open(&config, txn_client.clone(), "rules").await?;
                 tracing::info!(topic = %cl.topic(), "rule state per series partition, checkpointed to the changelog");
                 router.rules_changelog = Some(Arc::new(cl));
             }
@@ -593,7 +614,8 @@ struct Router {
     /// partitions this worker owns; a group is evaluated here only when its partition is.
     rule_homes: Option<RuleHomes>,
     anomaly_scores: Vec<dwcp_operators::prom::Sample>,
-    anomaly_records: Vec<dwcp_operators::anomaly::operator::AnomalyRecord>,
+    /// Episodes to ship, with the series partition whose detectors produced them.
+    anomaly_records: Vec<(Option<i32>, dwcp_operators::anomaly::operator::AnomalyRecord)>,
     state_dir: Option<std::path::PathBuf>,
     checkpoint_every: Duration,
     last_checkpoint: std::time::Instant,
@@ -924,7 +946,8 @@ impl Router {
         // Open minutes of the derived operator stay open: they are not complete. Its state is
         // snapshotted so a restart continues them.
         self.checkpoint().await;
-        if let Some(p) = self.producer.take() {
+        // Exactly-once records go out with the final checkpoints, below.
+        if let Some(p) = self.producer.take_if(|p| !p.transactional()) {
             let _ = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(10))).await;
         }
         for am in std::mem::take(&mut self.alertmanagers) {
@@ -942,6 +965,13 @@ impl Router {
         self.checkpoint_changelog(false).await;
         self.checkpoint_changelog(true).await;
         self.checkpoint_changelog(false).await;
+        if let Some(p) = self.producer.take() {
+            let waiting = p.waiting();
+            if waiting > 0 {
+                tracing::warn!(waiting, "derived records not committed at the stop: their partitions' next owners make them again from the last checkpoint");
+            }
+            let _ = tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(10))).await;
+        }
     }
 
     /// Sends the spans of sampled traces (and late spans of sampled traces) to Elasticsearch in
@@ -1283,10 +1313,16 @@ impl Router {
             .and_then(|x| self.tasks.get_mut(&x))
             .and_then(|t| t.anomaly.as_mut())
         {
-            Some(op) => op.process(samples, &mut self.anomaly_scores, &mut self.anomaly_records),
+            Some(op) => {
+                let mut records = Vec::new();
+                op.process(samples, &mut self.anomaly_scores, &mut records);
+                self.anomaly_records.extend(records.into_iter().map(|r| (partition, r)));
+            }
             None => {
                 if let Some(a) = &mut self.anomaly {
-                    a.process(samples, &mut self.anomaly_scores, &mut self.anomaly_records);
+                    let mut records = Vec::new();
+                    a.process(samples, &mut self.anomaly_scores, &mut records);
+                    self.anomaly_records.extend(records.into_iter().map(|r| (None, r)));
                 }
             }
         }
@@ -1586,15 +1622,25 @@ impl Router {
         // Per operator: (written, failed, bytes).
         let mut stats: std::collections::BTreeMap<&'static str, (usize, usize, usize)> =
             std::collections::BTreeMap::new();
+        let transactional = self.producer.as_ref().is_some_and(DerivedProducer::transactional);
+        if let (true, Some(p)) = (transactional, &self.producer) {
+            // Records of partitions moved away: their new owner makes them again.
+            p.forget(|x| self.tasks.contains_key(&x));
+        }
         let epoch = self.epochs.token().id();
         let mut staged_any = false;
+        let mut in_transaction = Vec::new();
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
         for x in partitions {
             let ready = self.tasks.get(&x).and_then(|t| t.staged.as_ref()).is_some_and(|s| {
                 self.epochs.done_through(s.epoch) && src.acknowledged(&topic, x).is_some_and(|a| a >= s.next_offset)
             });
             if let Some(staged) = self.tasks.get_mut(&x).and_then(|t| t.staged.take_if(|_| ready)) {
-                self.write_staged(&topic, &src, x, staged, &mut stats).await;
+                if transactional {
+                    in_transaction.push((x, staged));
+                } else if self.write_staged(x, staged.parts, &mut stats).await {
+                    src.limit_commits(&topic, x, staged.next_offset);
+                }
             }
             if stage && self.tasks.get(&x).is_some_and(|t| t.staged.is_none()) {
                 let staged = self.snapshot_partition(x, epoch);
@@ -1604,8 +1650,16 @@ impl Router {
                 }
             }
         }
+        if !in_transaction.is_empty() {
+            self.commit_checkpoints(&topic, &src, in_transaction, &mut stats).await;
+        }
         if staged_any {
             self.epochs.end();
+        }
+        if let Some(p) = &self.producer {
+            self.telemetry
+                .derived_records_waiting
+                .set(i64::try_from(p.waiting()).unwrap_or(i64::MAX));
         }
         self.telemetry
             .changelog_checkpoints_waiting
@@ -1658,8 +1712,20 @@ impl Router {
     /// Episodes as they open and end: the anomalies topic, Grafana, the SQL history (the ended
     /// ones).
     fn ship_anomaly_records(&mut self) {
-        let records = std::mem::take(&mut self.anomaly_records);
-        if !records.is_empty() {
+        let tagged = std::mem::take(&mut self.anomaly_records);
+        if !tagged.is_empty() {
+            let epoch = self.epochs.token().id();
+            if let Some(p) = &self.producer {
+                for by_partition in tagged.chunk_by(|a, b| a.0 == b.0) {
+                    let records: Vec<_> = by_partition.iter().map(|(_, r)| r.clone()).collect();
+                    let origin = Origin {
+                        partition: by_partition[0].0,
+                        epoch,
+                    };
+                    p.publish_anomalies(&records, Some(self.epochs.token()), origin);
+                }
+            }
+            let records: Vec<_> = tagged.into_iter().map(|(_, r)| r).collect();
             for r in &records {
                 if r.closed {
                     self.telemetry.anomaly_episodes.inc();
@@ -1670,9 +1736,6 @@ impl Router {
                 if let Some(a) = &self.annotator {
                     a.send(Note::Anomaly(Box::new(r.clone())));
                 }
-            }
-            if let Some(p) = &self.producer {
-                p.publish_anomalies(&records, Some(self.epochs.token()));
             }
             if let Some(h) = &self.history {
                 let ended: Vec<_> = records.iter().filter(|r| r.closed).cloned().collect();
@@ -1736,12 +1799,12 @@ impl Router {
             .get_or_create(&labels([("reason", "series_limit")]))
             .inc_by(dropped - self.rules_reported.1);
         self.rules_reported = (ooo, dropped);
-        self.ship_alerts(&out.alerts).await;
+        self.ship_alerts(&out.alerts, false).await;
         self.publish(out.samples, "rules", None).await;
     }
 
     /// Alert state changes to the log, /metrics, the alerts topic and every Alertmanager.
-    async fn ship_alerts(&mut self, alerts: &[dwcp_operators::alerts::AlertTransition]) {
+    async fn ship_alerts(&mut self, alerts: &[dwcp_operators::alerts::AlertTransition], derived: bool) {
         if alerts.is_empty() {
             return;
         }
@@ -1773,11 +1836,32 @@ impl Router {
             v.send_replace(Arc::new(self.active_alerts.values().cloned().collect()));
         }
         if let Some(p) = &self.producer {
-            p.publish(&[], &[], alerts, Some(self.epochs.token()));
+            let epoch = self.epochs.token().id();
+            let partitions: Vec<Option<i32>> = alerts.iter().map(|a| self.alert_partition(a, derived)).collect();
+            let mut i = 0;
+            for same in partitions.chunk_by(|a, b| a == b) {
+                let origin = Origin {
+                    partition: same[0],
+                    epoch,
+                };
+                p.publish(&[], &[], &alerts[i..i + same.len()], Some(self.epochs.token()), origin);
+                i += same.len();
+            }
         }
         for am in &self.alertmanagers {
             am.send(alerts.to_vec()).await;
         }
+    }
+
+    /// The series partition whose state produced alert `a`: the derived operator's (`derived`)
+    /// or its rule group's home (`None` without repartitioning).
+    fn alert_partition(&self, a: &dwcp_operators::alerts::AlertTransition, derived: bool) -> Option<i32> {
+        if derived {
+            return self.derived_home;
+        }
+        let homes = self.rule_homes.as_ref()?;
+        let i = self.rules.as_ref()?.groups().iter().position(|g| g.name == a.group)?;
+        homes.partitions.get(i).copied()
     }
 
     /// Closes the derived operator's minutes up to the watermark and ships what they produced.
@@ -1803,7 +1887,11 @@ impl Router {
         d.on_watermark(wm, &mut out);
         let closed = !out.samples.is_empty() || !out.sla.is_empty() || !out.health.is_empty();
         if let Some(p) = &self.producer {
-            p.publish(&out.sla, &out.health, &[], Some(self.epochs.token()));
+            let origin = Origin {
+                partition: self.derived_home,
+                epoch: self.epochs.token().id(),
+            };
+            p.publish(&out.sla, &out.health, &[], Some(self.epochs.token()), origin);
         }
         if let Some(h) = &self.history {
             h.sla(&out.sla);
@@ -1821,7 +1909,7 @@ impl Router {
                 None => r.process(&out.samples),
             }
         }
-        self.ship_alerts(&out.alerts).await;
+        self.ship_alerts(&out.alerts, true).await;
         self.publish(out.samples, "derived", None).await;
     }
 
@@ -1884,21 +1972,125 @@ impl Router {
         })
     }
 
-    /// Writes a staged snapshot of partition `x` to its changelogs; when every one took it, the
-    /// partition's commits may go up to what it covers.
-    async fn write_staged(
+    /// With exactly-once derived records: one transaction holds the `ready` partitions'
+    /// checkpoints, the derived records their state produced up to each checkpoint, and their
+    /// consumed offsets up to what each covers. Committed, all of it is visible at once; if
+    /// anything fails it is aborted: the records wait for the next one, the partitions take a
+    /// new snapshot at the next checkpoint, and their commits stay where they were.
+    async fn commit_checkpoints(
         &mut self,
         topic: &str,
         src: &KafkaSource,
-        x: i32,
-        staged: Staged,
+        ready: Vec<(i32, Staged)>,
         stats: &mut std::collections::BTreeMap<&'static str, (usize, usize, usize)>,
     ) {
-        let Some(mut generations) = self.tasks.get(&x).map(|t| t.generations) else {
+        // Revocations wait for this transaction; partitions being revoked stay out of it.
+        let (_in_transaction, revoking) = src.gate().enter();
+        let ready: Vec<(i32, Staged)> = {
+            let owned = src.assignment();
+            let owned = owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ready
+                .into_iter()
+                .filter(|(x, _)| {
+                    let key = (topic.to_string(), *x);
+                    owned.contains_key(&key) && !revoking.contains(&key)
+                })
+                .collect()
+        };
+        if ready.is_empty() {
             return;
+        }
+        let Some(p) = &self.producer else { return };
+        if let Err(e) = p.begin().await {
+            self.transaction_failed("begin", &e);
+            return;
+        }
+        let Some(p) = &self.producer else { return };
+        let mut sent = p.send_waiting(&ready.iter().map(|(x, s)| (*x, s.epoch)).collect::<Vec<_>>());
+        let before: Vec<(i32, [u64; 6])> = ready
+            .iter()
+            .filter_map(|(x, _)| self.tasks.get(x).map(|t| (*x, t.generations)))
+            .collect();
+        let mut written = true;
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        let mut covered = Vec::new();
+        for (x, staged) in ready {
+            written &= self.write_staged(x, staged.parts, stats).await;
+            if offsets
+                .add_partition_offset(topic, x, rdkafka::Offset::Offset(staged.next_offset))
+                .is_ok()
+            {
+                covered.push((x, staged.next_offset));
+            }
+        }
+        let Some(p) = &self.producer else { return };
+        written &= p.delivered(&mut sent).await;
+        let records = sent.len();
+        let result = if written {
+            p.commit(offsets, src.group_metadata(), sent).await.map_err(Some)
+        } else {
+            p.abort(sent).await;
+            Err(None)
+        };
+        match result {
+            Ok(()) => {
+                for (x, next) in covered {
+                    src.commit_transacted(topic, x, next);
+                }
+                self.telemetry
+                    .derived_transactions
+                    .get_or_create(&labels([("result", "committed")]))
+                    .inc();
+                tracing::debug!(records, "checkpoint transaction committed");
+            }
+            Err(e) => {
+                // The checkpoints written in it are aborted: the generations stay.
+                for (x, generations) in before {
+                    if let Some(t) = self.tasks.get_mut(&x) {
+                        t.generations = generations;
+                    }
+                }
+                if let Some(e) = e {
+                    self.transaction_failed("commit", &e);
+                } else {
+                    self.telemetry
+                        .derived_transactions
+                        .get_or_create(&labels([("result", "aborted")]))
+                        .inc();
+                    tracing::warn!(records, "a checkpoint or derived record was not written: transaction aborted; its records go in the next one");
+                }
+            }
+        }
+    }
+
+    /// A transaction call failed: counted and logged; a producer that cannot go on (fenced by
+    /// another worker with its `transactional.id`) stops the worker, as a crash would: what it
+    /// has not committed is made again by the partitions' next owners.
+    fn transaction_failed(&self, step: &str, e: &rdkafka::error::KafkaError) {
+        self.telemetry
+            .derived_transactions
+            .get_or_create(&labels([("result", "aborted")]))
+            .inc();
+        if crate::derived::fatal(e) {
+            tracing::error!(step, error = %e, "derived records: the transactional producer cannot go on (another worker with the same derived_topics.transactional_id?); stopping");
+            std::process::exit(1);
+        }
+        tracing::warn!(step, error = %e, "derived records: transaction aborted; its records go in the next one");
+    }
+
+    /// Writes a staged snapshot's `parts` of partition `x` to its changelogs; whether every one
+    /// took it (then the partition's commits may go up to what it covers).
+    async fn write_staged(
+        &mut self,
+        x: i32,
+        parts: Vec<(Log, Result<Vec<u8>, serde_json::Error>)>,
+        stats: &mut std::collections::BTreeMap<&'static str, (usize, usize, usize)>,
+    ) -> bool {
+        let Some(mut generations) = self.tasks.get(&x).map(|t| t.generations) else {
+            return false;
         };
         let mut all = true;
-        for (log, bytes) in staged.parts {
+        for (log, bytes) in parts {
             let (which, operator) = (log as usize, log.name());
             let entry = stats.entry(operator).or_default();
             let generation = generations[which] + 1;
@@ -1925,9 +2117,7 @@ impl Router {
         if let Some(t) = self.tasks.get_mut(&x) {
             t.generations = generations;
         }
-        if all {
-            src.limit_commits(topic, x, staged.next_offset);
-        }
+        all
     }
 
     /// The changelog `log` is written to.

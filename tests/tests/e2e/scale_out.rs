@@ -1179,6 +1179,21 @@ async fn rules_workers(
     source: &str,
     rest: &str,
 ) -> (GroupLeader, Vec<Worker>) {
+    let (leader, workers, _) = rules_workers_with(brokers, id, work, source, rest, 500, &|_| String::new()).await;
+    (leader, workers)
+}
+
+/// [`rules_workers`] checkpointing every `checkpoint_ms`, with `per_worker(i)` added to worker
+/// `i`'s configuration.
+async fn rules_workers_with(
+    brokers: &str,
+    id: &str,
+    work: &std::path::Path,
+    source: &str,
+    rest: &str,
+    checkpoint_ms: u64,
+    per_worker: &dyn Fn(usize) -> String,
+) -> (GroupLeader, Vec<Worker>, String) {
     let input = format!("{id}.in");
     create_topics(brokers, &[&input], 2).await;
     create_topics(brokers, &[&format!("{id}.dlq")], 1).await;
@@ -1186,16 +1201,18 @@ async fn rules_workers(
     let yaml = format!(
         "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n{source}  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
          dead_letter:\n  topic: \"{id}.dlq\"\n\
-         operators:\n  idle_timeout_ms: 120000\n  checkpoint_interval_ms: 500\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n\
+         operators:\n  idle_timeout_ms: 120000\n  checkpoint_interval_ms: {checkpoint_ms}\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n\
          rules:\n  files: [\"{rules}\"]\n\
          repartition:\n  enabled: true\n  series_topic: \"{id}.series\"\n  spans_topic: \"{id}.spans\"\n  partitions: 4\n  changelog_prefix: \"{id}.state.\"\n{rest}"
     );
     // Tansu would leave the groups leaderless if a killed worker led them (see `GroupLeader`).
     let stage1 = format!("{id}.repartition");
     let leader = GroupLeader::start(brokers, &format!("{id}.leader"), &[id, &stage1]).await;
-    let workers: Vec<Worker> = (0..2).map(|i| Worker::start(work, &format!("w{i}"), &yaml)).collect();
+    let workers: Vec<Worker> = (0..2)
+        .map(|i| Worker::start(work, &format!("w{i}"), &format!("{yaml}{}", per_worker(i))))
+        .collect();
     wait_groups_settled(&workers, &[(&stage1, None), (id, None)]).await;
-    (leader, workers)
+    (leader, workers, yaml)
 }
 
 /// Latency messages of us-east-1 (partition 0) and us-west-1 (partition 1) every 15 s, 100
@@ -1528,5 +1545,266 @@ async fn a_pending_alert_fires_on_time_after_its_worker_dies() {
         .collect(),
         "survivor log:\n{}",
         survivor.log_text()
+    );
+}
+
+/// Exactly-once alerts across a `kill -9` (issue 9), on the test stack's Tansu with transactions
+/// (deploy/tansu/transactions.patch): the worker evaluating HighLatency is killed right after it
+/// makes the firing transition, while that transition waits for its checkpoint's transaction;
+/// the survivor restores the rule state of the last committed checkpoint, evaluates again from
+/// the offsets committed with it, and the alerts topic read with `read_committed` holds every
+/// transition exactly once: HighLatency pending at 600 s, firing at 900 s and resolved at
+/// 1365 s (the same input and times as `a_pending_alert_fires_on_time_after_its_worker_dies`),
+/// and no key twice. At least once, the killed worker's firing record was already in the topic
+/// and the survivor's would repeat it. Then a rolling restart: a third worker joins and the
+/// survivor stops cleanly, committing what it made in its final transaction; the newcomer makes
+/// the resolved transition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_alerts_across_a_kill_9() {
+    let Some(brokers) = kafka() else { return };
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let id = unique("scale-eos");
+    let input = format!("{id}.in");
+    let alerts = format!("{id}.alerts");
+    create_topics(&brokers, &[&alerts], 1).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let transactional = |i: usize| {
+        format!(
+            "derived_topics:\n  alerts: \"{alerts}\"\n  delivery: exactly_once\n  transactional_id: \"{id}-w{i}\"\n  producer_options: {{transaction.timeout.ms: \"10000\"}}\n"
+        )
+    };
+    // Checkpoints (and so transactions) every 5 s: the firing transition waits for one.
+    let (_leader, mut workers, yaml) = rules_workers_with(
+        &brokers,
+        &id,
+        work.path(),
+        "  consumer_options: {session.timeout.ms: \"10000\"}\n",
+        "",
+        5000,
+        &transactional,
+    )
+    .await;
+    for w in &workers {
+        assert!(
+            w.log_text().contains("derived topics: records as Avro") && w.log_text().contains("exactly-once"),
+            "{}",
+            w.log_text()
+        );
+    }
+    let t0 = dwcp_tests::now_s() / 60 * 60 - 40 * 60;
+    let p = producer(&brokers);
+    let mut steps = LatencyInput {
+        t0,
+        counts: [[0; 3]; 2],
+    };
+    let slow = |t: u64| (600..=1080).contains(&t);
+    steps.send(&p, &input, 0..=750, slow).await;
+    // Pending is committed with a checkpoint (read_committed sees it), so the survivor has
+    // rule state to restore.
+    let pending = consume_all(&brokers, &alerts, 1, Duration::from_secs(60));
+    assert!(!pending.is_empty(), "no pending transition committed");
+    let fired = |w: &Worker| {
+        w.log_text()
+            .lines()
+            .any(|l| l.contains("alert state changed") && l.contains("HighLatency") && l.contains("firing"))
+    };
+    steps.send(&p, &input, 765..=990, slow).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let owner = loop {
+        if let Some(i) = workers.iter().position(fired) {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no worker fires HighLatency");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    workers[owner].kill9();
+    steps.send(&p, &input, 1005..=1140, slow).await;
+    let survivor = &workers[1 - owner];
+    wait_rules_restored(survivor).await;
+    // Then a rolling restart: a new worker joins, the survivor stops cleanly (its records go
+    // in its last transaction with its final checkpoints) and the new one takes everything over.
+    let mut joined = Worker::start(work.path(), "w2", &format!("{yaml}{}", transactional(2)));
+    dwcp_tests::wait_groups_settled_among(
+        &[&workers[1 - owner], &joined],
+        &[(&format!("{id}.repartition"), None), (&id, None)],
+    )
+    .await;
+    assert!(workers[1 - owner].stop(), "the survivor stops cleanly");
+    steps.send(&p, &input, 1155..=1500, slow).await;
+    wait_rules_restored(&joined).await;
+    let survivor = &mut joined;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (keys, high) = loop {
+        // Everything there is (DWCPServiceDown shares the topic), committed records only.
+        let messages = consume_all(&brokers, &alerts, 1000, Duration::from_secs(15));
+        let keys: Vec<String> = messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(rdkafka::Message::key(m).unwrap_or_default()).into_owned())
+            .collect();
+        let records = decode_avro(&messages, "alert.avsc");
+        let mut high: Vec<(String, i64)> = records
+            .iter()
+            .filter(|r| super::avro_str(&r["alertname"]) == "HighLatency")
+            .map(|r| {
+                (
+                    super::avro_str(&r["state"]),
+                    super::avro_ms(&r["event_time"]) / 1000 - i64::try_from(t0).expect("t0"),
+                )
+            })
+            .collect();
+        high.sort();
+        if high.iter().any(|(s, _)| s == "resolved") || Instant::now() > deadline {
+            break (keys, high);
+        }
+    };
+    assert_eq!(
+        high,
+        vec![
+            ("firing".to_string(), 900),
+            ("pending".to_string(), 600),
+            ("resolved".to_string(), 1365)
+        ],
+        "each HighLatency transition exactly once\nsurvivor log:\n{}",
+        survivor.log_text()
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    let repeated: Vec<&String> = keys.iter().filter(|k| !seen.insert(k.as_str())).collect();
+    assert!(repeated.is_empty(), "keys repeated: {repeated:?} of {keys:?}");
+    let committed = metric_sum(
+        &survivor.metrics().await,
+        "dwcp_derived_transactions_total",
+        &[("result", "committed")],
+    );
+    assert!(committed >= 1.0, "the joined worker committed transactions");
+}
+
+/// The values of `topic` (one partition) read from the start with `isolation`, until `count`
+/// or `timeout`.
+fn values_read(brokers: &str, topic: &str, isolation: &str, count: usize, timeout: Duration) -> Vec<String> {
+    use rdkafka::consumer::Consumer as _;
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", isolation)
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .expect("partition");
+    c.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < count && Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(String::from_utf8_lossy(rdkafka::Message::payload(&m).unwrap_or_default()).into_owned());
+        }
+    }
+    out
+}
+
+/// The test stack's broker does what exactly-once relies on (Tansu 0.6.0 with
+/// deploy/tansu/transactions.patch): a committed transaction's records and the offsets sent
+/// within it take effect at the commit; an aborted one's records are never delivered to
+/// `read_committed` readers; and a transaction its producer left open (a crash) holds
+/// `read_committed` readers at its first record until the broker aborts it after its
+/// `transaction.timeout.ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_broker_commits_aborts_and_times_out_transactions() {
+    use rdkafka::consumer::Consumer as _;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let Some(brokers) = kafka() else { return };
+    let id = unique("txn");
+    let (input, out) = (format!("{id}.in"), format!("{id}.out"));
+    create_topics(&brokers, &[&input, &out], 1).await;
+    let group = format!("{id}.group");
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer.group_metadata().expect("group metadata");
+    let transactional = |tid: &str, timeout_ms: &str| -> BaseProducer {
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("transactional.id", tid)
+            .set("transaction.timeout.ms", timeout_ms)
+            .set("message.timeout.ms", timeout_ms)
+            .create()
+            .expect("producer")
+    };
+    let t = Duration::from_secs(30);
+    let p = transactional(&format!("{id}.tx"), "60000");
+    p.init_transactions(t).expect("init");
+    let send = |p: &BaseProducer, v: &str| {
+        p.send(BaseRecord::to(&out).key(v).payload(v)).expect("enqueue");
+        p.flush(t).expect("delivered");
+    };
+    p.begin_transaction().expect("begin");
+    send(&p, "committed-1");
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&input, 0, rdkafka::Offset::Offset(5))
+        .expect("offset");
+    p.send_offsets_to_transaction(&offsets, &metadata, t)
+        .expect("offsets in the transaction");
+    assert_eq!(
+        dwcp_tests::committed(&brokers, &group, &input, 1),
+        vec![0],
+        "none before the commit"
+    );
+    p.commit_transaction(t).expect("commit");
+    p.begin_transaction().expect("begin");
+    send(&p, "aborted");
+    p.abort_transaction(t).expect("abort");
+    p.begin_transaction().expect("begin");
+    send(&p, "committed-2");
+    p.commit_transaction(t).expect("commit");
+    // A producer that dies with its transaction open.
+    let zombie = transactional(&format!("{id}.zombie"), "4000");
+    zombie.init_transactions(t).expect("init");
+    zombie.begin_transaction().expect("begin");
+    send(&zombie, "open");
+    let opened = Instant::now();
+    std::mem::forget(zombie);
+
+    assert_eq!(
+        dwcp_tests::committed(&brokers, &group, &input, 1),
+        vec![5],
+        "the offsets sent within the transaction are committed with it"
+    );
+    let everything = values_read(&brokers, &out, "read_uncommitted", 4, Duration::from_secs(20));
+    assert_eq!(everything, ["committed-1", "aborted", "committed-2", "open"]);
+    let committed = values_read(&brokers, &out, "read_committed", 3, Duration::from_secs(5));
+    assert_eq!(committed, ["committed-1", "committed-2"], "no aborted or open record");
+    let stable = |c: &rdkafka::consumer::BaseConsumer| {
+        c.fetch_watermarks(&out, 0, Duration::from_secs(10))
+            .expect("watermarks")
+            .1
+    };
+    let reader: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("reader"))
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    // Offsets: committed-1 0, its marker 1, aborted 2, marker 3, committed-2 4, marker 5,
+    // open 6: the last stable offset stops at the open transaction's first record.
+    assert_eq!(stable(&reader), 6);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stable(&reader) < 8 {
+        assert!(Instant::now() < deadline, "the open transaction was not aborted");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        opened.elapsed() >= Duration::from_secs(4),
+        "aborted after its timeout, not before"
+    );
+    let committed = values_read(&brokers, &out, "read_committed", 3, Duration::from_secs(5));
+    assert_eq!(
+        committed,
+        ["committed-1", "committed-2"],
+        "the timed-out transaction is aborted"
     );
 }
