@@ -1457,6 +1457,23 @@ async fn anomaly_baselines_move_with_their_partition_when_a_worker_dies() {
     assert_eq!(start, i64::try_from((t0 + 150 * 5) * 1000).expect("ms"), "{records:?}");
 }
 
+/// HighLatency's transitions among decoded alert records: (state, event time in seconds after
+/// `t0`), sorted, repeats kept.
+fn high_latency_transitions(records: &[BTreeMap<String, apache_avro::types::Value>], t0: u64) -> Vec<(String, i64)> {
+    let mut high: Vec<(String, i64)> = records
+        .iter()
+        .filter(|r| super::avro_str(&r["alertname"]) == "HighLatency")
+        .map(|r| {
+            (
+                super::avro_str(&r["state"]),
+                super::avro_ms(&r["event_time"]) / 1000 - i64::try_from(t0).expect("t0"),
+            )
+        })
+        .collect();
+    high.sort();
+    high
+}
+
 /// Rule state that moves: two repartitioning workers evaluate the design's HighLatency rule
 /// (`for: 5m`); us-east-1 turns slow at 600 s, so the alert is pending from 600 s. The worker
 /// evaluating the rule is killed at 750 s of event time; the other takes the partition over,
@@ -1519,16 +1536,8 @@ async fn a_pending_alert_fires_on_time_after_its_worker_dies() {
             &consume_all(&brokers, &alerts, 1000, Duration::from_secs(15)),
             "alert.avsc",
         );
-        let high: std::collections::BTreeSet<(String, i64)> = records
-            .iter()
-            .filter(|r| super::avro_str(&r["alertname"]) == "HighLatency")
-            .map(|r| {
-                (
-                    super::avro_str(&r["state"]),
-                    super::avro_ms(&r["event_time"]) / 1000 - i64::try_from(t0).expect("t0"),
-                )
-            })
-            .collect();
+        let high: std::collections::BTreeSet<(String, i64)> =
+            high_latency_transitions(&records, t0).into_iter().collect();
         if high.iter().any(|(s, _)| s == "resolved") || Instant::now() > deadline {
             break high;
         }
@@ -1642,17 +1651,7 @@ async fn exactly_once_alerts_across_a_kill_9() {
             .map(|m| String::from_utf8_lossy(rdkafka::Message::key(m).unwrap_or_default()).into_owned())
             .collect();
         let records = decode_avro(&messages, "alert.avsc");
-        let mut high: Vec<(String, i64)> = records
-            .iter()
-            .filter(|r| super::avro_str(&r["alertname"]) == "HighLatency")
-            .map(|r| {
-                (
-                    super::avro_str(&r["state"]),
-                    super::avro_ms(&r["event_time"]) / 1000 - i64::try_from(t0).expect("t0"),
-                )
-            })
-            .collect();
-        high.sort();
+        let high = high_latency_transitions(&records, t0);
         if high.iter().any(|(s, _)| s == "resolved") || Instant::now() > deadline {
             break (keys, high);
         }
