@@ -1807,3 +1807,79 @@ async fn the_test_broker_commits_aborts_and_times_out_transactions() {
         "the timed-out transaction is aborted"
     );
 }
+
+/// KIP-447 on the patched Tansu: offsets sent in a transaction with the group metadata of a
+/// generation that has ended are refused (the worker whose partitions moved on cannot commit
+/// the transaction carrying their records and checkpoints), and the transaction can only be
+/// aborted; with the current generation's metadata the next one commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_of_an_ended_generation_fence_the_transaction() {
+    use rdkafka::consumer::Consumer as _;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let Some(brokers) = kafka() else { return };
+    let id = unique("fence");
+    let (input, out) = (format!("{id}.in"), format!("{id}.out"));
+    create_topics(&brokers, &[&input], 2).await;
+    create_topics(&brokers, &[&out], 1).await;
+    let group = format!("{id}.group");
+    let member = || -> rdkafka::consumer::BaseConsumer {
+        let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "10000")
+            .create()
+            .expect("consumer");
+        c.subscribe(&[&input]).expect("subscribe");
+        c
+    };
+    let owned = |c: &rdkafka::consumer::BaseConsumer| c.assignment().map_or(0, |a| a.count());
+    let first = member();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while owned(&first) < 2 {
+        assert!(Instant::now() < deadline, "the first member got no assignment");
+        let _ = first.poll(Duration::from_millis(100));
+    }
+    let stale = first.group_metadata().expect("group metadata");
+    // A second member joins: the group's next generation shares the partitions out.
+    let second = member();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while owned(&first) != 1 || owned(&second) != 1 {
+        assert!(Instant::now() < deadline, "the group did not rebalance");
+        let _ = first.poll(Duration::from_millis(50));
+        let _ = second.poll(Duration::from_millis(50));
+    }
+    let t = Duration::from_secs(30);
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("transactional.id", format!("{id}.tx"))
+        .create()
+        .expect("producer");
+    p.init_transactions(t).expect("init");
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&input, 0, rdkafka::Offset::Offset(7))
+        .expect("offset");
+    let attempt = |value: &str, metadata: &rdkafka::consumer::ConsumerGroupMetadata| {
+        p.begin_transaction().expect("begin");
+        p.send(BaseRecord::to(&out).key(value).payload(value)).expect("enqueue");
+        p.flush(t).expect("delivered");
+        p.send_offsets_to_transaction(&offsets, metadata, t)
+            .and_then(|()| p.commit_transaction(t))
+    };
+    let fenced = attempt("zombie", &stale).expect_err("the ended generation's offsets are refused");
+    let abortable = match &fenced {
+        rdkafka::error::KafkaError::Transaction(e) => e.txn_requires_abort() && !e.is_fatal(),
+        _ => false,
+    };
+    assert!(abortable, "an abortable error, not a fatal one: {fenced:?}");
+    p.abort_transaction(t).expect("abort");
+    let current = first.group_metadata().expect("group metadata");
+    attempt("current", &current).expect("the current generation commits");
+    assert_eq!(
+        values_read(&brokers, &out, "read_committed", 2, Duration::from_secs(10)),
+        ["current"],
+        "the fenced transaction's record is aborted"
+    );
+    assert_eq!(dwcp_tests::committed(&brokers, &group, &input, 2), vec![7, 0]);
+}
