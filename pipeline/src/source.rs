@@ -222,6 +222,10 @@ pub struct TransactionGate {
 #[derive(Debug, Default)]
 struct GateState {
     in_transaction: bool,
+    /// A revocation came while the transaction was under way: it must not commit (the
+    /// partitions may be another member's already, when the assignor did not know this one
+    /// owned them).
+    doomed: bool,
     revoking: std::collections::BTreeSet<(String, i32)>,
 }
 
@@ -243,7 +247,17 @@ impl TransactionGate {
     pub fn enter(self: &Arc<Self>) -> (InTransaction, std::collections::BTreeSet<(String, i32)>) {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.in_transaction = true;
+        s.doomed = false;
         (InTransaction(self.clone()), s.revoking.clone())
+    }
+
+    /// Whether a revocation came since the transaction under way began: abort it, do not
+    /// commit it.
+    pub fn doomed(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .doomed
     }
 
     fn leave(&self) {
@@ -257,6 +271,7 @@ impl TransactionGate {
     fn revoke(&self, partitions: impl Iterator<Item = (String, i32)>) {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.revoking.extend(partitions);
+        s.doomed |= s.in_transaction;
         let deadline = std::time::Instant::now() + GATE_WAIT;
         while s.in_transaction {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -1002,7 +1017,7 @@ mod gate_tests {
     use super::*;
 
     #[test]
-    fn a_revocation_waits_for_the_transaction_and_one_begun_meanwhile_leaves_its_partitions_out() {
+    fn a_revocation_aborts_the_transaction_under_way_and_one_begun_meanwhile_leaves_its_partitions_out() {
         let gate = Arc::new(TransactionGate::default());
         let (in_transaction, revoking) = gate.enter();
         assert!(revoking.is_empty());
@@ -1017,11 +1032,13 @@ mod gate_tests {
             !revoked.is_finished(),
             "the revocation waits while the transaction is open"
         );
+        assert!(gate.doomed(), "the transaction under way must abort, not commit");
         drop(in_transaction);
         let waited = revoked.join().expect("revoking thread");
         assert!(waited >= Duration::from_millis(250), "{waited:?}");
         // Until the revocation is complete, a new transaction leaves partition 3 out.
         let (t, revoking) = gate.enter();
+        assert!(!gate.doomed(), "a transaction begun after the revocation may commit");
         assert_eq!(revoking.into_iter().collect::<Vec<_>>(), [("t".to_string(), 3)]);
         drop(t);
         gate.settled([("t".to_string(), 3)].into_iter());

@@ -2026,6 +2026,13 @@ impl Router {
         let Some(p) = &self.producer else { return };
         written &= p.delivered(&mut sent).await;
         let records = sent.len();
+        if written && src.gate().doomed() {
+            // Tansu 0.6 can complete a rebalance before this member rejoins, and give a
+            // partition it owns to another member in the same generation: that member may be
+            // restoring the partition's last committed checkpoint now.
+            tracing::info!(records, "a revocation came while the checkpoint transaction was under way: aborted; the records of partitions still owned go in the next one");
+            written = false;
+        }
         let result = if written {
             p.commit(offsets, src.group_metadata(), sent).await.map_err(Some)
         } else {

@@ -1663,7 +1663,8 @@ async fn exactly_once_alerts_across_a_kill_9() {
             ("pending".to_string(), 600),
             ("resolved".to_string(), 1365)
         ],
-        "each HighLatency transition exactly once\nsurvivor log:\n{}",
+        "each HighLatency transition exactly once\nthe survivor's log:\n{}\nthe joined worker's log:\n{}",
+        workers[1 - owner].log_text(),
         survivor.log_text()
     );
     let mut seen = std::collections::BTreeSet::new();
