@@ -217,8 +217,20 @@ fn shipped_alertmanager_config_passes_amtool() {
 #[cfg(unix)]
 #[test]
 fn a_second_stop_signal_exits_at_once() {
+    // A remote-write receiver that accepts connections and never answers: the drain the first
+    // signal starts waits on it, so only the second signal can end the process (without it, the
+    // demo drains in well under the gap between the two signals and exits 0).
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/api/v1/write", receiver.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in receiver.incoming() {
+            held.push(conn);
+        }
+    });
     let child = bin()
         .args(["demo", "--plain", "--duration-secs", "600", "--listen", "127.0.0.1:0"])
+        .args(["--remote-write", &url])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
