@@ -108,48 +108,53 @@ fn spans_message(region: &str, ri: usize, t0: u64, i: u64) -> (Vec<u8>, usize) {
     )
 }
 
-/// What `produce_input` wrote: metric points, spans, and span-metrics markers they make.
+/// What an [`InputWriter`] wrote: metric points, spans, and span-metrics markers they make.
+#[derive(Default)]
 struct Input {
     points: u64,
     spans: u64,
     span_markers: u64,
 }
 
-/// The input: 160 steps per region, each region on its own partition of `topic` (metrics) and
-/// of `<topic>.traces` (spans).
-async fn produce_input(brokers: &str, topic: &str, t0: u64) -> Input {
-    let p = producer(brokers);
-    let mut counts = [[0u64; 3]; 3];
-    let mut points = 0;
-    let (mut spans, mut span_markers) = (0, 0);
-    let traces = format!("{topic}.traces");
-    for i in 0..160u64 {
-        for (ri, region) in REGIONS.iter().enumerate() {
-            let slow = ri == 0 && (40..=72).contains(&i);
-            if i > 0 {
-                counts[ri][if slow { 2 } else { 0 }] += 100;
-            }
-            let partition = i32::try_from(ri).expect("partition");
-            produce(
-                &p,
-                topic,
-                None,
-                &message(region, ri, t0, i, counts[ri]),
-                None,
-                Some(partition),
-            )
-            .await;
-            points += 1 + GAUGES.len() as u64;
-            let (message, markers) = spans_message(region, ri, t0, i);
-            produce(&p, &traces, None, &message, None, Some(partition)).await;
-            spans += 6;
-            span_markers += markers as u64;
+/// The input, step by step: 160 steps per region, each region on its own partition of `topic`
+/// (metrics) and of `<topic>.traces` (spans).
+struct InputWriter {
+    producer: rdkafka::producer::FutureProducer,
+    topic: String,
+    t0: u64,
+    counts: [[u64; 3]; 3],
+    written: Input,
+}
+
+impl InputWriter {
+    fn new(brokers: &str, topic: &str, t0: u64) -> Self {
+        InputWriter {
+            producer: producer(brokers),
+            topic: topic.to_string(),
+            t0,
+            counts: [[0; 3]; 3],
+            written: Input::default(),
         }
     }
-    Input {
-        points,
-        spans,
-        span_markers,
+
+    async fn steps(&mut self, steps: std::ops::Range<u64>) {
+        let traces = format!("{}.traces", self.topic);
+        for i in steps {
+            for (ri, region) in REGIONS.iter().enumerate() {
+                let slow = ri == 0 && (40..=72).contains(&i);
+                if i > 0 {
+                    self.counts[ri][if slow { 2 } else { 0 }] += 100;
+                }
+                let partition = i32::try_from(ri).expect("partition");
+                let metrics = message(region, ri, self.t0, i, self.counts[ri]);
+                produce(&self.producer, &self.topic, None, &metrics, None, Some(partition)).await;
+                self.written.points += 1 + GAUGES.len() as u64;
+                let (message, markers) = spans_message(region, ri, self.t0, i);
+                produce(&self.producer, &traces, None, &message, None, Some(partition)).await;
+                self.written.spans += 6;
+                self.written.span_markers += markers as u64;
+            }
+        }
     }
 }
 
@@ -344,11 +349,33 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
             Duration::from_secs(180),
         )
         .await;
+    // The first step of every region first, read by the single worker before the rest: its
+    // input partitions were empty when it started, and an empty partition stops holding event
+    // time back until it shows a record (else a region silent from the start would hold it for
+    // the idle timeout), so a region whose first record it read a minute after another
+    // region's would have that minute late. The re-keying stage's partitions wait for every
+    // input partition's first record, so they would not: the outputs would differ there.
+    let mut writer = InputWriter::new(&brokers, &input, t0);
+    writer.steps(0..1).await;
+    for (topic, want) in [
+        (input.clone(), writer.written.points),
+        (format!("{input}.traces"), writer.written.spans),
+    ] {
+        single
+            .wait_for(
+                "dwcp_source_records_total",
+                &[("topic", &topic)],
+                want as f64,
+                Duration::from_secs(180),
+            )
+            .await;
+    }
+    writer.steps(1..160).await;
     let Input {
         points,
         spans,
         span_markers,
-    } = produce_input(&brokers, &input, t0).await;
+    } = writer.written;
     let refs: Vec<&Worker> = workers.iter().collect();
     let series_topic = format!("{three}.series");
     wait_sum(
@@ -476,11 +503,13 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
     for (labels, values) in &want_one {
         if &got_three[labels] != values {
             let mut diag = String::new();
-            for w in &workers {
+            for w in workers.iter().chain(std::iter::once(&single)) {
                 let m = w.metrics().await;
                 let late: Vec<&str> = m
                     .lines()
-                    .filter(|l| l.starts_with("dwcp_late") || l.starts_with("dwcp_rule"))
+                    .filter(|l| {
+                        l.starts_with("dwcp_late") || l.starts_with("dwcp_rule") || l.starts_with("dwcp_watermark")
+                    })
                     .collect();
                 let log: Vec<&str> = w
                     .log_text()
@@ -494,10 +523,19 @@ async fn three_repartitioning_workers_produce_what_one_worker_does() {
                     .collect();
                 diag.push_str(&format!("{}\n{}\n----\n", late.join("\n"), log.join("\n")));
             }
+            // The samples only one side has, in seconds from the input's first step.
+            let rel = |v: &[(i64, String)], other: &[(i64, String)]| -> Vec<String> {
+                v.iter()
+                    .filter(|s| !other.contains(s))
+                    .map(|(ms, val)| format!("t0{:+}s={val}", ms / 1000 - i64::try_from(t0).unwrap_or(0)))
+                    .collect()
+            };
             panic!(
-                "{labels:?}: {} samples, want {}\n{diag}",
+                "{labels:?}: {} samples, want {}\nonly the three workers': {:?}\nonly the single worker's: {:?}\n{diag}",
                 got_three[labels].len(),
-                values.len()
+                values.len(),
+                rel(&got_three[labels], values),
+                rel(values, &got_three[labels]),
             );
         }
     }
