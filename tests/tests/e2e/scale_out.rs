@@ -1850,6 +1850,71 @@ async fn the_test_broker_commits_aborts_and_times_out_transactions() {
     );
 }
 
+/// Two producers' transactions interleaved on one partition (the workers share the changelog
+/// and derived topics) end each on its own, as in Kafka: one committed while the other is still
+/// open is committed at once, its offsets with it, and stays committed when its producer's
+/// next transaction and the other producer's are aborted. (Tansu 0.6.0 held it prepared until
+/// every transaction overlapping it had ended, and its producer's next transaction took it
+/// over: aborting that one aborted records and offsets whose commit had been acknowledged.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_transactions_of_two_producers_end_independently() {
+    use rdkafka::consumer::Consumer as _;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    let Some(brokers) = kafka() else { return };
+    let id = unique("txn2");
+    let (input, out) = (format!("{id}.in"), format!("{id}.out"));
+    create_topics(&brokers, &[&input, &out], 1).await;
+    let group = format!("{id}.group");
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer.group_metadata().expect("group metadata");
+    let t = Duration::from_secs(30);
+    let transactional = |name: &str| -> BaseProducer {
+        let p: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("transactional.id", format!("{id}.{name}"))
+            .create()
+            .expect("producer");
+        p.init_transactions(t).expect("init");
+        p
+    };
+    let (a, b) = (transactional("a"), transactional("b"));
+    let send = |p: &BaseProducer, v: &str| {
+        p.send(BaseRecord::to(&out).key(v).payload(v)).expect("enqueue");
+        p.flush(t).expect("delivered");
+    };
+    a.begin_transaction().expect("begin");
+    send(&a, "a-aborted");
+    b.begin_transaction().expect("begin");
+    send(&b, "b-committed");
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&input, 0, rdkafka::Offset::Offset(5))
+        .expect("offset");
+    b.send_offsets_to_transaction(&offsets, &metadata, t)
+        .expect("offsets in the transaction");
+    b.commit_transaction(t).expect("commit");
+    assert_eq!(
+        dwcp_tests::committed(&brokers, &group, &input, 1),
+        vec![5],
+        "the offsets are committed with their transaction while the other producer's is open"
+    );
+    b.begin_transaction().expect("begin");
+    send(&b, "b-aborted");
+    b.abort_transaction(t).expect("abort");
+    a.abort_transaction(t).expect("abort");
+    assert_eq!(
+        values_read(&brokers, &out, "read_committed", 2, Duration::from_secs(10)),
+        ["b-committed"],
+        "the committed transaction stays committed"
+    );
+    assert_eq!(dwcp_tests::committed(&brokers, &group, &input, 1), vec![5]);
+}
+
 /// KIP-447 on the patched Tansu: offsets sent in a transaction with the group metadata of a
 /// generation that has ended are refused (the worker whose partitions moved on cannot commit
 /// the transaction carrying their records and checkpoints), and the transaction can only be
