@@ -1607,9 +1607,9 @@ async fn a_pending_alert_fires_on_time_after_its_worker_dies() {
 /// survivor stops cleanly, committing what it made in its final transaction; the newcomer makes
 /// the resolved transition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "passes alone and with both cores busy, fails in the full suite: the survivor restored \
-            an older rules checkpoint than the one committed with the pending transition (its \
-            changelog read ended at offset 3); see issue 9. Run: cargo test -- --ignored exactly_once"]
+#[ignore = "fails in some full-suite runs (1 of 2 after the broker fix): at the rolling restart \
+            Tansu's group hands the joining worker a partition the stopping one still owns, and \
+            both commit its transitions; see issue 9. Run: cargo test -- --ignored exactly_once"]
 async fn exactly_once_alerts_across_a_kill_9() {
     let Some(brokers) = kafka() else { return };
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
@@ -1704,7 +1704,8 @@ async fn exactly_once_alerts_across_a_kill_9() {
             ("pending".to_string(), 600),
             ("resolved".to_string(), 1365)
         ],
-        "each HighLatency transition exactly once\nthe survivor's log:\n{}\nthe joined worker's log:\n{}",
+        "each HighLatency transition exactly once\nthe killed worker's log:\n{}\nthe survivor's log:\n{}\nthe joined worker's log:\n{}",
+        workers[owner].log_text(),
         workers[1 - owner].log_text(),
         survivor.log_text()
     );
