@@ -1746,6 +1746,55 @@ fn values_read(brokers: &str, topic: &str, isolation: &str, count: usize, timeou
     out
 }
 
+/// What the broker tests share: a consumer group's metadata, as a worker sends it with the
+/// offsets in its transactions, and initialized transactional producers writing to `out`.
+struct TxnClients {
+    brokers: String,
+    out: String,
+    metadata: rdkafka::consumer::ConsumerGroupMetadata,
+}
+
+impl TxnClients {
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn new(brokers: &str, group: &str, out: &str) -> Self {
+        use rdkafka::consumer::Consumer as _;
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        TxnClients {
+            brokers: brokers.to_string(),
+            out: out.to_string(),
+            metadata: consumer.group_metadata().expect("group metadata"),
+        }
+    }
+
+    /// A producer with `transactional.id` `tid` and transactions timing out after `timeout_ms`.
+    fn producer(&self, tid: &str, timeout_ms: &str) -> rdkafka::producer::BaseProducer {
+        use rdkafka::producer::Producer as _;
+        let p: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("transactional.id", tid)
+            .set("transaction.timeout.ms", timeout_ms)
+            .set("message.timeout.ms", timeout_ms)
+            .create()
+            .expect("producer");
+        p.init_transactions(Self::TIMEOUT).expect("init");
+        p
+    }
+
+    /// Sends `v` (key and value) to `out` and waits until the broker has it.
+    fn send(&self, p: &rdkafka::producer::BaseProducer, v: &str) {
+        use rdkafka::producer::Producer as _;
+        p.send(rdkafka::producer::BaseRecord::to(&self.out).key(v).payload(v))
+            .expect("enqueue");
+        p.flush(Self::TIMEOUT).expect("delivered");
+    }
+}
+
 /// The test stack's broker does what exactly-once relies on (Tansu 0.6.0 with
 /// deploy/tansu/transactions.patch): a committed transaction's records and the offsets sent
 /// within it take effect at the commit; an aborted one's records are never delivered to
@@ -1755,42 +1804,23 @@ fn values_read(brokers: &str, topic: &str, isolation: &str, count: usize, timeou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_broker_commits_aborts_and_times_out_transactions() {
     use rdkafka::consumer::Consumer as _;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    use rdkafka::producer::{BaseProducer, Producer as _};
     let Some(brokers) = kafka() else { return };
     let id = unique("txn");
     let (input, out) = (format!("{id}.in"), format!("{id}.out"));
     create_topics(&brokers, &[&input, &out], 1).await;
     let group = format!("{id}.group");
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let metadata = consumer.group_metadata().expect("group metadata");
-    let transactional = |tid: &str, timeout_ms: &str| -> BaseProducer {
-        rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("transactional.id", tid)
-            .set("transaction.timeout.ms", timeout_ms)
-            .set("message.timeout.ms", timeout_ms)
-            .create()
-            .expect("producer")
-    };
-    let t = Duration::from_secs(30);
-    let p = transactional(&format!("{id}.tx"), "60000");
-    p.init_transactions(t).expect("init");
-    let send = |p: &BaseProducer, v: &str| {
-        p.send(BaseRecord::to(&out).key(v).payload(v)).expect("enqueue");
-        p.flush(t).expect("delivered");
-    };
+    let clients = TxnClients::new(&brokers, &group, &out);
+    let (metadata, t) = (&clients.metadata, TxnClients::TIMEOUT);
+    let p = clients.producer(&format!("{id}.tx"), "60000");
+    let send = |p: &BaseProducer, v: &str| clients.send(p, v);
     p.begin_transaction().expect("begin");
     send(&p, "committed-1");
     let mut offsets = rdkafka::TopicPartitionList::new();
     offsets
         .add_partition_offset(&input, 0, rdkafka::Offset::Offset(5))
         .expect("offset");
-    p.send_offsets_to_transaction(&offsets, &metadata, t)
+    p.send_offsets_to_transaction(&offsets, metadata, t)
         .expect("offsets in the transaction");
     assert_eq!(
         dwcp_tests::committed(&brokers, &group, &input, 1),
@@ -1805,8 +1835,7 @@ async fn the_test_broker_commits_aborts_and_times_out_transactions() {
     send(&p, "committed-2");
     p.commit_transaction(t).expect("commit");
     // A producer that dies with its transaction open.
-    let zombie = transactional(&format!("{id}.zombie"), "10000");
-    zombie.init_transactions(t).expect("init");
+    let zombie = clients.producer(&format!("{id}.zombie"), "10000");
     zombie.begin_transaction().expect("begin");
     send(&zombie, "open");
     let opened = Instant::now();
@@ -1860,35 +1889,17 @@ async fn the_test_broker_commits_aborts_and_times_out_transactions() {
 /// over: aborting that one aborted records and offsets whose commit had been acknowledged.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interleaved_transactions_of_two_producers_end_independently() {
-    use rdkafka::consumer::Consumer as _;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    use rdkafka::producer::{BaseProducer, Producer as _};
     let Some(brokers) = kafka() else { return };
     let id = unique("txn2");
     let (input, out) = (format!("{id}.in"), format!("{id}.out"));
     create_topics(&brokers, &[&input, &out], 1).await;
     let group = format!("{id}.group");
-    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let metadata = consumer.group_metadata().expect("group metadata");
-    let t = Duration::from_secs(30);
-    let transactional = |name: &str| -> BaseProducer {
-        let p: BaseProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("transactional.id", format!("{id}.{name}"))
-            .create()
-            .expect("producer");
-        p.init_transactions(t).expect("init");
-        p
-    };
-    let (a, b) = (transactional("a"), transactional("b"));
-    let send = |p: &BaseProducer, v: &str| {
-        p.send(BaseRecord::to(&out).key(v).payload(v)).expect("enqueue");
-        p.flush(t).expect("delivered");
-    };
+    let clients = TxnClients::new(&brokers, &group, &out);
+    let (metadata, t) = (&clients.metadata, TxnClients::TIMEOUT);
+    let a = clients.producer(&format!("{id}.a"), "60000");
+    let b = clients.producer(&format!("{id}.b"), "60000");
+    let send = |p: &BaseProducer, v: &str| clients.send(p, v);
     a.begin_transaction().expect("begin");
     send(&a, "a-aborted");
     b.begin_transaction().expect("begin");
@@ -1897,7 +1908,7 @@ async fn interleaved_transactions_of_two_producers_end_independently() {
     offsets
         .add_partition_offset(&input, 0, rdkafka::Offset::Offset(5))
         .expect("offset");
-    b.send_offsets_to_transaction(&offsets, &metadata, t)
+    b.send_offsets_to_transaction(&offsets, metadata, t)
         .expect("offsets in the transaction");
     b.commit_transaction(t).expect("commit");
     assert_eq!(
