@@ -1112,6 +1112,12 @@ impl DerivedOperator {
         // Close minute by minute so each closing minute's figures are emitted at its end; a
         // jump of more than a day (a replay after a pause) emits only the last day's minutes.
         let from = from.max(closed.saturating_sub(24 * 60));
+        if from >= closed {
+            // Event time has not passed the first minute with data yet. Nothing is closed, so a
+            // later watermark starts from that minute whatever steps event time took to get
+            // there (the minute before it has no data to report).
+            return;
+        }
         for m in from..closed {
             self.close_minute(m, out);
         }

@@ -559,3 +559,37 @@ fn burn_rate_alerts_fire_swap_and_resolve() {
     assert_eq!(out.alerts[0].event_time, 141 * 60 * SEC);
     assert_eq!(out.alerts[1].event_time, 141 * 60 * SEC);
 }
+
+/// The first report is at the end of the first minute with data, whether event time reached it
+/// in one step or stopped before it first (one worker's event time and a re-keyed partition's
+/// take different steps over the same input).
+#[test]
+fn reports_start_at_the_first_minute_with_data_whatever_steps_event_time_takes() {
+    let input: Vec<Sample> = availability_input(180)
+        .into_iter()
+        .map(|x| {
+            let t = u64::try_from(x.timestamp_ms).expect("ms") / 1000 + 600;
+            s(
+                x.name(),
+                &[("region", x.label("region").unwrap_or_default())],
+                x.value,
+                t,
+            )
+        })
+        .collect();
+    let run = |watermarks: &[u64]| {
+        let mut d = op(availability_config());
+        d.process(&input);
+        let mut out = DerivedOutput::default();
+        for w in watermarks {
+            d.on_watermark(w * SEC, &mut out);
+        }
+        find(&out.samples, "dwcp_sla_compliance_ratio", &[("region", "a")])
+            .iter()
+            .map(|x| x.timestamp_ms / 1000)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(&[780]), [660, 720, 780]);
+    assert_eq!(run(&[598, 780]), [660, 720, 780]);
+    assert_eq!(run(&[598, 610, 700, 780]), [660, 720, 780]);
+}
