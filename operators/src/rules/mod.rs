@@ -521,6 +521,22 @@ impl SeriesStore {
         }
     }
 
+    /// Drops the series whose hash `gone` picks.
+    pub fn remove_series(&mut self, gone: impl Fn(u64) -> bool) {
+        let drop: std::collections::HashSet<usize> =
+            self.index.iter().filter(|(h, _)| gone(**h)).map(|(_, i)| *i).collect();
+        if drop.is_empty() {
+            return;
+        }
+        let mut i = 0;
+        self.series.retain(|_| {
+            let keep = !drop.contains(&i);
+            i += 1;
+            keep
+        });
+        self.reindex();
+    }
+
     /// Drops samples before `min_t` and series left empty.
     pub fn trim(&mut self, min_t: i64) {
         let mut removed = false;
@@ -686,6 +702,25 @@ impl RuleEngine {
             series,
             groups,
             earliest_ms: self.earliest_ms,
+        }
+    }
+
+    /// Forgets the part of the state that belongs to `partition`: its series, and its groups'
+    /// schedules and alerts. For a partition that moved away, or whose state is read back from
+    /// its checkpoint again: a series keeps only samples newer than its last, so a checkpoint's
+    /// older samples restored over ones kept here would be refused, and the evaluations between
+    /// would see no data.
+    pub fn drop_partition(&mut self, partition: i32) {
+        let of = &self.partition_of;
+        self.store.remove_series(|h| of.get(&h) == Some(&partition));
+        self.partition_of.retain(|_, x| *x != partition);
+        for (gi, home) in self.homes.iter().flatten().enumerate() {
+            if *home == partition {
+                self.next_eval[gi] = None;
+                for alerts in &mut self.active[gi] {
+                    alerts.clear();
+                }
+            }
         }
     }
 

@@ -243,3 +243,61 @@ fn a_partitions_state_moves_to_another_engine() {
     let recorded = |o: &RuleOutput| o.samples.iter().filter(|s| s.name() == "job:x:max").count();
     assert_eq!(recorded(&got), recorded(&want));
 }
+
+/// A partition's state read back into the engine that held it (its transaction was fenced, or
+/// it moved away and back): dropped first, then restored from the checkpoint and fed again
+/// from there, it gives the alerts of one uninterrupted run. Restored over the series kept
+/// here, the checkpoint's older samples would be refused as out of order, and the evaluations
+/// between would see nothing.
+#[test]
+fn a_partition_read_back_into_the_same_engine_gives_the_alerts_of_one_run() {
+    let groups = load(RULES, "r.yml", 60_000).expect("rules");
+    // Partition 4's series y is fed once; partition 3's x is read again from step 5.
+    let feed = |e: &mut RuleEngine, out: &mut RuleOutput, steps: std::ops::RangeInclusive<i64>, replay: bool| {
+        for step in steps {
+            let t = step * 15_000;
+            let v = if (120_000..=480_000).contains(&t) { 20.0 } else { 5.0 };
+            e.process_from(&[gauge("x", &[("job", "api"), ("instance", "1")], v, t)], 3);
+            if !replay || step > 32 {
+                e.process_from(&[gauge("y", &[("job", "other")], 1.0, t)], 4);
+            }
+            #[allow(clippy::cast_sign_loss)]
+            e.on_watermark(t as u64 * 1_000_000, out);
+        }
+    };
+    let seen = |o: &RuleOutput| -> Vec<(AlertState, u64)> {
+        o.alerts
+            .iter()
+            .map(|a| (a.state, a.event_time / 1_000_000_000))
+            .collect()
+    };
+    let mut engine = RuleEngine::new(groups, 10_000);
+    engine.set_homes(vec![3]);
+    let mut first = RuleOutput::default();
+    feed(&mut engine, &mut first, 0..=4, false);
+    let checkpoint = engine.snapshot_partition(3);
+    // Went on to 8 min (pending at 2m, firing at 4m), then the transaction was fenced.
+    feed(&mut engine, &mut first, 5..=32, false);
+    assert_eq!(seen(&first), [(AlertState::Pending, 120), (AlertState::Firing, 240)]);
+    let other = engine.store().len();
+
+    engine.drop_partition(3);
+    assert_eq!(
+        engine.store().len(),
+        other - 2,
+        "x and the recorded job:x:max are gone; y of partition 4 stays"
+    );
+    assert!(engine.active_alerts_in(3).is_empty());
+    engine.restore_partition(3, checkpoint);
+    let mut again = RuleOutput::default();
+    feed(&mut engine, &mut again, 5..=48, true);
+    assert_eq!(engine.store().out_of_order, 0, "the replay's samples were all taken");
+    assert_eq!(
+        seen(&again),
+        [
+            (AlertState::Pending, 120),
+            (AlertState::Firing, 240),
+            (AlertState::Resolved, 600)
+        ]
+    );
+}
