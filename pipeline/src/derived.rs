@@ -633,6 +633,18 @@ pub fn fatal(e: &rdkafka::error::KafkaError) -> bool {
     }
 }
 
+/// Whether a transaction error says the consumer group fenced the offsets sent in it: this
+/// member's generation is not the group's (ILLEGAL_GENERATION), or the group no longer knows it
+/// (UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID). The producer goes on; the partitions may be another
+/// member's now.
+pub fn migrated(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::IllegalGeneration | C::UnknownMemberId | C::FencedInstanceId)
+    )
+}
+
 /// The `transactional.id`: the configured one, else `<group_id>-<host name>`.
 pub fn transactional_id(config: &DerivedTopicsConfig, group_id: &str) -> String {
     config.transactional_id.clone().unwrap_or_else(|| {
@@ -658,6 +670,19 @@ async fn blocking(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_fencing_error_means_the_partitions_may_have_moved() {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode as C;
+        for code in [C::IllegalGeneration, C::UnknownMemberId, C::FencedInstanceId] {
+            assert!(migrated(&KafkaError::ConsumerCommit(code)), "{code:?}");
+        }
+        for code in [C::RequestTimedOut, C::ProducerFenced, C::InvalidProducerEpoch] {
+            assert!(!migrated(&KafkaError::ConsumerCommit(code)), "{code:?}");
+        }
+        assert!(!migrated(&KafkaError::Canceled));
+    }
 
     #[test]
     fn a_record_goes_with_the_first_checkpoint_of_its_partition_at_or_after_its_epoch() {

@@ -373,6 +373,7 @@ impl ConsumerContext for SourceContext {
             tracing::info!(
                 group = %self.group,
                 partitions = tpl.count(),
+                which = %partition_list(tpl),
                 lost = consumer.assignment_lost(),
                 "partitions revoked"
             );
@@ -389,7 +390,11 @@ impl ConsumerContext for SourceContext {
             drop(trackers);
             if commit.count() > 0 {
                 match consumer.commit(&commit, CommitMode::Sync) {
-                    Ok(()) => tracing::info!(partitions = commit.count(), "committed offsets of revoked partitions"),
+                    Ok(()) => tracing::info!(
+                        partitions = commit.count(),
+                        offsets = %offset_list(&commit),
+                        "committed offsets of revoked partitions"
+                    ),
                     Err(e) => {
                         tracing::warn!(error = %e, "commit on revoke failed; the new owner re-reads from the last commit")
                     }
@@ -407,7 +412,12 @@ impl ConsumerContext for SourceContext {
                 .rebalances
                 .get_or_create(&labels([("kind", "assign")]))
                 .inc();
-            tracing::info!(group = %self.group, partitions = tpl.count(), "partitions assigned");
+            tracing::info!(
+                group = %self.group,
+                partitions = tpl.count(),
+                which = %partition_list(tpl),
+                "partitions assigned"
+            );
             let mut progress = self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for e in tpl.elements() {
                 if !self.internal_topics.iter().any(|t| t == e.topic()) {
@@ -468,6 +478,35 @@ pub enum SourceError {
 
 /// A producer's configuration for the source's cluster: its brokers and the consumer's
 /// `security.*`, `sasl.*` and `ssl.*` options.
+/// `topic[0,3,5] other[1]`: the partitions of a rebalance, for the log.
+fn partition_list(tpl: &TopicPartitionList) -> String {
+    let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = std::collections::BTreeMap::new();
+    for e in tpl.elements() {
+        by_topic.entry(e.topic().to_string()).or_default().push(e.partition());
+    }
+    by_topic
+        .iter_mut()
+        .map(|(t, ps)| {
+            ps.sort_unstable();
+            let ps: Vec<String> = ps.iter().map(ToString::to_string).collect();
+            format!("{t}[{}]", ps.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `topic/0@120 topic/3@88`: the offsets of a commit, for the log.
+fn offset_list(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => format!("{}/{}@{o}", e.topic(), e.partition()),
+            other => format!("{}/{}@{other:?}", e.topic(), e.partition()),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn producer_config(config: &ValidatedConfig) -> ClientConfig {
     let src = &config.config.source;
     let mut pc = ClientConfig::new();
@@ -620,7 +659,7 @@ impl KafkaSource {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                _ = commit_tick.tick() => { self.commit(CommitMode::Async); }
                 msg = self.consumer.recv() => match msg {
                     Ok(m) => {
                         let topic = {
@@ -648,12 +687,31 @@ impl KafkaSource {
     }
 
     async fn handle(&self, m: &BorrowedMessage<'_>, topic: Arc<str>) -> Option<SourceBatch> {
+        let received = std::time::Instant::now();
         let partition = m.partition();
         let offset = m.offset();
-        let tracker = self.tracker(&topic, partition);
-        tracker.register(offset);
+        // Read before the partition's current assignment (fetched before a revocation or a
+        // rewind): its acknowledgement moves no commit, its partition's reads start over.
+        let current = {
+            let a = self
+                .assignment
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            a.get(&(topic.to_string(), partition))
+                .is_some_and(|since| *since <= received)
+        };
         #[allow(clippy::cast_sign_loss)]
-        let ack = Ack::new(offset as u64, tracker);
+        let ack = if current {
+            let tracker = self.tracker(&topic, partition);
+            tracker.register(offset);
+            Ack::new(offset as u64, tracker)
+        } else {
+            self.telemetry
+                .stale_messages
+                .get_or_create(&labels([("topic", &topic)]))
+                .inc();
+            Ack::unreported(offset as u64)
+        };
         let payload = m.payload().unwrap_or_default();
         let Some(entry) = self.config.topic(&topic) else {
             self.telemetry
@@ -704,7 +762,7 @@ impl KafkaSource {
                     source_position: entry.internal.then(|| source_position(m)).flatten(),
                     records: Arc::new(d.records),
                     ack,
-                    received: std::time::Instant::now(),
+                    received,
                 })
             }
             Err(e) => {
@@ -886,6 +944,60 @@ impl KafkaSource {
         s.limit = Some(offset);
     }
 
+    /// Reads of `topic`'s `partitions` start over from the group's committed offsets (with
+    /// none, from `auto_offset_reset`), as if they were assigned anew now: batches read before
+    /// are from an earlier assignment (skipped by the operators, their acknowledgements move no
+    /// commit), and the first batch after opens the partition's state from the changelog again.
+    ///
+    /// For a worker whose checkpoint transaction the group fenced (its generation is behind
+    /// the group's): another member may own these partitions and have gone on from their last
+    /// checkpoint (Kafka Streams' `TaskMigratedException`).
+    ///
+    /// # Errors
+    /// librdkafka's, when the committed offsets cannot be fetched or the seek fails; the
+    /// partitions are then not rewound.
+    pub async fn rewind(&self, topic: &str, partitions: &[i32]) -> rdkafka::error::KafkaResult<()> {
+        let mut tpl = TopicPartitionList::new();
+        for x in partitions {
+            tpl.add_partition(topic, *x);
+        }
+        let consumer = self.consumer.clone();
+        let reset = match self.config.config.source.auto_offset_reset.as_str() {
+            "earliest" | "smallest" | "beginning" => Offset::Beginning,
+            _ => Offset::End,
+        };
+        let positions = tokio::task::spawn_blocking(move || {
+            let committed = consumer.committed_offsets(tpl, REWIND_TIMEOUT)?;
+            for mut e in committed.elements() {
+                if !matches!(e.offset(), Offset::Offset(_)) {
+                    e.set_offset(reset)?;
+                }
+            }
+            consumer.seek_partitions(committed, REWIND_TIMEOUT)
+        })
+        .await
+        .unwrap_or_else(|_| Err(rdkafka::error::KafkaError::Canceled))?;
+        for e in positions.elements() {
+            e.error()?;
+        }
+        // After the seek: whatever was read before it is from the earlier assignment.
+        let now = std::time::Instant::now();
+        let mut owned = self
+            .assignment
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut trackers = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for x in partitions {
+            let key = (topic.to_string(), *x);
+            if let Some(since) = owned.get_mut(&key) {
+                *since = now;
+            }
+            trackers.remove(&key);
+        }
+        tracing::info!(%topic, positions = %offset_list(&positions), "partitions rewound to the group's committed offsets");
+        Ok(())
+    }
+
     /// The consumer group's metadata, for offsets sent within a producer's transaction.
     pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
         self.consumer.group_metadata()
@@ -914,8 +1026,9 @@ impl KafkaSource {
         t.get(&(topic.to_string(), partition)).and_then(|a| a.acknowledged())
     }
 
-    /// Commits every partition's acknowledged prefix.
-    pub fn commit(&self, mode: CommitMode) {
+    /// Commits every partition's acknowledged prefix; returns what it asked the broker to
+    /// commit.
+    pub fn commit(&self, mode: CommitMode) -> TopicPartitionList {
         let trackers: Vec<((String, i32), Arc<PartitionAcks>)> = {
             let t = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -935,7 +1048,7 @@ impl KafkaSource {
             .in_flight_messages
             .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
         if tpl.count() == 0 {
-            return;
+            return tpl;
         }
         let result = self.consumer.commit(&tpl, mode);
         let outcome = if result.is_ok() { "requested" } else { "failed" };
@@ -966,14 +1079,22 @@ impl KafkaSource {
             Ok(()) => {}
             Err(e) => tracing::warn!(error = %e, "offset commit failed; retried at the next interval"),
         }
+        tpl
     }
 
     /// The last, synchronous commit at shutdown.
     pub fn final_commit(&self) {
-        self.commit(CommitMode::Sync);
-        tracing::info!(group = %self.config.config.source.group_id, "final offset commit done");
+        let offsets = self.commit(CommitMode::Sync);
+        tracing::info!(
+            group = %self.config.config.source.group_id,
+            offsets = %offset_list(&offsets),
+            "final offset commit done"
+        );
     }
 }
+
+/// How long a rewind waits for the committed offsets, and for the seek.
+const REWIND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a stopping worker waits for its consumers to leave their groups.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);

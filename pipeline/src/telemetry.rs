@@ -35,6 +35,12 @@ pub struct Telemetry {
     pub dead_letter_failures: Family<Labels, Counter>,
     /// Messages from topics no configured entry covers (skipped), by topic.
     pub unrouted_messages: Family<Labels, Counter>,
+    /// Series partitions whose checkpoint transaction the consumer group fenced: state and
+    /// derived records dropped, read again from the committed offsets.
+    pub partitions_migrated: Counter,
+    /// Messages read from a partition's earlier assignment (before a revocation or a rewind):
+    /// processed or skipped, but their acknowledgement moves no commit.
+    pub stale_messages: Family<Labels, Counter>,
     /// Consumer lag per partition, from librdkafka statistics.
     pub consumer_lag: Family<Labels, Gauge>,
     /// Last offset sent for commit per partition.
@@ -226,6 +232,16 @@ impl Telemetry {
             unrouted_messages: reg!(
                 "unrouted_messages",
                 "Messages from topics that no topic entry covers",
+                Family::default()
+            ),
+            partitions_migrated: reg!(
+                "partitions_migrated",
+                "Series partitions whose checkpoint transaction the consumer group fenced (this worker's generation was behind): their state and derived records were dropped and they were read again from the committed offsets and the changelog",
+                Counter::default()
+            ),
+            stale_messages: reg!(
+                "stale_messages",
+                "Messages read from a partition's earlier assignment (fetched before a revocation or a rewind): they move no offset commit, the partition is read again from its committed offset",
                 Family::default()
             ),
             consumer_lag: reg!("consumer_lag_messages", "Consumer lag per partition", Family::default()),

@@ -1518,6 +1518,9 @@ impl Router {
                 tracing::info!(partition = x, "series partition moved: its state here is dropped");
             }
             self.hand_over_alerts(x).await;
+            if let Some(rules) = &mut self.rules {
+                rules.drop_partition(x);
+            }
             self.partition_aggregates.remove(&x);
             self.converter.drop_partition(x);
         }
@@ -1985,7 +1988,7 @@ impl Router {
         stats: &mut std::collections::BTreeMap<&'static str, (usize, usize, usize)>,
     ) {
         // Revocations wait for this transaction; partitions being revoked stay out of it.
-        let (_in_transaction, revoking) = src.gate().enter();
+        let (in_transaction, revoking) = src.gate().enter();
         let ready: Vec<(i32, Staged)> = {
             let owned = src.assignment();
             let owned = owned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -2059,6 +2062,12 @@ impl Router {
                 }
                 if let Some(e) = e {
                     self.transaction_failed("commit", &e);
+                    if crate::derived::migrated(&e) {
+                        // Out of the transaction gate: a revocation may go on meanwhile.
+                        drop(in_transaction);
+                        let xs: Vec<i32> = covered.iter().map(|(x, _)| *x).collect();
+                        self.migrated(topic, src, &xs).await;
+                    }
                 } else {
                     self.telemetry
                         .derived_transactions
@@ -2068,6 +2077,40 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// The group fenced a checkpoint transaction of series partitions `xs`: this worker's
+    /// generation is behind the group's, and another member may own them now and have gone on
+    /// from their last committed checkpoint (Tansu can even hand a partition to two members at
+    /// once). As Kafka Streams does on `TaskMigratedException`, their state here and the
+    /// derived records made from it are dropped, and their reads start over from the group's
+    /// committed offsets, so the next batch reads their state back from the changelog first.
+    /// Committing those records later, when the partition is this worker's again, would repeat
+    /// what the other owner committed (an alert transition twice).
+    async fn migrated(&mut self, topic: &str, src: &KafkaSource, xs: &[i32]) {
+        if let Some(p) = &self.producer {
+            p.forget(|x| !xs.contains(&x));
+        }
+        self.telemetry.partitions_migrated.inc_by(xs.len() as u64);
+        match src.rewind(topic, xs).await {
+            Ok(()) => tracing::warn!(
+                partitions = ?xs,
+                "checkpoint transaction fenced by the consumer group (another member may own these partitions now): their state and derived records here are dropped, and they are read again from the committed offsets and the changelog"
+            ),
+            Err(e) => tracing::warn!(
+                partitions = ?xs,
+                error = %e,
+                "checkpoint transaction fenced by the consumer group; rewinding the partitions failed: their state here is dropped, and their batches read from now on start it again from the changelog"
+            ),
+        }
+        // With the partitions' `since` moved (or not), their tasks are from an earlier
+        // assignment: dropped here, opened again from the changelog at the next batch.
+        for x in xs {
+            if let Some(t) = self.tasks.get_mut(x) {
+                t.since = None;
+            }
+        }
+        self.drop_moved_partitions().await;
     }
 
     /// A transaction call failed: counted and logged; a producer that cannot go on (fenced by

@@ -865,6 +865,22 @@ fn delta_coverage(all: &BTreeMap<BTreeMap<String, String>, Vec<(i64, String)>>, 
     out
 }
 
+/// With `DWCP_TEST_KEEP_LOGS` set to a directory: copies every worker log under `dir` there
+/// (into a folder named `id`), to read after a failure.
+fn keep_logs(dir: &std::path::Path, id: &str) {
+    let Some(keep) = std::env::var_os("DWCP_TEST_KEEP_LOGS") else {
+        return;
+    };
+    let to = std::path::Path::new(&keep).join(id);
+    let _ = std::fs::create_dir_all(&to);
+    for e in std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok) {
+        if e.path().extension().is_some_and(|x| x == "log") {
+            let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+        }
+    }
+    eprintln!("worker logs kept in {}", to.display());
+}
+
 /// Every worker log under `dir` (stopped workers' too), lines matching any of `words`.
 fn logs_matching(dir: &std::path::Path, words: &[&str]) -> String {
     let mut names: Vec<_> = std::fs::read_dir(dir)
@@ -958,16 +974,15 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
         got = gauge_samples(&prom.url(), at).await;
     }
     let missing: Vec<_> = want.difference(&got).take(10).collect();
+    if !missing.is_empty() {
+        keep_logs(work.path(), &id);
+    }
     assert!(
         missing.is_empty(),
-        "{} of {} samples missing, e.g. {missing:?}\n{}",
+        "{} of {} samples missing, e.g. {missing:?}\nevery worker's log (stopped ones too):\n{}",
         want.difference(&got).count(),
         want.len(),
-        workers
-            .iter()
-            .map(Worker::log_text)
-            .collect::<Vec<_>>()
-            .join("\n----\n")
+        logs_matching(work.path(), &[""])
     );
     assert_eq!(got.len(), want.len(), "no sample Prometheus holds was not produced");
 
