@@ -82,6 +82,14 @@ struct PartitionState {
 }
 
 impl PartitionAcks {
+    /// One past the highest offset registered.
+    fn read_end(&self) -> Option<i64> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next_offset
+    }
+
     fn register(&self, offset: i64) {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.pending.insert(offset);
@@ -554,6 +562,9 @@ pub struct KafkaSource {
     dead_letter: Option<FutureProducer>,
     trackers: Trackers,
     assignment: Assignment,
+    /// Partitions being rewound (see [`KafkaSource::rewind`]): the assignment instant the rewind
+    /// set, and one past the highest offset read before it.
+    rewinds: Mutex<HashMap<(String, i32), (std::time::Instant, i64)>>,
     progress: Progress,
     telemetry: Arc<Telemetry>,
 }
@@ -626,6 +637,7 @@ impl KafkaSource {
             dead_letter,
             trackers,
             assignment,
+            rewinds: Mutex::default(),
             progress,
             telemetry,
         })
@@ -681,6 +693,36 @@ impl KafkaSource {
         }
     }
 
+    /// The tracker `offset` of `topic`/`partition` is registered with, when the message is of
+    /// the partition's current assignment: owned, read after the assignment began, and not of
+    /// the earlier position of a rewind (see [`KafkaSource::rewind`]). Locks in `rewind`'s order.
+    fn admit(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        received: std::time::Instant,
+    ) -> Option<Arc<PartitionAcks>> {
+        let key = (topic.to_string(), partition);
+        let owned = self
+            .assignment
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let since = owned.get(&key).copied().filter(|since| *since <= received)?;
+        let mut rewinds = self.rewinds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match rewound(rewinds.get(&key).copied(), since, offset) {
+            Rewound::Earlier => return None,
+            Rewound::Begun => {
+                rewinds.remove(&key);
+            }
+            Rewound::No => {}
+        }
+        let mut trackers = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tracker = trackers.entry(key).or_default().clone();
+        tracker.register(offset);
+        Some(tracker)
+    }
+
     fn tracker(&self, topic: &str, partition: i32) -> Arc<PartitionAcks> {
         let mut t = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         t.entry((topic.to_string(), partition)).or_default().clone()
@@ -690,28 +732,17 @@ impl KafkaSource {
         let received = std::time::Instant::now();
         let partition = m.partition();
         let offset = m.offset();
-        // Read before the partition's current assignment (fetched before a revocation or a
-        // rewind): its acknowledgement moves no commit, its partition's reads start over.
-        let current = {
-            let a = self
-                .assignment
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            a.get(&(topic.to_string(), partition))
-                .is_some_and(|since| *since <= received)
-        };
-        #[allow(clippy::cast_sign_loss)]
-        let ack = if current {
-            let tracker = self.tracker(&topic, partition);
-            tracker.register(offset);
-            Ack::new(offset as u64, tracker)
-        } else {
+        let Some(tracker) = self.admit(&topic, partition, offset, received) else {
+            // Fetched before a revocation or a rewind: dropped, its partition's reads start
+            // over from the committed offset (here or at its new owner).
             self.telemetry
                 .stale_messages
                 .get_or_create(&labels([("topic", &topic)]))
                 .inc();
-            Ack::unreported(offset as u64)
+            return None;
         };
+        #[allow(clippy::cast_sign_loss)]
+        let ack = Ack::new(offset as u64, tracker);
         let payload = m.payload().unwrap_or_default();
         let Some(entry) = self.config.topic(&topic) else {
             self.telemetry
@@ -945,54 +976,80 @@ impl KafkaSource {
     }
 
     /// Reads of `topic`'s `partitions` start over from the group's committed offsets (with
-    /// none, from `auto_offset_reset`), as if they were assigned anew now: batches read before
-    /// are from an earlier assignment (skipped by the operators, their acknowledgements move no
-    /// commit), and the first batch after opens the partition's state from the changelog again.
+    /// none, from `auto_offset_reset`), as if they were assigned anew now: the first batch of
+    /// each opens the partition's state from the changelog again, and what was fetched from the
+    /// earlier position is dropped and moves no commit.
     ///
     /// For a worker whose checkpoint transaction the group fenced (its generation is behind
     /// the group's): another member may own these partitions and have gone on from their last
     /// checkpoint (Kafka Streams' `TaskMigratedException`).
     ///
+    /// Where the earlier position ends is told by offsets, not by time: librdkafka may hand
+    /// over messages of the new position before the seek returns, and of the earlier one after
+    /// this call marks the partition. Everything read before was below `end` (one past the
+    /// highest offset read); the earlier position goes on at `end` and up, the new one starts
+    /// at the committed offset, below it. So until a message below `end` arrives, those at or
+    /// above it are dropped.
+    ///
     /// # Errors
-    /// librdkafka's, when the committed offsets cannot be fetched or the seek fails; the
-    /// partitions are then not rewound.
+    /// librdkafka's, when the committed offsets cannot be fetched, or the seek of a partition
+    /// still owned fails. The partitions are then marked but not moved: the caller must not
+    /// go on with them (the worker exits, as a crash would).
     pub async fn rewind(&self, topic: &str, partitions: &[i32]) -> rdkafka::error::KafkaResult<()> {
         let mut tpl = TopicPartitionList::new();
         for x in partitions {
             tpl.add_partition(topic, *x);
         }
         let consumer = self.consumer.clone();
-        let reset = match self.config.config.source.auto_offset_reset.as_str() {
-            "earliest" | "smallest" | "beginning" => Offset::Beginning,
-            _ => Offset::End,
-        };
-        let positions = tokio::task::spawn_blocking(move || {
-            let committed = consumer.committed_offsets(tpl, REWIND_TIMEOUT)?;
-            for mut e in committed.elements() {
-                if !matches!(e.offset(), Offset::Offset(_)) {
-                    e.set_offset(reset)?;
+        let reset = self.config.config.source.auto_offset_reset.clone();
+        let targets = tokio::task::spawn_blocking(move || committed_positions(&consumer, &tpl, &reset))
+            .await
+            .unwrap_or_else(|_| Err(rdkafka::error::KafkaError::Canceled))?;
+        {
+            let now = std::time::Instant::now();
+            let mut owned = self
+                .assignment
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut rewinds = self.rewinds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut trackers = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for e in targets.elements() {
+                let key = (e.topic().to_string(), e.partition());
+                // One past the highest offset read: from the tracker, or from a rewind that
+                // nothing was read since.
+                let end = trackers
+                    .remove(&key)
+                    .and_then(|t| t.read_end())
+                    .or_else(|| rewinds.get(&key).map(|(_, end)| *end));
+                rewinds.remove(&key);
+                if let Some(since) = owned.get_mut(&key) {
+                    *since = now;
+                    if let (Some(end), Offset::Offset(target)) = (end, e.offset()) {
+                        // Read no further than the target: the earlier position and the new one
+                        // are the same messages from there on.
+                        if end > target {
+                            rewinds.insert(key, (now, end));
+                        }
+                    }
                 }
             }
-            consumer.seek_partitions(committed, REWIND_TIMEOUT)
-        })
-        .await
-        .unwrap_or_else(|_| Err(rdkafka::error::KafkaError::Canceled))?;
-        for e in positions.elements() {
-            e.error()?;
         }
-        // After the seek: whatever was read before it is from the earlier assignment.
-        let now = std::time::Instant::now();
-        let mut owned = self
-            .assignment
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut trackers = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for x in partitions {
-            let key = (topic.to_string(), *x);
-            if let Some(since) = owned.get_mut(&key) {
-                *since = now;
+        let consumer = self.consumer.clone();
+        let positions = tokio::task::spawn_blocking(move || consumer.seek_partitions(targets, REWIND_TIMEOUT))
+            .await
+            .unwrap_or_else(|_| Err(rdkafka::error::KafkaError::Canceled))?;
+        for e in positions.elements() {
+            if let Err(err) = e.error() {
+                // Revoked meanwhile: its next owner reads it from the committed offset.
+                let owned = self
+                    .assignment
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .contains_key(&(e.topic().to_string(), e.partition()));
+                if owned {
+                    return Err(err);
+                }
             }
-            trackers.remove(&key);
         }
         tracing::info!(%topic, positions = %offset_list(&positions), "partitions rewound to the group's committed offsets");
         Ok(())
@@ -1093,8 +1150,76 @@ impl KafkaSource {
     }
 }
 
+/// Where a message stands to a rewind of its partition.
+#[derive(Debug, PartialEq, Eq)]
+enum Rewound {
+    /// None under way.
+    No,
+    /// Of the position before the rewind, still fetched: dropped.
+    Earlier,
+    /// The first of the new position (or the partition was assigned anew since): the rewind
+    /// is over.
+    Begun,
+}
+
+/// Whether a message at `offset`, of the assignment begun at `since`, is of the earlier
+/// position of the partition's `rewind` (the assignment instant it set, and one past the
+/// highest offset read before it; see [`KafkaSource::rewind`]).
+fn rewound(rewind: Option<(std::time::Instant, i64)>, since: std::time::Instant, offset: i64) -> Rewound {
+    match rewind {
+        None => Rewound::No,
+        Some((at, end)) if at == since && offset >= end => Rewound::Earlier,
+        Some(_) => Rewound::Begun,
+    }
+}
+
 /// How long a rewind waits for the committed offsets, and for the seek.
 const REWIND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The group's committed offset of each partition of `tpl`; with none, the partition's first
+/// or next offset as `auto_offset_reset` says (`earliest`/`latest`; `error`: an error).
+fn committed_positions(
+    consumer: &SourceConsumer,
+    tpl: &TopicPartitionList,
+    reset: &str,
+) -> rdkafka::error::KafkaResult<TopicPartitionList> {
+    let mut attempt = 0;
+    let committed = loop {
+        match consumer.committed_offsets(tpl.clone(), REWIND_TIMEOUT) {
+            Ok(c) => break c,
+            // A rebalance under way can time the request out: a few tries.
+            Err(e) if attempt < 2 => {
+                tracing::warn!(error = %e, "fetching the committed offsets failed; retrying");
+                attempt += 1;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut out = TopicPartitionList::new();
+    for e in committed.elements() {
+        e.error()?;
+        let offset = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => {
+                let (low, high) = consumer.fetch_watermarks(e.topic(), e.partition(), REWIND_TIMEOUT)?;
+                match reset {
+                    "earliest" | "smallest" | "beginning" => low,
+                    "latest" | "largest" | "end" => high,
+                    other => {
+                        return Err(rdkafka::error::KafkaError::Seek(format!(
+                            "{}[{}] has no committed offset and auto_offset_reset is {other}",
+                            e.topic(),
+                            e.partition()
+                        )))
+                    }
+                }
+            }
+        };
+        out.add_partition_offset(e.topic(), e.partition(), Offset::Offset(offset))?;
+    }
+    Ok(out)
+}
 
 /// How long a stopping worker waits for its consumers to leave their groups.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1165,6 +1290,26 @@ mod gate_tests {
         gate.settled([("t".to_string(), 3)].into_iter());
         let (_t, revoking) = gate.enter();
         assert!(revoking.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod rewind_tests {
+    use super::{rewound, Rewound};
+
+    /// Read up to offset 119 (end 120), rewound to 100: the earlier position's 120, 121 still
+    /// fetched are dropped, the new position starts at 100 and from then on everything goes,
+    /// 120 included; a later assignment ends the rewind too.
+    #[test]
+    fn the_earlier_position_is_told_by_offset_until_the_new_one_begins() {
+        let since = std::time::Instant::now();
+        let rewind = Some((since, 120));
+        assert_eq!(rewound(rewind, since, 120), Rewound::Earlier);
+        assert_eq!(rewound(rewind, since, 121), Rewound::Earlier);
+        assert_eq!(rewound(rewind, since, 100), Rewound::Begun);
+        assert_eq!(rewound(None, since, 120), Rewound::No, "over once begun");
+        let later = since + std::time::Duration::from_secs(1);
+        assert_eq!(rewound(rewind, later, 130), Rewound::Begun, "assigned anew since");
     }
 }
 

@@ -1519,7 +1519,7 @@ impl Router {
             }
             self.hand_over_alerts(x).await;
             if let Some(rules) = &mut self.rules {
-                rules.drop_partition(x);
+                rules.drop_partition(x, false);
             }
             self.partition_aggregates.remove(&x);
             self.converter.drop_partition(x);
@@ -2092,16 +2092,28 @@ impl Router {
             p.forget(|x| !xs.contains(&x));
         }
         self.telemetry.partitions_migrated.inc_by(xs.len() as u64);
-        match src.rewind(topic, xs).await {
-            Ok(()) => tracing::warn!(
-                partitions = ?xs,
-                "checkpoint transaction fenced by the consumer group (another member may own these partitions now): their state and derived records here are dropped, and they are read again from the committed offsets and the changelog"
-            ),
-            Err(e) => tracing::warn!(
+        if let Err(e) = src.rewind(topic, xs).await {
+            // Going on would process them from where the fenced state left off, over a state
+            // read back from an older checkpoint. A restart reads them from the committed
+            // offsets, as after a crash.
+            tracing::error!(
                 partitions = ?xs,
                 error = %e,
-                "checkpoint transaction fenced by the consumer group; rewinding the partitions failed: their state here is dropped, and their batches read from now on start it again from the changelog"
-            ),
+                "checkpoint transaction fenced by the consumer group, and its partitions could not be rewound to the committed offsets; stopping"
+            );
+            std::process::exit(1);
+        }
+        tracing::warn!(
+            partitions = ?xs,
+            "checkpoint transaction fenced by the consumer group (another member may own these partitions now): their state and derived records here are dropped, and they are read again from the committed offsets and the changelog"
+        );
+        // Their rule groups evaluate again from the restored checkpoint's schedule, or with
+        // none from the first sample, as on a worker that never held them: the transitions
+        // made since were in the fenced transaction.
+        if let Some(rules) = &mut self.rules {
+            for x in xs {
+                rules.drop_partition(*x, true);
+            }
         }
         // With the partitions' `since` moved (or not), their tasks are from an earlier
         // assignment: dropped here, opened again from the changelog at the next batch.

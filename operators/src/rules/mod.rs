@@ -705,18 +705,25 @@ impl RuleEngine {
         }
     }
 
-    /// Forgets the part of the state that belongs to `partition`: its series, and its groups'
-    /// schedules and alerts. For a partition that moved away, or whose state is read back from
-    /// its checkpoint again: a series keeps only samples newer than its last, so a checkpoint's
+    /// Forgets the part of the state that belongs to `partition`: its series and its groups'
+    /// alerts. For a partition that moved away, or whose state is read back from its
+    /// checkpoint again: a series keeps only samples newer than its last, so a checkpoint's
     /// older samples restored over ones kept here would be refused, and the evaluations between
     /// would see no data.
-    pub fn drop_partition(&mut self, partition: i32) {
+    ///
+    /// Its groups keep their schedule (a group not evaluated here lets its evaluation times
+    /// pass), unless `restart`: then, until a checkpoint restores one, they start again at the
+    /// first interval boundary after the earliest sample, as on a new engine. For a partition
+    /// whose transitions since its last checkpoint were dropped (a fenced transaction).
+    pub fn drop_partition(&mut self, partition: i32, restart: bool) {
         let of = &self.partition_of;
         self.store.remove_series(|h| of.get(&h) == Some(&partition));
         self.partition_of.retain(|_, x| *x != partition);
         for (gi, home) in self.homes.iter().flatten().enumerate() {
             if *home == partition {
-                self.next_eval[gi] = None;
+                if restart {
+                    self.next_eval[gi] = None;
+                }
                 for alerts in &mut self.active[gi] {
                     alerts.clear();
                 }

@@ -281,7 +281,7 @@ fn a_partition_read_back_into_the_same_engine_gives_the_alerts_of_one_run() {
     assert_eq!(seen(&first), [(AlertState::Pending, 120), (AlertState::Firing, 240)]);
     let other = engine.store().len();
 
-    engine.drop_partition(3);
+    engine.drop_partition(3, true);
     assert_eq!(
         engine.store().len(),
         other - 2,
