@@ -486,6 +486,18 @@ pub enum SourceError {
 
 /// A producer's configuration for the source's cluster: its brokers and the consumer's
 /// `security.*`, `sasl.*` and `ssl.*` options.
+pub fn producer_config(config: &ValidatedConfig) -> ClientConfig {
+    let src = &config.config.source;
+    let mut pc = ClientConfig::new();
+    pc.set("bootstrap.servers", &src.brokers);
+    for (k, v) in &src.consumer_options {
+        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+            pc.set(k, v);
+        }
+    }
+    pc
+}
+
 /// `topic[0,3,5] other[1]`: the partitions of a rebalance, for the log.
 fn partition_list(tpl: &TopicPartitionList) -> String {
     let mut by_topic: std::collections::BTreeMap<String, Vec<i32>> = std::collections::BTreeMap::new();
@@ -513,18 +525,6 @@ fn offset_list(tpl: &TopicPartitionList) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-pub fn producer_config(config: &ValidatedConfig) -> ClientConfig {
-    let src = &config.config.source;
-    let mut pc = ClientConfig::new();
-    pc.set("bootstrap.servers", &src.brokers);
-    for (k, v) in &src.consumer_options {
-        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-            pc.set(k, v);
-        }
-    }
-    pc
 }
 
 /// A header's value as text.

@@ -2115,8 +2115,8 @@ impl Router {
                 rules.drop_partition(*x, true);
             }
         }
-        // With the partitions' `since` moved (or not), their tasks are from an earlier
-        // assignment: dropped here, opened again from the changelog at the next batch.
+        // With the partitions' `since` moved, their tasks are from an earlier assignment:
+        // dropped here, opened again from the changelog at the next batch.
         for x in xs {
             if let Some(t) = self.tasks.get_mut(x) {
                 t.since = None;

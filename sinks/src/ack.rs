@@ -36,17 +36,11 @@ impl Ack {
 
     /// A token that reports to no one (tests, CLI decoding).
     pub fn none() -> Self {
-        Ack::unreported(0)
-    }
-
-    /// A token for message `id` that reports to no one: a message whose processing must not
-    /// move any commit (read from a partition's earlier assignment).
-    pub fn unreported(id: u64) -> Self {
         struct Nobody;
         impl AckReceiver for Nobody {
             fn done(&self, _: u64) {}
         }
-        Ack::new(id, Arc::new(Nobody))
+        Ack::new(0, Arc::new(Nobody))
     }
 
     /// The message id.
