@@ -81,6 +81,7 @@ async fn main() {
         .set("message.max.bytes", "16777216")
         .create()
         .expect("producer");
+    let cpu0 = cpu_times(&ws);
     let t0 = Instant::now();
     let base = 1_795_000_000_000_000_000u64;
     let mut total_points = 0usize;
@@ -168,6 +169,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let done = start.elapsed();
+    let cpu1 = cpu_times(&ws);
     let mut texts = Vec::new();
     for w in &ws {
         texts.push(w.metrics().await);
@@ -181,6 +183,15 @@ async fn main() {
     );
     for w in &mut ws {
         assert!(w.stop());
+    }
+    // CPU per point of each process, from the start of production until remote-write accepted
+    // everything: the harness produces, so Tansu's figure includes taking the input.
+    for ((name, a), (_, b)) in cpu0.iter().zip(&cpu1) {
+        let secs = b - a;
+        eprintln!(
+            "cpu {name}: {secs:.2} s, {:.2} µs per point",
+            secs * 1e6 / total_points as f64
+        );
     }
     println!(
         "pipeline_e2e: {workers} worker(s){}: {total_points} points in {:.2} s consumed ({:.0} points/s), {:.2} s until remote-write accepted all \
@@ -215,6 +226,35 @@ fn release_binary() -> std::path::PathBuf {
         bin.display()
     );
     bin
+}
+
+/// CPU seconds (user + system, `/proc/<pid>/stat`) of the workers together, this harness, and the
+/// broker and VictoriaMetrics when the stack's pid files are found (`DWCP_TEST_STACK_DATA`).
+fn cpu_times(ws: &[Worker]) -> Vec<(String, f64)> {
+    let mut out = vec![(
+        "workers".to_string(),
+        ws.iter().filter_map(|w| cpu_seconds(&w.pid().to_string())).sum(),
+    )];
+    out.push(("harness".into(), cpu_seconds("self").unwrap_or(0.0)));
+    if let Ok(dir) = std::env::var("DWCP_TEST_STACK_DATA") {
+        for name in ["tansu", "victoria-metrics"] {
+            let pid = std::fs::read_to_string(format!("{dir}/{name}.pid")).unwrap_or_default();
+            if let Some(s) = cpu_seconds(pid.trim()) {
+                out.push((name.into(), s));
+            }
+        }
+    }
+    out
+}
+
+/// utime + stime of a process in seconds (Linux's user-space clock tick is 100 Hz).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn rss_kib(w: &Worker) -> u64 {

@@ -1057,7 +1057,7 @@ impl AggregateOperator {
             };
             let Some(v) = v else { continue };
             let name = format!("{record}:{}:{window_label}", a.name());
-            let l = crate::prom::labels_of(
+            let l = crate::prom::label_set_of(
                 labels
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))

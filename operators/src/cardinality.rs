@@ -53,7 +53,7 @@ pub struct Dropped {
 #[derive(Debug)]
 struct Active {
     /// Shared with the samples: a refcount per label, not a copy.
-    labels: Vec<crate::prom::Label>,
+    labels: std::sync::Arc<[crate::prom::Label]>,
     metric: String,
     last_ms: i64,
 }
@@ -133,7 +133,7 @@ impl CardinalityGuard {
                     per_metric.remove(&a.metric);
                 }
             }
-            stale.push(Sample::new(std::mem::take(&mut a.labels), stale_nan(), a.last_ms + 1));
+            stale.push(Sample::new(a.labels.clone(), stale_nan(), a.last_ms + 1));
             false
         });
         stale

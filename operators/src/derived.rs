@@ -430,7 +430,7 @@ impl Index {
         };
         if let Some(ni) = self.by_name.get(s.name()) {
             if !ni.exact.is_empty() {
-                for (k, v) in &s.labels {
+                for (k, v) in s.labels.iter() {
                     if let Some(list) = ni.exact.get(&**k).and_then(|vals| vals.get(&**v)) {
                         push(list);
                     }

@@ -17,6 +17,7 @@
 //! - Delta temporality is turned into cumulative per series (the Collector drops delta points).
 //! - A point flagged "no recorded value" becomes a Prometheus stale marker.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -45,11 +46,22 @@ pub fn labels_of<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (
     v
 }
 
+/// [`labels_of`] as a shared label set, allocated once.
+pub fn label_set_of<K: AsRef<str>, V: AsRef<str>>(pairs: impl IntoIterator<Item = (K, V)>) -> Arc<[Label]> {
+    let mut pairs: Vec<(K, V)> = pairs.into_iter().collect();
+    pairs.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+    pairs
+        .iter()
+        .map(|(k, v)| (Arc::from(k.as_ref()), Arc::from(v.as_ref())))
+        .collect()
+}
+
 /// One sample of one series. `labels` include `__name__` and are sorted by name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
-    /// Sorted labels, `__name__` among them.
-    pub labels: Vec<Label>,
+    /// Sorted labels, `__name__` among them: shared by the samples of one series that the
+    /// converter makes (one refcount per sample, not one allocation and a refcount per label).
+    pub labels: Arc<[Label]>,
     /// The value (a stale marker is [`stale_nan`]).
     pub value: f64,
     /// Milliseconds since the epoch.
@@ -61,7 +73,8 @@ pub struct Sample {
 
 impl Sample {
     /// A sample; `labels` must be sorted by name.
-    pub fn new(labels: Vec<Label>, value: f64, timestamp_ms: i64) -> Self {
+    pub fn new(labels: impl Into<Arc<[Label]>>, value: f64, timestamp_ms: i64) -> Self {
+        let labels = labels.into();
         let hash = series_hash(&labels);
         Sample {
             labels,
@@ -543,6 +556,8 @@ pub struct PromConverter {
     k_quantile: Arc<str>,
     /// `target_info` only from marker points ([`TARGET_INFO_MARKER`]), not per resource seen.
     markers_only: bool,
+    /// The label sets the samples share.
+    sets: LabelSets,
 }
 
 /// The metric of the marker point the re-keying stage sends for each resource of an input
@@ -654,40 +669,145 @@ fn sum_and_count(
 }
 
 /// A point's labels before the metric name (and `le` or `quantile`) is added: sorted, with the
-/// sum of their hashes, so each sample's [`series_hash`] adds only its own labels'.
+/// sum of their hashes, so each sample's [`series_hash`] adds only its own labels'; and the
+/// converter's label sets, which the samples share.
 struct Base<'a> {
     labels: &'a [Label],
     sum: u64,
+    sets: &'a RefCell<LabelSets>,
+    /// Whether a label of `labels` is named as a sample's own labels are (`__name__`, `le`,
+    /// `quantile`): a point attribute sanitized to one of them.
+    clash: bool,
 }
 
 impl<'a> Base<'a> {
-    fn new(labels: &'a [Label]) -> Self {
+    fn new(labels: &'a [Label], sets: &'a RefCell<LabelSets>) -> Self {
         Base {
             labels,
             sum: labels_sum(labels),
+            sets,
+            clash: labels
+                .iter()
+                .any(|(k, _)| matches!(&**k, "__name__" | "le" | "quantile")),
         }
     }
 }
 
-/// A sample of `base` with `name` and `extra` (none of them in `base`, as the conversion makes
-/// them: a label already there is replaced, and the hash computed anew).
-fn sample(base: &Base<'_>, name: Label, extra: Option<Label>, value: f64, ts: i64) -> Sample {
-    let mut labels = Vec::with_capacity(base.labels.len() + 2);
-    labels.extend_from_slice(base.labels);
-    let mut sum = base.sum.wrapping_add(label_hash(&name.0, &name.1));
-    let mut replaced = insert_sorted(&mut labels, name);
-    if let Some(e) = extra {
-        sum = sum.wrapping_add(label_hash(&e.0, &e.1));
-        replaced |= insert_sorted(&mut labels, e);
+/// The label sets of the series converted lately, by series hash, so that the samples of one
+/// series share one allocation: a sample costs a lookup and a refcount instead of a vector
+/// and a refcount per label to make and to drop (the biggest cost of the worker's metrics
+/// path before, with the memory allocator's). Two generations: a set not used for a whole
+/// generation is forgotten (samples holding it keep it alive). A generation ends after
+/// [`LABEL_SET_GENERATION_MS`] of event time or [`MAX_LABEL_SETS`] new sets, so the cache
+/// holds at most twice that many, however many series come and go.
+#[derive(Debug, Default)]
+struct LabelSets {
+    current: FastMap<u64, Arc<[Label]>>,
+    previous: FastMap<u64, Arc<[Label]>>,
+    /// Event time the current generation began at (milliseconds).
+    since_ms: i64,
+}
+
+/// How long (event time) a label set stays cached unused: one to two generations.
+const LABEL_SET_GENERATION_MS: i64 = 300_000;
+/// Label sets one generation holds at most.
+const MAX_LABEL_SETS: usize = 1 << 20;
+
+impl LabelSets {
+    /// The set of `base` with `name` and `extra` added (the caller checked that neither is in
+    /// `base`), whose [`series_hash`] is `hash`.
+    fn get(&mut self, base: &[Label], name: &Label, extra: Option<&Label>, hash: u64) -> Arc<[Label]> {
+        if let Some(set) = self.current.get(&hash) {
+            if same_set(set, base, name, extra) {
+                return set.clone();
+            }
+        } else if let Some(set) = self.previous.remove(&hash) {
+            if same_set(&set, base, name, extra) {
+                self.current.insert(hash, set.clone());
+                return set;
+            }
+        }
+        let mut labels = Vec::with_capacity(base.len() + 2);
+        labels.extend_from_slice(base);
+        insert_sorted(&mut labels, name.clone());
+        if let Some(e) = extra {
+            insert_sorted(&mut labels, e.clone());
+        }
+        let set: Arc<[Label]> = labels.into();
+        if self.current.len() >= MAX_LABEL_SETS {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(hash, set.clone());
+        set
     }
-    if replaced {
+
+    /// Begins a new generation once the current one is [`LABEL_SET_GENERATION_MS`] old.
+    fn age(&mut self, now_ms: i64) {
+        if now_ms >= self.since_ms.saturating_add(LABEL_SET_GENERATION_MS) {
+            self.previous = std::mem::take(&mut self.current);
+            self.since_ms = now_ms;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+/// Two labels alike: by pointer first (interned strings), by content only when that fails.
+#[inline]
+fn same_label(a: &Label, b: &Label) -> bool {
+    (Arc::ptr_eq(&a.0, &b.0) || a.0 == b.0) && (Arc::ptr_eq(&a.1, &b.1) || a.1 == b.1)
+}
+
+/// Whether `set` holds exactly `base` (sorted) with `name` and `extra` (neither in `base`).
+/// Interned labels compare by pointer first, so this is mostly a walk of pointer comparisons.
+fn same_set(set: &[Label], base: &[Label], name: &Label, extra: Option<&Label>) -> bool {
+    if set.len() != base.len() + 1 + usize::from(extra.is_some()) {
+        return false;
+    }
+    let (mut named, mut extended) = (false, extra.is_none());
+    let mut rest = base.iter().peekable();
+    for l in set {
+        // `name` and `extra` are not in `base`, so a label of `base` is never taken for them.
+        if rest.next_if(|b| same_label(b, l)).is_some() {
+            continue;
+        }
+        if !named && same_label(l, name) {
+            named = true;
+        } else if !extended && extra.is_some_and(|e| same_label(l, e)) {
+            extended = true;
+        } else {
+            return false;
+        }
+    }
+    named && extended && rest.next().is_none()
+}
+
+/// A sample of `base` with `name` and `extra`. Neither is in `base` as the conversion makes
+/// them; if one is (a point attribute sanitized to `le`, say), it replaces the label of
+/// `base`, and the set is not shared.
+fn sample(base: &Base<'_>, name: Label, extra: Option<Label>, value: f64, ts: i64) -> Sample {
+    let taken = |l: &Label| base.labels.binary_search_by(|(k, _)| (**k).cmp(&*l.0)).is_ok();
+    if base.clash && (taken(&name) || extra.as_ref().is_some_and(taken)) {
+        let mut labels = base.labels.to_vec();
+        insert_sorted(&mut labels, name);
+        if let Some(e) = extra {
+            insert_sorted(&mut labels, e);
+        }
         return Sample::new(labels, value, ts);
     }
+    let mut sum = base.sum.wrapping_add(label_hash(&name.0, &name.1));
+    if let Some(e) = &extra {
+        sum = sum.wrapping_add(label_hash(&e.0, &e.1));
+    }
+    let hash = hash_of_sum(sum);
+    let labels = base.sets.borrow_mut().get(base.labels, &name, extra.as_ref(), hash);
     Sample {
         labels,
         value,
         timestamp_ms: ts,
-        hash: hash_of_sum(sum),
+        hash,
     }
 }
 
@@ -709,6 +829,7 @@ impl PromConverter {
             k_le: Arc::from("le"),
             k_quantile: Arc::from("quantile"),
             markers_only: false,
+            sets: LabelSets::default(),
         }
     }
 
@@ -726,12 +847,20 @@ impl PromConverter {
         if !self.config.target_info {
             return;
         }
+        let sets = RefCell::new(std::mem::take(&mut self.sets));
         for p in markers {
             #[allow(clippy::cast_possible_wrap)]
             let ts = (p.time_unix_nano / 1_000_000) as i64;
             self.max_ms = self.max_ms.max(ts);
-            self.target_info(p, ts, out);
+            self.target_info(p, ts, out, &sets);
         }
+        self.sets = sets.into_inner();
+        self.sets.age(self.max_ms);
+    }
+
+    /// Label sets cached for the samples to share (state size).
+    pub fn label_sets(&self) -> usize {
+        self.sets.len()
     }
 
     /// Counters so far.
@@ -929,6 +1058,7 @@ impl PromConverter {
             *const u8,
         );
         let mut origins: Vec<(OriginKey, Vec<Label>)> = Vec::new();
+        let sets = RefCell::new(std::mem::take(&mut self.sets));
         for p in points {
             #[allow(clippy::cast_possible_wrap)]
             let ts = (p.time_unix_nano / 1_000_000) as i64;
@@ -946,7 +1076,7 @@ impl PromConverter {
                         && !self.markers_only
                         && !origins.iter().any(|(k, _)| k.0 == key.0 && k.2 == key.2)
                     {
-                        self.target_info(p, ts, out);
+                        self.target_info(p, ts, out, &sets);
                     }
                     origins.push((key, l));
                     origins.len() - 1
@@ -959,8 +1089,10 @@ impl PromConverter {
             base.retain(|(k, _)| !origin.iter().any(|(ok, _)| ok == k));
             base.extend_from_slice(origin);
             base.sort_by(|a, b| a.0.cmp(&b.0));
-            self.convert_point(p, &Base::new(&base), ts, out);
+            self.convert_point(p, &Base::new(&base, &sets), ts, out);
         }
+        self.sets = sets.into_inner();
+        self.sets.age(self.max_ms);
         self.expire();
     }
 
@@ -1218,7 +1350,7 @@ impl PromConverter {
         sum_and_count(out, base, &k_name, &n, sum, count, no_value, ts);
     }
 
-    fn target_info(&mut self, p: &MetricPoint, ts: i64, out: &mut Vec<Sample>) {
+    fn target_info(&mut self, p: &MetricPoint, ts: i64, out: &mut Vec<Sample>, sets: &RefCell<LabelSets>) {
         let res = &p.origin.resource.attributes;
         let mut labels: Vec<Label> = Vec::new();
         for kv in &res.0 {
@@ -1244,7 +1376,7 @@ impl PromConverter {
         labels.extend(origin);
         labels.sort_by(|a, b| a.0.cmp(&b.0));
         let name = (self.k_name.clone(), self.strings.get("target_info"));
-        out.push(sample(&Base::new(&labels), name, None, 1.0, ts));
+        out.push(sample(&Base::new(&labels, sets), name, None, 1.0, ts));
     }
 }
 

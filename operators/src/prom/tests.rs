@@ -431,7 +431,7 @@ fn converted_samples_carry_the_hash_their_labels_give() {
     assert!(out.len() >= 14, "{out:?}");
     for s in &out {
         assert_eq!(s.series_hash(), series_hash(&s.labels), "{s:?}");
-        let mut reversed = s.labels.clone();
+        let mut reversed = s.labels.to_vec();
         reversed.reverse();
         assert_eq!(series_hash(&reversed), series_hash(&s.labels));
     }
@@ -445,6 +445,97 @@ fn converted_samples_carry_the_hash_their_labels_give() {
     .filter_map(|s| s.label("le"))
     .collect();
     assert_eq!(odd_buckets, ["5", "50", "+Inf", "5", "50", "+Inf"]);
+}
+
+#[test]
+fn the_samples_of_one_series_share_its_label_set_until_it_goes_unused_for_a_generation() {
+    let histogram = PointValue::Histogram {
+        count: 3,
+        sum: Some(30.0),
+        min: None,
+        max: None,
+        bounds: vec![5.0, 50.0],
+        bucket_counts: vec![1, 2, 0],
+        temporality: Temporality::Cumulative,
+    };
+    let gauge = || PointValue::Gauge {
+        value: Number::Double(1.5),
+    };
+    let mut c = PromConverter::new(PromConfig::default());
+    let mut first = vec![];
+    c.convert(
+        &[
+            point("dwcp.queue", "1", gauge(), 1000),
+            point("dwcp.latency", "ms", histogram.clone(), 1000),
+        ],
+        &mut first,
+    );
+    // Gauge, three buckets, _sum, _count, and target_info of each point's resource (two
+    // resources alike): seven sets.
+    assert_eq!(first.len(), 8, "{first:#?}");
+    assert_eq!(c.label_sets(), 7);
+    let mut second = vec![];
+    c.convert(
+        &[
+            point("dwcp.queue", "1", gauge(), 2000),
+            point("dwcp.latency", "ms", histogram.clone(), 2000),
+        ],
+        &mut second,
+    );
+    assert_eq!(c.label_sets(), 7);
+    // The same labels as a converter that never saw the series gives, in the same allocation
+    // as the first samples of each series.
+    let mut fresh = vec![];
+    PromConverter::new(PromConfig::default()).convert(
+        &[
+            point("dwcp.queue", "1", gauge(), 2000),
+            point("dwcp.latency", "ms", histogram, 2000),
+        ],
+        &mut fresh,
+    );
+    assert_eq!(second, fresh);
+    for (a, b) in first.iter().zip(&second) {
+        assert!(Arc::ptr_eq(&a.labels, &b.labels), "{:?}", b.labels);
+        assert_eq!(a.series_hash(), b.series_hash());
+    }
+
+    // A generation is 300 s of event time. The queue is seen in each; the latency series are not.
+    let queue = first[1].labels.clone();
+    assert_eq!(first[1].name(), "dwcp_queue_ratio");
+    let mut out = vec![];
+    c.convert(&[point("dwcp.queue", "1", gauge(), 301_000)], &mut out);
+    assert_eq!(c.label_sets(), 7, "moved to the previous generation, not forgotten");
+    out.clear();
+    c.convert(&[point("dwcp.queue", "1", gauge(), 602_000)], &mut out);
+    assert_eq!(c.label_sets(), 2, "the queue and target_info only");
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().any(|s| Arc::ptr_eq(&s.labels, &queue)));
+}
+
+#[test]
+fn label_sets_with_one_hash_are_told_apart_by_their_labels() {
+    let mut sets = LabelSets::default();
+    let name: Label = ("__name__".into(), "m".into());
+    let le: Label = ("le".into(), "5".into());
+    let one = labels_of([("a", "1"), ("z", "9")]);
+    let two = labels_of([("a", "2"), ("z", "9")]);
+    assert_eq!(
+        &*sets.get(&one, &name, None, 42),
+        labels_of([("__name__", "m"), ("a", "1"), ("z", "9")]).as_slice()
+    );
+    assert_eq!(
+        &*sets.get(&two, &name, None, 42),
+        labels_of([("__name__", "m"), ("a", "2"), ("z", "9")]).as_slice()
+    );
+    assert_eq!(
+        &*sets.get(&one, &name, Some(&le), 42),
+        labels_of([("__name__", "m"), ("a", "1"), ("le", "5"), ("z", "9")]).as_slice()
+    );
+    let set = sets.get(&one, &name, None, 42);
+    assert!(same_set(&set, &one, &name, None));
+    assert!(!same_set(&set, &two, &name, None));
+    assert!(!same_set(&set, &one, &name, Some(&le)));
+    assert!(!same_set(&set, &one, &le, None));
 }
 
 #[test]

@@ -736,7 +736,7 @@ impl RuleEngine {
     /// replace these.
     pub fn restore_partition(&mut self, partition: i32, state: RulePartState) {
         for (labels, samples) in state.series {
-            let l: Vec<Label> = labels
+            let l: Arc<[Label]> = labels
                 .iter()
                 .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
                 .collect();

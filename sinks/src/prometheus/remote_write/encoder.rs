@@ -60,19 +60,25 @@ impl Grouped<'_> {
     }
 }
 
+/// Label sets alike: the same allocation (a series' samples share one), or the same labels.
+fn same_set(a: &std::sync::Arc<[Label]>, b: &std::sync::Arc<[Label]>) -> bool {
+    std::sync::Arc::ptr_eq(a, b) || a == b
+}
+
 /// Groups `samples` by series with a few flat vectors: a map from the series hash (a label set
 /// sharing the hash of another is looked up among the collided ones), then a counting sort.
 fn group<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Grouped<'a> {
     let mut index: FastMap<u64, usize> = FastMap::default();
     let mut collided: Vec<usize> = Vec::new();
-    let mut labels: Vec<&'a [Label]> = Vec::new();
+    // Label sets compare by pointer first: the samples of one series share theirs.
+    let mut labels: Vec<&'a std::sync::Arc<[Label]>> = Vec::new();
     let mut arrived: Vec<(usize, i64, f64)> = Vec::new();
     for s in samples {
-        let l = s.labels.as_slice();
+        let l = &s.labels;
         let h = s.series_hash();
         let i = match index.get(&h).copied() {
-            Some(i) if labels[i] == l => i,
-            Some(_) => match collided.iter().copied().find(|&i| labels[i] == l) {
+            Some(i) if same_set(labels[i], l) => i,
+            Some(_) => match collided.iter().copied().find(|&i| same_set(labels[i], l)) {
                 Some(i) => i,
                 None => {
                     labels.push(l);
@@ -108,7 +114,7 @@ fn group<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Grouped<'a> {
         .map(|(i, l)| {
             let r = starts[i]..starts[i + 1];
             points[r.clone()].sort_by_key(|(t, _)| *t);
-            (l, r)
+            (&l[..], r)
         })
         .collect();
     Grouped { series, points }

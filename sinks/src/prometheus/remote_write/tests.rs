@@ -187,7 +187,9 @@ async fn wire_format_headers_sorted_labels_and_ordered_samples() {
     )
     .expect("start");
     let mut s = sample("b_metric", "eu", 2.0, 3000);
-    s.labels.push(("empty".into(), "".into()));
+    let mut labels = s.labels.to_vec();
+    labels.push(("empty".into(), "".into()));
+    s.labels = labels.into();
     sink.send(
         vec![
             sample("b_metric", "eu", 1.0, 2000),
