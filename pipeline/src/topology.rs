@@ -2433,6 +2433,9 @@ impl Router {
         t.operator_state
             .get_or_create(&labels([("operator", "prometheus_delta")]))
             .set(i64::try_from(self.converter.delta_series()).unwrap_or(i64::MAX));
+        t.operator_state
+            .get_or_create(&labels([("operator", "prometheus_label_sets")]))
+            .set(i64::try_from(self.converter.label_sets()).unwrap_or(i64::MAX));
         for r in out.drain(..) {
             for reg in &r.regions {
                 if reg.status == dwcp_operators::activity::RegionStatus::Dark {
