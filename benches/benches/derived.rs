@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use dwcp_operators::derived::{DerivedConfig, DerivedOperator, DerivedOutput, NetworkSpec, SlaSpec};
 use dwcp_operators::network::NetworkConfig;
-use dwcp_operators::prom::{labels_of, Sample};
+use dwcp_operators::prom::{label_set_of, Sample};
 use dwcp_operators::sla::SlaKind;
 
 const SEC: u64 = 1_000_000_000;
@@ -55,10 +55,10 @@ fn network() -> NetworkSpec {
 
 fn run(name: &str, config: DerivedConfig, series: &[(Vec<(&str, String)>, bool)], seconds: u64) {
     let mut op = DerivedOperator::new(config).expect("config");
-    // Label sets built once, as the converter's interned labels are.
+    // Label sets built once and shared by each series' samples, as the converter's are.
     let labels: Vec<_> = series
         .iter()
-        .map(|(l, _)| labels_of(l.iter().map(|(k, v)| (*k, v.as_str()))))
+        .map(|(l, _)| label_set_of(l.iter().map(|(k, v)| (*k, v.as_str()))))
         .collect();
     let t0 = 1_793_491_200u64;
     let mut samples = Vec::with_capacity(series.len());
@@ -163,8 +163,8 @@ fn main() {
         ..DerivedConfig::default()
     })
     .expect("config");
-    let l_req = labels_of([("__name__", "req_total"), ("service", "s0")]);
-    let l_err = labels_of([("__name__", "err_total"), ("service", "s0")]);
+    let l_req = label_set_of([("__name__", "req_total"), ("service", "s0")]);
+    let l_err = label_set_of([("__name__", "err_total"), ("service", "s0")]);
     let t0 = 1_793_491_200u64;
     let mut out = DerivedOutput::default();
     for m in 0..30 * 24 * 60u64 {

@@ -186,7 +186,10 @@ async fn main() {
     }
     // CPU per point of each process, from the start of production until remote-write accepted
     // everything: the harness produces, so Tansu's figure includes taking the input.
-    for ((name, a), (_, b)) in cpu0.iter().zip(&cpu1) {
+    for (name, b) in &cpu1 {
+        let Some((_, a)) = cpu0.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
         let secs = b - a;
         eprintln!(
             "cpu {name}: {secs:.2} s, {:.2} µs per point",

@@ -52,7 +52,7 @@ pub struct Dropped {
 
 #[derive(Debug)]
 struct Active {
-    /// Shared with the samples: a refcount per label, not a copy.
+    /// Shared with the samples and the converter: one refcount, not a copy.
     labels: std::sync::Arc<[crate::prom::Label]>,
     metric: String,
     last_ms: i64,

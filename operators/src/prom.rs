@@ -676,7 +676,7 @@ struct Base<'a> {
     sum: u64,
     sets: &'a RefCell<LabelSets>,
     /// Whether a label of `labels` is named as a sample's own labels are (`__name__`, `le`,
-    /// `quantile`): a point attribute sanitized to one of them.
+    /// `quantile`, the only names `sample` adds): a point attribute sanitized to one of them.
     clash: bool,
 }
 
@@ -698,14 +698,29 @@ impl<'a> Base<'a> {
 /// and a refcount per label to make and to drop (the biggest cost of the worker's metrics
 /// path before, with the memory allocator's). Two generations: a set not used for a whole
 /// generation is forgotten (samples holding it keep it alive). A generation ends after
-/// [`LABEL_SET_GENERATION_MS`] of event time or [`MAX_LABEL_SETS`] new sets, so the cache
-/// holds at most twice that many, however many series come and go.
-#[derive(Debug, Default)]
+/// [`LABEL_SET_GENERATION_MS`] of event time or when it holds [`MAX_LABEL_SETS`] sets, so the
+/// cache holds at most twice that many, however many series come and go. (The cache is ahead
+/// of the cardinality guard: in an explosion of series it holds up to that many sets of series
+/// the guard drops, about 0.5 KB each.)
+#[derive(Debug)]
 struct LabelSets {
     current: FastMap<u64, Arc<[Label]>>,
     previous: FastMap<u64, Arc<[Label]>>,
     /// Event time the current generation began at (milliseconds).
     since_ms: i64,
+    /// Sets one generation holds at most.
+    max: usize,
+}
+
+impl Default for LabelSets {
+    fn default() -> Self {
+        LabelSets {
+            current: FastMap::default(),
+            previous: FastMap::default(),
+            since_ms: 0,
+            max: MAX_LABEL_SETS,
+        }
+    }
 }
 
 /// How long (event time) a label set stays cached unused: one to two generations.
@@ -717,13 +732,19 @@ impl LabelSets {
     /// The set of `base` with `name` and `extra` added (the caller checked that neither is in
     /// `base`), whose [`series_hash`] is `hash`.
     fn get(&mut self, base: &[Label], name: &Label, extra: Option<&Label>, hash: u64) -> Arc<[Label]> {
+        debug_assert!(
+            !base
+                .iter()
+                .any(|(k, _)| *k == name.0 || extra.is_some_and(|e| *k == e.0)),
+            "a sample's own label in its base"
+        );
         if let Some(set) = self.current.get(&hash) {
             if same_set(set, base, name, extra) {
                 return set.clone();
             }
         } else if let Some(set) = self.previous.remove(&hash) {
             if same_set(&set, base, name, extra) {
-                self.current.insert(hash, set.clone());
+                self.keep(hash, set.clone());
                 return set;
             }
         }
@@ -734,11 +755,16 @@ impl LabelSets {
             insert_sorted(&mut labels, e.clone());
         }
         let set: Arc<[Label]> = labels.into();
-        if self.current.len() >= MAX_LABEL_SETS {
+        self.keep(hash, set.clone());
+        set
+    }
+
+    /// Puts `set` in the current generation, beginning a new one first if this one is full.
+    fn keep(&mut self, hash: u64, set: Arc<[Label]>) {
+        if self.current.len() >= self.max && !self.current.contains_key(&hash) {
             self.previous = std::mem::take(&mut self.current);
         }
-        self.current.insert(hash, set.clone());
-        set
+        self.current.insert(hash, set);
     }
 
     /// Begins a new generation once the current one is [`LABEL_SET_GENERATION_MS`] old.

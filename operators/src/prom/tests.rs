@@ -531,11 +531,40 @@ fn label_sets_with_one_hash_are_told_apart_by_their_labels() {
         &*sets.get(&one, &name, Some(&le), 42),
         labels_of([("__name__", "m"), ("a", "1"), ("le", "5"), ("z", "9")]).as_slice()
     );
+    // The same length and names, another value of `le`.
+    let le50: Label = ("le".into(), "50".into());
+    let with_le = sets.get(&one, &name, Some(&le), 7);
+    assert!(same_set(&with_le, &one, &name, Some(&le)));
+    assert!(!same_set(&with_le, &one, &name, Some(&le50)));
+    assert_eq!(sets.get(&one, &name, Some(&le50), 7)[2], le50);
     let set = sets.get(&one, &name, None, 42);
     assert!(same_set(&set, &one, &name, None));
     assert!(!same_set(&set, &two, &name, None));
     assert!(!same_set(&set, &one, &name, Some(&le)));
     assert!(!same_set(&set, &one, &le, None));
+}
+
+#[test]
+fn label_sets_taken_back_from_the_previous_generation_count_against_the_limit() {
+    let mut sets = LabelSets {
+        max: 2,
+        ..LabelSets::default()
+    };
+    let name: Label = ("__name__".into(), "m".into());
+    let base = |i: usize| labels_of([("id", i.to_string())]);
+    let a = sets.get(&base(0), &name, None, 0);
+    sets.get(&base(1), &name, None, 1);
+    // Full: a third set begins a generation; 0 and 1 are the previous one.
+    sets.get(&base(2), &name, None, 2);
+    assert_eq!((sets.current.len(), sets.previous.len()), (1, 2));
+    // 0 comes back, the same allocation; then 1 finds the generation full again.
+    assert!(Arc::ptr_eq(&a, &sets.get(&base(0), &name, None, 0)));
+    sets.get(&base(1), &name, None, 1);
+    assert_eq!((sets.current.len(), sets.previous.len()), (1, 2));
+    for i in 0..100 {
+        sets.get(&base(i % 7), &name, None, (i % 7) as u64);
+        assert!(sets.len() <= 4, "{} sets", sets.len());
+    }
 }
 
 #[test]
