@@ -406,15 +406,7 @@ fn series_hash_does_not_collide_on_near_identical_label_sets() {
 #[test]
 fn converted_samples_carry_the_hash_their_labels_give() {
     let mut c = PromConverter::new(PromConfig::default());
-    let histogram = PointValue::Histogram {
-        count: 3,
-        sum: Some(30.0),
-        min: None,
-        max: None,
-        bounds: vec![5.0, 50.0],
-        bucket_counts: vec![1, 2, 0],
-        temporality: Temporality::Cumulative,
-    };
+    let histogram = two_bound_histogram();
     let mut odd = point("dwcp.latency", "ms", histogram.clone(), 1000);
     odd.attributes.0.push(kv("le", "7"));
     odd.attributes.0.push(kv("__name__", "x"));
@@ -447,9 +439,9 @@ fn converted_samples_carry_the_hash_their_labels_give() {
     assert_eq!(odd_buckets, ["5", "50", "+Inf", "5", "50", "+Inf"]);
 }
 
-#[test]
-fn the_samples_of_one_series_share_its_label_set_until_it_goes_unused_for_a_generation() {
-    let histogram = PointValue::Histogram {
+/// A cumulative histogram with bounds 5 and 50 (three buckets).
+fn two_bound_histogram() -> PointValue {
+    PointValue::Histogram {
         count: 3,
         sum: Some(30.0),
         min: None,
@@ -457,7 +449,12 @@ fn the_samples_of_one_series_share_its_label_set_until_it_goes_unused_for_a_gene
         bounds: vec![5.0, 50.0],
         bucket_counts: vec![1, 2, 0],
         temporality: Temporality::Cumulative,
-    };
+    }
+}
+
+#[test]
+fn the_samples_of_one_series_share_its_label_set_until_it_goes_unused_for_a_generation() {
+    let histogram = two_bound_histogram();
     let gauge = || PointValue::Gauge {
         value: Number::Double(1.5),
     };
