@@ -698,10 +698,11 @@ impl<'a> Base<'a> {
 /// and a refcount per label to make and to drop (the biggest cost of the worker's metrics
 /// path before, with the memory allocator's). Two generations: a set not used for a whole
 /// generation is forgotten (samples holding it keep it alive). A generation ends after
-/// [`LABEL_SET_GENERATION_MS`] of event time or when it holds [`MAX_LABEL_SETS`] sets, so the
-/// cache holds at most twice that many, however many series come and go. (The cache is ahead
-/// of the cardinality guard: in an explosion of series it holds up to that many sets of series
-/// the guard drops, about 0.5 KB each.)
+/// [`LABEL_SET_GENERATION_MS`] of event time or when it holds its limit of sets
+/// ([`MAX_LABEL_SETS`], or the guard's `max_series_total` in the pipeline), so the cache holds
+/// at most twice that many, however many series come and go. (The cache is ahead of the
+/// cardinality guard: in an explosion of series it holds up to that many sets of series the
+/// guard drops, about 0.5 KB each.)
 #[derive(Debug)]
 struct LabelSets {
     current: FastMap<u64, Arc<[Label]>>,
@@ -725,8 +726,8 @@ impl Default for LabelSets {
 
 /// How long (event time) a label set stays cached unused: one to two generations.
 const LABEL_SET_GENERATION_MS: i64 = 300_000;
-/// Label sets one generation holds at most.
-const MAX_LABEL_SETS: usize = 1 << 20;
+/// Label sets one generation holds at most, unless [`PromConverter::limit_label_sets`] says.
+pub const MAX_LABEL_SETS: usize = 1 << 20;
 
 impl LabelSets {
     /// The set of `base` with `name` and `extra` added (the caller checked that neither is in
@@ -882,6 +883,13 @@ impl PromConverter {
         }
         self.sets = sets.into_inner();
         self.sets.age(self.max_ms);
+    }
+
+    /// Holds at most `max` label sets per generation (at least 1,024): the pipeline gives the
+    /// cardinality guard's `max_series_total`, so the cache, which is ahead of the guard, holds
+    /// no more than twice the series the guard admits. The default is [`MAX_LABEL_SETS`].
+    pub fn limit_label_sets(&mut self, max: usize) {
+        self.sets.max = max.max(1024);
     }
 
     /// Label sets cached for the samples to share (state size).

@@ -803,6 +803,7 @@ impl Router {
             }),
             converter: {
                 let mut c = PromConverter::new(oc.prometheus.clone());
+                c.limit_label_sets(oc.cardinality.max_series_total);
                 // The re-keying stage sends each resource's marker to one worker.
                 if config.config.repartition.enabled {
                     c.target_info_from_markers();

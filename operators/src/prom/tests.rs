@@ -565,6 +565,16 @@ fn label_sets_taken_back_from_the_previous_generation_count_against_the_limit() 
 }
 
 #[test]
+fn the_label_set_limit_follows_the_guard_with_a_floor() {
+    let mut c = PromConverter::new(PromConfig::default());
+    assert_eq!(c.sets.max, MAX_LABEL_SETS);
+    c.limit_label_sets(5_000);
+    assert_eq!(c.sets.max, 5_000);
+    c.limit_label_sets(10);
+    assert_eq!(c.sets.max, 1_024);
+}
+
+#[test]
 fn delta_totals_move_with_their_partition_and_a_replayed_point_is_sent_again_not_added() {
     let config = PromConfig {
         target_info: false,
