@@ -1,5 +1,5 @@
 //! What exactly-once costs on the test stack's broker (Tansu 0.6.0 with
-//! deploy/tansu/transactions.patch): one checkpoint round as the worker runs it, with and
+//! deploy/tansu/tansu.patch): one checkpoint round as the worker runs it, with and
 //! without a transaction. A round writes a partition checkpoint of S bytes to a changelog
 //! (`Changelog::write`, 512 KiB chunks) and N derived records of 600 bytes (an alert's Avro size);
 //! with a transaction, begin + those writes + the consumed offsets

@@ -9,8 +9,9 @@
 #   deploy/local/stack.sh env       print the environment the tests read (eval it)
 #
 # Installs: Debian packages prometheus, victoria-metrics, prometheus-alertmanager, kcat (apt);
-# Tansu 0.6.0 from crates.io with deploy/tansu/transactions.patch (Kafka transactions: EndTxn,
-# read_committed leaving aborted records out, transaction timeouts), built once with cargo into
+# Tansu 0.6.0 from crates.io with deploy/tansu/tansu.patch (Kafka transactions: EndTxn,
+# read_committed leaving aborted records out, transaction timeouts; fetches that start inside a
+# record batch), built once with cargo into
 # $DWCP_CACHE/bin/tansu-txn (about 10-17 minutes the first time, then reused until the patch
 # changes); osmem-server from PyPI into the virtualenv $DWCP_CACHE/venv.
 #
@@ -54,11 +55,11 @@ need_root_apt() {
 
 install_tansu() {
   local src="$ROOT/deploy/tansu" stamp="$DWCP_CACHE/bin/tansu-txn.sha256" want
-  want="$(cat "$src/transactions.patch" "$src/tansu-0.6.0/Cargo.toml" "$src/tansu-0.6.0/Cargo.lock" | sha256sum | cut -d' ' -f1)"
+  want="$(cat "$src/tansu.patch" "$src/tansu-0.6.0/Cargo.toml" "$src/tansu-0.6.0/Cargo.lock" | sha256sum | cut -d' ' -f1)"
   if [ -x "$TANSU" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     return
   fi
-  log "building Tansu 0.6.0 with deploy/tansu/transactions.patch (about 10-17 minutes, once; cached in $DWCP_CACHE/bin)"
+  log "building Tansu 0.6.0 with deploy/tansu/tansu.patch (about 10-17 minutes, once; cached in $DWCP_CACHE/bin)"
   local build="$DWCP_CACHE/tansu-build"
   mkdir -p "$build"
   rm -rf "${build:?}/crates" "${build:?}/src" "${build:?}/Cargo.toml" "${build:?}/Cargo.lock"
@@ -72,7 +73,7 @@ install_tansu() {
       python3 -c 'import json, sys; m = json.load(sys.stdin); print(next(p["manifest_path"] for p in m["packages"] if p["name"] == sys.argv[1] and p["version"] == "0.6.0").rsplit("/", 1)[0])' "$c")"
     cp -r "$dir" "$build/crates/$c-0.6.0"
   done
-  patch -s -p1 -d "$build/crates" <"$src/transactions.patch"
+  patch -s -p1 -d "$build/crates" <"$src/tansu.patch"
   printf '\n[patch.crates-io]\ntansu-broker = { path = "crates/tansu-broker-0.6.0" }\ntansu-storage = { path = "crates/tansu-storage-0.6.0" }\n' >>"$build/Cargo.toml"
   (cd "$build" && cargo build --release --offline --features dynostore --bin tansu) >&2
   mkdir -p "$DWCP_CACHE/bin"
