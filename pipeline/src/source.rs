@@ -718,7 +718,18 @@ impl KafkaSource {
             Rewound::No => {}
         }
         let mut trackers = self.trackers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let tracker = trackers.entry(key).or_default().clone();
+        let tracker = trackers
+            .entry(key)
+            .or_insert_with(|| {
+                tracing::debug!(
+                    topic,
+                    partition,
+                    offset,
+                    "first message read since the partition's assignment"
+                );
+                Arc::default()
+            })
+            .clone();
         tracker.register(offset);
         Some(tracker)
     }
@@ -972,6 +983,7 @@ impl KafkaSource {
     pub fn limit_commits(&self, topic: &str, partition: i32, offset: i64) {
         let t = self.tracker(topic, partition);
         let mut s = t.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tracing::debug!(topic, partition, offset, was = ?s.limit, "commits limited to a checkpoint's offset");
         s.limit = Some(offset);
     }
 
@@ -1108,6 +1120,7 @@ impl KafkaSource {
             return tpl;
         }
         let result = self.consumer.commit(&tpl, mode);
+        tracing::debug!(offsets = %offset_list(&tpl), sync = matches!(mode, CommitMode::Sync), ok = result.is_ok(), "offsets committed");
         let outcome = if result.is_ok() { "requested" } else { "failed" };
         self.telemetry
             .commits
