@@ -61,6 +61,9 @@ pub struct Telemetry {
     /// assignment of their partition, or the partition moved while its state was read back.
     /// Not lost: the partition's owner reads them again from the committed offset.
     pub series_batches_skipped: Family<Labels, Counter>,
+    /// Offsets of internal series partitions between what a restored checkpoint covers and the
+    /// first record read after the partition moved here: in neither the state nor the reads.
+    pub series_offsets_unread: Counter,
     /// Rebalances seen, by kind (assign, revoke).
     pub rebalances: Family<Labels, Counter>,
     /// Seconds the consumer group membership has been rebalancing without settling, by group
@@ -279,6 +282,11 @@ impl Telemetry {
                 "series_batches_skipped",
                 "Internal series messages set aside unprocessed (their partition's owner reads them again), by reason",
                 Family::default()
+            ),
+            series_offsets_unread: reg!(
+                "series_offsets_unread",
+                "Internal series offsets between a restored checkpoint and the first record read after, never read (a broker that skipped them, or a changelog behind the committed offset)",
+                Counter::default()
             ),
             rebalances: reg!("rebalances", "Consumer group rebalances, by kind", Family::default()),
             group_unsettled_seconds: reg!(

@@ -1432,6 +1432,23 @@ impl Router {
             }
             span_metrics = Some(op);
         }
+        if r.next_offset < offset {
+            // The commit never passes a checkpoint, so the partition's reads should begin at or
+            // below what its latest one covers: the broker skipped records (Tansu 0.6.0 does,
+            // from a committed offset inside a record batch), or the changelog read back is
+            // behind the committed offset. Either way the state misses these records.
+            tracing::warn!(
+                partition = x,
+                covers_offset = r.next_offset,
+                first_offset = offset,
+                "the first record read of a series partition lies past what its restored state covers: \
+                 the records between were never read here and their samples are missing"
+            );
+            #[allow(clippy::cast_sign_loss)]
+            self.telemetry
+                .series_offsets_unread
+                .inc_by((offset - r.next_offset) as u64);
+        }
         let moving = self.has_changelog();
         if let (Some(src), Some(topic), true) = (&self.source, &self.series_topic, moving) {
             src.limit_commits(topic, x, offset.min(r.next_offset));

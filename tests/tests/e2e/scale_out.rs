@@ -1232,6 +1232,13 @@ async fn restarted_and_killed_repartitioning_workers_lose_no_sample() {
             );
         }
     }
+
+    // Every partition's reads began at or below what its restored state covered.
+    let gaps = logs_matching(work.path(), &["lies past what its restored state covers"]);
+    assert!(
+        gaps.lines().all(|l| l.is_empty() || l.starts_with("---- ")),
+        "a partition's reads began past its checkpoint:\n{gaps}"
+    );
 }
 
 /// A checkpoint never runs ahead of the sinks. A worker whose remote-write endpoint refuses
@@ -2164,4 +2171,113 @@ async fn a_consumer_starting_inside_a_record_batch_reads_the_rest_of_it() {
         let want: Vec<(i64, String)> = (start..11).map(|i| (i, format!("r{i}"))).collect();
         assert_eq!(read, want, "read from offset {start}");
     }
+}
+
+/// A series partition whose reads begin past what its restored checkpoint covers is reported:
+/// the records between are in neither the state nor the reads (a broker that skipped them, as
+/// Tansu 0.6.0 did from inside a record batch, or a changelog behind the committed offset). A
+/// worker stops cleanly (its last checkpoint covers every record it read, and it commits up to
+/// there); five records are then added to internal series partition 0 and the group's offset
+/// of that partition is moved three past the checkpoint. The next worker restores the
+/// checkpoint, reads from the moved offset, logs the gap and counts its three offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_partition_read_past_its_checkpoint_is_reported() {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let Some(brokers) = kafka() else { return };
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
+    let id = unique("scale-gap");
+    let input = format!("{id}.in");
+    let series = format!("{id}.series");
+    create_topics(&brokers, &[&input], 3).await;
+    create_topics(&brokers, &[&format!("{id}.dlq")], 1).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let t0 = dwcp_tests::now_s() / 60 * 60 - 30 * 60;
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  commit_interval_ms: 200\n  topics:\n    - {{name: \"{input}\", signal: metrics, encoding: otlp_json}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 600000\n  checkpoint_interval_ms: 500\n  span_metrics: {{enabled: false}}\n  prometheus: {{target_info: false}}\n  aggregation:\n    rules: [{{metric: dwcp.queue.a, aggregations: [count, sum]}}]\n\
+         repartition:\n  enabled: true\n  series_topic: \"{series}\"\n  spans_topic: \"{id}.spans\"\n  partitions: 2\n  changelog_prefix: \"{id}.state.\"\n"
+    );
+    let mut first = Worker::start(work.path(), "first", &yaml);
+    let steps = 10u64;
+    produce_steps(&producer(&brokers), &input, None, t0, 0..steps).await;
+    // Every point re-keyed and processed (7 metrics, 3 regions a step).
+    let points = f64::from(u32::try_from(steps * 3 * 7).expect("points"));
+    first
+        .wait_for(
+            "dwcp_source_records_total",
+            &[("topic", &series)],
+            points,
+            Duration::from_secs(120),
+        )
+        .await;
+    assert!(first.stop(), "clean stop; its log:\n{}", first.log_text());
+    // The stop's last checkpoint covers every record read, and the commit follows it.
+    let end = dwcp_tests::committed(&brokers, &id, &series, 2)[0];
+    assert!(end > 0, "partition 0 of {series} holds records and was committed");
+
+    // Five records more in partition 0, as the re-keying stage writes them.
+    let p = producer(&brokers);
+    for i in steps..steps + 5 {
+        let Ok(d) = dwcp_schemas::decode(
+            dwcp_schemas::Signal::Metrics,
+            dwcp_schemas::Encoding::OtlpJson,
+            &gauges_message(REGIONS[0], 0, t0, i),
+            &dwcp_schemas::RegionContext::new(None),
+        ) else {
+            panic!("the test's own message decodes")
+        };
+        let dwcp_schemas::Records::Metrics(points) = d.records else {
+            panic!("metrics")
+        };
+        let headers = rdkafka::message::OwnedHeaders::new()
+            .insert(rdkafka::message::Header {
+                key: "dwcp.region",
+                value: Some(REGIONS[0]),
+            })
+            .insert(rdkafka::message::Header {
+                key: "dwcp.source.topic",
+                value: Some(input.as_str()),
+            })
+            .insert(rdkafka::message::Header {
+                key: "dwcp.source.partition",
+                value: Some("0"),
+            });
+        let payload = dwcp_schemas::otlp::encode_metrics(&points);
+        produce(&p, &series, None, &payload, Some(headers), Some(0)).await;
+    }
+    // The group's offset of partition 0 three past the checkpoint.
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&series, 0, rdkafka::Offset::Offset(end + 3))
+        .expect("offset");
+    c.commit(&tpl, rdkafka::consumer::CommitMode::Sync).expect("commit");
+    drop(c);
+
+    let second = Worker::start(work.path(), "second", &yaml);
+    second
+        .wait_for("dwcp_series_offsets_unread_total", &[], 3.0, Duration::from_secs(120))
+        .await;
+    let log = second.log_text();
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lies past what its restored state covers"))
+        .collect();
+    assert_eq!(warned.len(), 1, "one warning; the log:\n{log}");
+    for field in [
+        "partition=0",
+        &format!("covers_offset={end}"),
+        &format!("first_offset={}", end + 3),
+    ] {
+        assert!(warned[0].contains(field), "{field} in {}", warned[0]);
+    }
+    assert_eq!(
+        metric_sum(&second.metrics().await, "dwcp_series_offsets_unread_total", &[]),
+        3.0
+    );
 }
