@@ -39,7 +39,7 @@ use dwcp_schemas::model::{MetricPoint, PointValue, Temporality};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::prom::{exp_to_classic, label_name, Sample, DEFAULT_EXP_BOUNDS};
+use crate::prom::{exp_to_classic, label_name, Label, Sample, DEFAULT_EXP_BOUNDS};
 use crate::EventTime;
 
 /// The aggregations a rule can ask for.
@@ -504,6 +504,12 @@ pub struct AggregateOperator {
     closed_until: EventTime,
     late: u64,
     duplicates: u64,
+    /// Per rule, its aggregations with their output names (`dwcp:latency:p95:10s`), made once.
+    names: Vec<Vec<(Aggregation, Arc<str>)>>,
+    /// The label names and the region the outputs share.
+    name_label: Arc<str>,
+    region_label: Arc<str>,
+    global: Arc<str>,
 }
 
 fn window_label(ms: u64) -> String {
@@ -525,6 +531,20 @@ impl AggregateOperator {
         for (i, r) in config.rules.iter().enumerate() {
             by_metric.entry(r.metric.clone()).or_default().push(i);
         }
+        let window = window_label(config.window_ms);
+        let names = config
+            .rules
+            .iter()
+            .map(|r| {
+                let record = r.record();
+                r.aggregations
+                    .clone()
+                    .unwrap_or_else(|| Aggregation::ALL.to_vec())
+                    .into_iter()
+                    .map(|a| (a, Arc::from(format!("{record}:{}:{window}", a.name()))))
+                    .collect()
+            })
+            .collect();
         AggregateOperator {
             config,
             by_metric,
@@ -536,6 +556,10 @@ impl AggregateOperator {
             closed_until: 0,
             late: 0,
             duplicates: 0,
+            names,
+            name_label: Arc::from("__name__"),
+            region_label: Arc::from("region"),
+            global: Arc::from("global"),
         }
     }
 
@@ -1000,17 +1024,22 @@ impl AggregateOperator {
             let ts = (end / 1_000_000) as i64;
             let mut groups: Vec<_> = groups.into_values().collect();
             groups.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut scratch = Vec::new();
             for ((rule, labels), kind, regions) in groups {
                 let mut global = Stats::new();
                 for s in regions.values() {
                     global.merge(s);
                 }
+                // The group's labels, made once and shared by every sample it emits.
+                let shared: Vec<Label> = labels
+                    .iter()
+                    .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
+                    .collect();
                 let regions = regions
                     .into_iter()
-                    .map(|(r, s)| (r.to_string(), s))
-                    .chain(std::iter::once(("global".to_string(), global)));
+                    .chain(std::iter::once((self.global.clone(), global)));
                 for (region, stats) in regions {
-                    self.emit(rule, &labels, kind, &region, &stats, ts, out);
+                    self.emit(rule, &shared, kind, &region, &stats, ts, &mut scratch, out);
                 }
             }
         }
@@ -1025,24 +1054,24 @@ impl AggregateOperator {
         self.seen.retain(|_, time| *time >= horizon);
     }
 
+    /// The samples of one group's `region` (or `global`) in a closed window: one per
+    /// aggregation of `rule` with a value. `scratch` is a buffer kept between calls.
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &self,
         rule: usize,
-        labels: &[(String, String)],
+        labels: &[Label],
         kind: Kind,
-        region: &str,
+        region: &Arc<str>,
         s: &Stats,
         ts: i64,
+        scratch: &mut Vec<Label>,
         out: &mut Vec<Sample>,
     ) {
-        let r = &self.config.rules[rule];
-        let record = r.record();
-        let window_label = window_label(self.config.window_ms);
         #[allow(clippy::cast_precision_loss)]
         let secs = self.config.window_ms as f64 / 1000.0;
-        let aggs = r.aggregations.clone().unwrap_or_else(|| Aggregation::ALL.to_vec());
-        for a in aggs {
+        for (a, name) in &self.names[rule] {
+            let a = *a;
             let v = match (a, kind) {
                 (Aggregation::Count, _) => Some(s.count),
                 (Aggregation::Sum, _) => Some(s.sum),
@@ -1056,14 +1085,13 @@ impl AggregateOperator {
                 (_, Kind::Counter) => None,
             };
             let Some(v) = v else { continue };
-            let name = format!("{record}:{}:{window_label}", a.name());
-            let l = crate::prom::label_set_of(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .chain([("__name__", name.as_str()), ("region", region)]),
-            );
-            out.push(Sample::new(l, v, ts));
+            // Refcounts, one allocation for the set: sorted by name, as `label_set_of` sorts.
+            scratch.clear();
+            scratch.extend(labels.iter().cloned());
+            scratch.push((self.name_label.clone(), name.clone()));
+            scratch.push((self.region_label.clone(), region.clone()));
+            scratch.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push(Sample::new(Arc::<[Label]>::from(scratch.as_slice()), v, ts));
         }
     }
 }

@@ -124,6 +124,20 @@ fn regions_merge_into_a_global_p95_and_rate() {
     assert_eq!(s.label("job"), Some("dwcp/gw"));
     assert_eq!(s.label("operation"), Some("migration"));
     assert_eq!(s.label("instance"), None, "instance is not part of the key");
+    // The whole label set, sorted by name, as every sample's is.
+    let global = out
+        .iter()
+        .find(|s| s.name() == "dwcp:latency:p95:10s" && s.label("region") == Some("global"))
+        .expect("global p95");
+    assert_eq!(
+        global.labels,
+        crate::prom::label_set_of([
+            ("__name__", "dwcp:latency:p95:10s"),
+            ("job", "dwcp/gw"),
+            ("operation", "migration"),
+            ("region", "global"),
+        ])
+    );
 }
 
 #[test]
