@@ -1038,6 +1038,14 @@ fn validate(config: Config, file: &Path) -> Result<ValidatedConfig, ConfigError>
                 "must not exceed max_backoff_ms".into(),
             ));
         }
+        for (j, step) in rw.write_relabel_configs.iter().enumerate() {
+            if let Err(e) = step.compile() {
+                return Err(invalid(
+                    &field(&format!("write_relabel_configs[{j}].{}", e.field)),
+                    e.message,
+                ));
+            }
+        }
     }
     for (i, am) in config.sinks.alertmanager.iter().enumerate() {
         if !(am.url.starts_with("http://") || am.url.starts_with("https://")) {
@@ -1244,6 +1252,53 @@ mod tests {
         assert_eq!(
             p("").expect("valid").config.derived_topics.delivery,
             Delivery::AtLeastOnce
+        );
+    }
+
+    #[test]
+    fn a_bad_relabeling_step_names_its_field_and_the_file() {
+        let rw = |steps: &str| {
+            format!("sinks:\n  prometheus_remote_write:\n    - url: http://p:9090/api/v1/write\n    - url: http://g:9090/api/v1/write\n      write_relabel_configs:\n{steps}")
+        };
+        let msg = p(&rw(
+            "        - {source_labels: [__name__], regex: 'dwcp:(', action: keep}\n",
+        ))
+        .expect_err("bad regex")
+        .to_string();
+        assert!(
+            msg.starts_with("pipeline.yaml: sinks.prometheus_remote_write[1].write_relabel_configs[0].regex: `dwcp:(` is not a valid regular expression"),
+            "{msg}"
+        );
+        let msg = p(&rw(
+            "        - {action: keep}\n        - {source_labels: [a], action: upcase, target_label: b}\n",
+        ))
+        .expect_err("unknown action")
+        .to_string();
+        assert!(
+            msg.contains("sinks.prometheus_remote_write[1].write_relabel_configs[1].action")
+                && msg.contains("uppercase"),
+            "{msg}"
+        );
+        let c = p(&rw(
+            "        - {source_labels: [__name__], regex: 'dwcp:.*', action: keep}\n",
+        ))
+        .expect("valid");
+        assert_eq!(
+            c.config.sinks.prometheus_remote_write[1].write_relabel_configs[0].action,
+            dwcp_sinks::prometheus::remote_write::RelabelAction::Keep
+        );
+        // Overrides from the environment go through serialization: the steps survive it.
+        let c = parse(
+            &rw("        - {source_labels: [__name__], regex: 'dwcp:.*', action: keep}\n"),
+            Path::new("pipeline.yaml"),
+            &[("DWCP__HTTP__LISTEN".into(), "127.0.0.1:9999".into())],
+        )
+        .expect("valid");
+        assert_eq!(
+            c.config.sinks.prometheus_remote_write[1].write_relabel_configs[0]
+                .regex
+                .as_deref(),
+            Some("dwcp:.*")
         );
     }
 

@@ -313,10 +313,12 @@ pub async fn run(
         let ep = labels([("endpoint", &name)]);
         let sent = labels([("endpoint", &name), ("result", "sent")]);
         let dropped = labels([("endpoint", &name), ("result", "dropped")]);
+        let relabel_dropped = labels([("endpoint", &name), ("result", "relabel_dropped")]);
         // One statement per counter: a family's guard lives to the end of its statement, and a
         // second get_or_create on the same family inside it would wait for itself.
         let samples_sent = telemetry.remote_write_samples.get_or_create(&sent).clone();
         let samples_dropped = telemetry.remote_write_samples.get_or_create(&dropped).clone();
+        let samples_relabel_dropped = telemetry.remote_write_samples.get_or_create(&relabel_dropped).clone();
         let retries = telemetry.remote_write_retries.get_or_create(&ep).clone();
         let requests = telemetry.remote_write_requests.get_or_create(&ep).clone();
         let queue_depth = telemetry
@@ -326,6 +328,7 @@ pub async fn run(
         let stats = RemoteWriteStats {
             samples_sent,
             samples_dropped,
+            samples_relabel_dropped,
             retries,
             requests,
             queue_depth,

@@ -574,6 +574,125 @@ async fn metric_fixtures_reach_prometheus_and_victoriametrics_with_exact_values(
     assert!(w.stop());
 }
 
+/// Two endpoints, as a regional and a global store: VictoriaMetrics gets every series, a real
+/// Prometheus only what its `write_relabel_configs` keep (the `dwcp:` rollups), with a label
+/// added. Prometheus then holds no other series, the rollups carry the label and the values the
+/// manifest implies, and every sample the global endpoint did not send is counted as
+/// `relabel_dropped`: what it sent plus what it dropped equals what the regional one sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_endpoint_gets_only_the_rollups_its_relabeling_keeps() {
+    let Some(brokers) = kafka() else { return };
+    let Ok(vm) = std::env::var("DWCP_TEST_VICTORIAMETRICS") else {
+        eprintln!("skipped: DWCP_TEST_VICTORIAMETRICS not set");
+        return;
+    };
+    let m = manifest();
+    let id = unique("relabel");
+    let (topic, files, t) = produce_metric_fixtures(&brokers, &id, &m).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
+    let yaml = format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  topics:\n    - {{name: \"{topic}\", signal: metrics}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 500\n  allowed_lateness_ms: 0\n  aggregation:\n    window_ms: 2000\n    rules:\n\
+         \x20     - {{metric: dwcp.latency}}\n      - {{metric: dwcp.requests}}\n      - {{metric: dwcp.cpu.usage, record: \"dwcp:cpu\"}}\n\
+         sinks:\n  prometheus_remote_write:\n    - {{name: regional, url: \"{vm}/api/v1/write\", batch_wait_ms: 100}}\n\
+         \x20   - name: global\n      url: \"{}\"\n      batch_wait_ms: 100\n      write_relabel_configs:\n\
+         \x20       - {{source_labels: [__name__], regex: \"dwcp:.*\", action: keep}}\n\
+         \x20       - {{target_label: store, replacement: global}}\n",
+        prom.write_url()
+    );
+    let mut w = Worker::start(work.path(), "worker", &yaml);
+    let at = t + 5.0;
+    let base = prom.url();
+    let got = dwcp_tests::wait_query(&base, "dwcp:latency:p95:2s", at, 4, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), 4, "three regions and global; worker log:\n{}", w.log_text());
+    assert!(got.iter().all(|(l, _)| l["store"] == "global"), "{got:?}");
+    // Nothing but the rollups, though the regional store has the raw series of this run.
+    let other = dwcp_tests::instant_query(&base, "{__name__=~\".+\", __name__!~\"dwcp:.*\"}", at).await;
+    assert!(other.is_empty(), "{other:?}");
+    let raw = dwcp_tests::wait_query(
+        &vm,
+        "dwcp_requests_total{job=\"dwcp/dwcp-gateway\",operation=\"migration\"}",
+        at,
+        files.len(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        raw.len(),
+        files.len(),
+        "the regional store has every region's raw series"
+    );
+
+    let all: Vec<f64> = files
+        .iter()
+        .flat_map(|f| {
+            f["dwcp.latency.values"]
+                .as_array()
+                .expect("v")
+                .iter()
+                .map(|v| v.as_f64().expect("f"))
+        })
+        .collect();
+    let bounds: Vec<f64> = files[0]["dwcp.latency.bounds"]
+        .as_array()
+        .expect("b")
+        .iter()
+        .map(|v| v.as_f64().expect("f"))
+        .collect();
+    let want = reference_quantile(0.95, &bounds, &all);
+    let p95 = dwcp_tests::instant_query(&base, "dwcp:latency:p95:2s{region=\"global\",store=\"global\"}", at).await;
+    assert_eq!(p95.len(), 1);
+    assert!((p95[0].1 - want).abs() < 1e-9, "global p95 {} vs {want}", p95[0].1);
+    let total: f64 = files
+        .iter()
+        .map(|f| f["dwcp.requests"].as_f64().expect("requests"))
+        .sum();
+    let rate = dwcp_tests::wait_query(
+        &base,
+        "dwcp:requests:rate:2s{region=\"global\"}",
+        at,
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(rate[0].1, total / 2.0);
+
+    // Every sample the global endpoint was handed is sent or counted: poll until the counts
+    // settle (batches in flight).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    loop {
+        let text = w.metrics().await;
+        let get = |endpoint: &str, result: &str| {
+            metric_sum(
+                &text,
+                "dwcp_remote_write_samples_total",
+                &[("endpoint", endpoint), ("result", result)],
+            )
+        };
+        let now = (
+            get("regional", "sent"),
+            get("global", "sent"),
+            get("global", "relabel_dropped"),
+        );
+        if now.0 == now.1 + now.2 && last == Some(now) {
+            assert!(now.2 > 0.0 && now.1 > 0.0, "{now:?}");
+            assert_eq!(get("regional", "relabel_dropped"), 0.0);
+            assert_eq!(get("global", "dropped"), 0.0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "regional sent, global sent, global relabel_dropped: {now:?}"
+        );
+        last = Some(now);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert!(w.stop());
+}
+
 /// A real Prometheus stopped for 30 s mid-stream and restarted: the sink retries, holds its
 /// acks (so the source pauses instead of dropping), and after catch-up every sample is there,
 /// none rejected as out of order.

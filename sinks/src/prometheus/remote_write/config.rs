@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::relabel::RelabelConfig;
+
 /// One endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +46,9 @@ pub struct RemoteWriteConfig {
     /// TLS settings for https URLs.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Relabeling of the series sent here, in order, as Prometheus' `write_relabel_configs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_relabel_configs: Vec<RelabelConfig>,
 }
 
 /// Credentials for an endpoint.
@@ -114,6 +119,7 @@ impl RemoteWriteConfig {
             max_backoff_ms: default_max_backoff(),
             auth: None,
             tls: None,
+            write_relabel_configs: Vec::new(),
         }
     }
 

@@ -20,16 +20,20 @@
 //!   was accepted (2xx) or permanently rejected (counted), so offsets are committed only after
 //!   the endpoint has the samples.
 //! - Auth: basic auth or a bearer token; TLS with the system roots plus an optional CA file.
+//! - `write_relabel_configs`: Prometheus' relabeling per endpoint (keep only the rollups for a
+//!   global store, drop a label, ...); series it drops are counted.
 //!
 //! Several endpoints run side by side, each with its own shards and queues.
 
 mod config;
 mod encoder;
+mod relabel;
 mod service;
 mod sink;
 
 pub use config::{Auth, RemoteWriteConfig, TlsConfig};
 pub use encoder::{encode, encode_uncompressed, proto, write_request};
+pub use relabel::{relabel, Relabel, RelabelAction, RelabelConfig, RelabelError, Relabeled};
 pub use service::{with_ca_file, BuildError, RemoteWriteService, SendError};
 pub use sink::{RemoteWriteSink, RemoteWriteStats, SampleBatch};
 

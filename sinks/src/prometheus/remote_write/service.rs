@@ -50,6 +50,16 @@ pub enum BuildError {
     /// The HTTP client refused the settings or the certificate.
     #[error("http client: {0}")]
     Client(#[from] reqwest::Error),
+    /// A relabeling step is invalid.
+    #[error("write_relabel_configs[{index}].{field}: {message}")]
+    Relabel {
+        /// The step's position.
+        index: usize,
+        /// Its field at fault.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
 }
 
 /// Adds the CA certificates of `tls.ca_file`, if any, to a client being built.

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::config::RemoteWriteConfig;
 use super::encoder::encode;
+use super::relabel::{relabel, Relabel, Relabeled};
 use super::service::{BuildError, RemoteWriteService, SendError};
 use crate::ack::Ack;
 use crate::batch::{self, Flush, Limits, Queued};
@@ -25,6 +26,8 @@ pub struct RemoteWriteStats {
     pub samples_sent: Counter,
     /// Samples dropped after a non-retryable rejection (4xx other than 429).
     pub samples_dropped: Counter,
+    /// Samples not sent because `write_relabel_configs` dropped their series.
+    pub samples_relabel_dropped: Counter,
     /// Requests that failed and were retried.
     pub retries: Counter,
     /// Requests sent (each attempt).
@@ -40,14 +43,28 @@ pub struct RemoteWriteSink {
     shards: Vec<mpsc::Sender<SampleBatch>>,
     tasks: Vec<JoinHandle<()>>,
     stats: RemoteWriteStats,
+    relabel: Vec<Relabel>,
 }
 
 impl RemoteWriteSink {
     /// Starts the shards of `config`.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built (a bad CA file, say).
+    /// When the HTTP client cannot be built (a bad CA file, say) or a relabeling step is
+    /// invalid.
     pub fn start(config: RemoteWriteConfig, stats: RemoteWriteStats) -> Result<Self, BuildError> {
+        let relabel = config
+            .write_relabel_configs
+            .iter()
+            .enumerate()
+            .map(|(index, c)| {
+                c.compile().map_err(|e| BuildError::Relabel {
+                    index,
+                    field: e.field,
+                    message: e.message,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let service = RemoteWriteService::new(&config)?;
         let name = config.display_name();
         let n = config.shards.max(1);
@@ -70,6 +87,7 @@ impl RemoteWriteSink {
             shards,
             tasks,
             stats,
+            relabel,
         })
     }
 
@@ -78,13 +96,30 @@ impl RemoteWriteSink {
         &self.name
     }
 
-    /// Queues `samples`, split by series over the shards, each part holding a clone of `ack`.
-    /// Waits while a shard's queue is full (backpressure).
+    /// Queues `samples`, relabeled, split by series over the shards, each part holding a
+    /// clone of `ack`. Waits while a shard's queue is full (backpressure).
     pub async fn send(&self, samples: Vec<Sample>, ack: Option<&Ack>) {
         let n = self.shards.len();
         let mut parts: Vec<Vec<Sample>> = (0..n).map(|_| Vec::new()).collect();
+        let mut relabel_dropped = 0u64;
         for s in samples {
+            let s = if self.relabel.is_empty() {
+                s
+            } else {
+                match relabel(&self.relabel, &s.labels) {
+                    Relabeled::Unchanged => s,
+                    Relabeled::Dropped => {
+                        relabel_dropped += 1;
+                        continue;
+                    }
+                    // Sharded by the new labels: two series relabeled into one stay in order.
+                    Relabeled::Changed(labels) => Sample::new(labels, s.value, s.timestamp_ms),
+                }
+            };
             parts[shard_of(s.series_hash(), n)].push(s);
+        }
+        if relabel_dropped > 0 {
+            self.stats.samples_relabel_dropped.inc_by(relabel_dropped);
         }
         for (i, part) in parts.into_iter().enumerate() {
             if part.is_empty() {

@@ -387,3 +387,74 @@ async fn samples_the_receiver_already_has_are_isolated_and_the_rest_written() {
     assert_eq!(stats.samples_dropped.get(), 1, "a@4 refused, alone");
     assert_eq!(stats.samples_sent.get(), 5 + 6);
 }
+
+/// `write_relabel_configs`: dropped series are counted and acknowledged, kept ones arrive with
+/// the rewritten labels, sorted; two series relabeled into one arrive as one, in order.
+#[tokio::test]
+async fn relabeling_drops_counts_and_rewrites_series() {
+    let (r, url) = receiver(vec![]).await;
+    let stats = RemoteWriteStats::default();
+    let steps: Vec<RelabelConfig> = serde_yaml::from_str(
+        "- {source_labels: [__name__], regex: 'dwcp:.*', action: keep}\n\
+         - {regex: region, action: labeldrop}\n\
+         - {source_labels: [__name__], regex: 'dwcp:(.*):(.*)', target_label: agg, replacement: '$2'}\n",
+    )
+    .expect("yaml");
+    let sink = RemoteWriteSink::start(
+        RemoteWriteConfig {
+            shards: 3,
+            write_relabel_configs: steps,
+            ..config(&url)
+        },
+        stats.clone(),
+    )
+    .expect("start");
+    let acks = Arc::new(Acks::default());
+    let ack = Ack::new(4, acks.clone());
+    sink.send(
+        vec![
+            sample("up", "a", 1.0, 1000),
+            sample("dwcp:lat:p95", "a", 2.0, 1000),
+            sample("dwcp:lat:p95", "b", 3.0, 2000),
+            sample("up", "b", 1.0, 1000),
+        ],
+        Some(&ack),
+    )
+    .await;
+    drop(ack);
+    sink.close().await;
+    assert_eq!(*acks.0.lock().expect("lock"), vec![4]);
+    assert_eq!(stats.samples_relabel_dropped.get(), 2);
+    assert_eq!(stats.samples_sent.get(), 2);
+    let seen = r.seen.lock().expect("lock");
+    let series: Vec<_> = seen.iter().flat_map(|(_, _, req)| req.timeseries.clone()).collect();
+    assert_eq!(series.len(), 1, "both samples in one series, one request: {series:?}");
+    let labels: Vec<(&str, &str)> = series[0]
+        .labels
+        .iter()
+        .map(|l| (l.name.as_str(), l.value.as_str()))
+        .collect();
+    assert_eq!(labels, vec![("__name__", "dwcp:lat:p95"), ("agg", "p95")]);
+    let values: Vec<(f64, i64)> = series[0].samples.iter().map(|s| (s.value, s.timestamp)).collect();
+    assert_eq!(values, vec![(2.0, 1000), (3.0, 2000)]);
+}
+
+#[test]
+fn an_invalid_relabeling_step_is_a_startup_error_naming_it() {
+    let steps: Vec<RelabelConfig> = serde_yaml::from_str(
+        "- {source_labels: [a], action: keep}\n- {source_labels: [a], action: hashmod, target_label: b}\n",
+    )
+    .expect("yaml");
+    let err = RemoteWriteSink::start(
+        RemoteWriteConfig {
+            write_relabel_configs: steps,
+            ..RemoteWriteConfig::new("http://127.0.0.1:9/api/v1/write")
+        },
+        RemoteWriteStats::default(),
+    )
+    .expect_err("invalid");
+    assert_eq!(
+        err.to_string(),
+        "write_relabel_configs[1].modulus: hashmod needs a modulus of at least 1"
+    );
+}
