@@ -10,6 +10,8 @@ use dwcp_schemas::{decode, Encoding, RegionContext, Signal};
 
 /// mimalloc: the operators and the PromQL evaluator allocate many small label sets and sample
 /// vectors; with glibc's allocator half their time went to malloc and free (benches/README.md).
+/// Built without transparent huge pages (`no_thp`): with them, mimalloc's pages were faulted in
+/// 2 MiB at a time and zeroing them took 28 % of the worker's CPU (benches/README.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
