@@ -1,6 +1,6 @@
 //! The metrics path on one core, stage by stage, in data points per second: decode, OTLP to
 //! Prometheus conversion, cardinality guard, cross-region aggregation, remote-write encoding
-//! (protobuf + snappy); and all of them together.
+//! (protobuf + snappy), an endpoint's relabeling; and all of them together.
 //!
 //! cargo bench -p dwcp-benches --bench metrics_path
 
@@ -70,6 +70,34 @@ fn bench(c: &mut Criterion) {
     g.bench_function("encode_remote_write", |b| {
         b.iter(|| dwcp_sinks::prometheus::remote_write::encode(black_box(&samples)).map(|v| v.len()))
     });
+
+    // An endpoint's `write_relabel_configs` keeping only the rollups, over the converted
+    // samples (all dropped): the literal-prefix shortcut, and the same test through the regex
+    // engine (a regex the shortcut does not take, `dwcp:.+`, matches the same names here).
+    for (name, regex) in [("relabel_keep_prefix", "dwcp:.*"), ("relabel_keep_regex", "dwcp:.+")] {
+        let step = dwcp_sinks::prometheus::remote_write::RelabelConfig {
+            source_labels: Some(vec!["__name__".into()]),
+            regex: Some(regex.into()),
+            action: dwcp_sinks::prometheus::remote_write::RelabelAction::Keep,
+            ..Default::default()
+        }
+        .compile()
+        .expect("valid");
+        let steps = [step];
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                samples
+                    .iter()
+                    .filter(|s| {
+                        !matches!(
+                            dwcp_sinks::prometheus::remote_write::relabel(&steps, black_box(&s.labels)),
+                            dwcp_sinks::prometheus::remote_write::Relabeled::Dropped
+                        )
+                    })
+                    .count()
+            })
+        });
+    }
 
     g.bench_function("all_stages", |b| {
         let mut conv = PromConverter::new(PromConfig::default());
