@@ -279,6 +279,14 @@ impl RelabelConfig {
 }
 
 impl Relabel {
+    /// Whether the step only keeps or drops series, never changing a label.
+    pub fn filters_only(&self) -> bool {
+        matches!(
+            self.action,
+            RelabelAction::Keep | RelabelAction::Drop | RelabelAction::KeepEqual | RelabelAction::DropEqual
+        )
+    }
+
     /// Whether the (anchored) regex matches all of `value`.
     fn is_match(&self, value: &str) -> bool {
         match &self.matcher {
@@ -315,8 +323,13 @@ impl Builder<'_> {
     }
 
     fn get(&self, name: &str) -> &str {
-        let ls = self.labels();
-        ls.binary_search_by(|(k, _)| (**k).cmp(name)).map_or("", |i| &*ls[i].1)
+        // A scan comparing lengths first (they sit in the fat pointers, no string is read) beats
+        // a binary search of string comparisons on sets of a dozen labels; `__name__` is
+        // usually first.
+        self.labels()
+            .iter()
+            .find(|(k, _)| k.len() == name.len() && **k == *name)
+            .map_or("", |(_, v)| &**v)
     }
 
     fn owned(&mut self) -> &mut Vec<Label> {

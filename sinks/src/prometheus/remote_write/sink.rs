@@ -43,6 +43,9 @@ pub struct RemoteWriteSink {
     shards: Vec<mpsc::Sender<SampleBatch>>,
     tasks: Vec<JoinHandle<()>>,
     stats: RemoteWriteStats,
+    /// Steps that change labels: applied here, before sharding by the new labels. Steps that
+    /// only keep or drop (the usual case) leave a series' shard as it is, so the shards apply
+    /// them, off the caller's thread.
     relabel: Vec<Relabel>,
 }
 
@@ -66,6 +69,12 @@ impl RemoteWriteSink {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let service = RemoteWriteService::new(&config)?;
+        let (relabel, filter): (Vec<Relabel>, Vec<Relabel>) = if relabel.iter().all(Relabel::filters_only) {
+            (Vec::new(), relabel)
+        } else {
+            (relabel, Vec::new())
+        };
+        let filter = std::sync::Arc::new(filter);
         let name = config.display_name();
         let n = config.shards.max(1);
         let mut shards = Vec::with_capacity(n);
@@ -79,6 +88,7 @@ impl RemoteWriteSink {
                 stats: stats.clone(),
                 name: name.clone(),
                 shard,
+                filter: filter.clone(),
             };
             tasks.push(tokio::spawn(worker.run(rx)));
         }
@@ -155,6 +165,8 @@ struct ShardWorker {
     stats: RemoteWriteStats,
     name: String,
     shard: usize,
+    /// Keep and drop steps (see [`RemoteWriteSink`]'s `relabel`).
+    filter: std::sync::Arc<Vec<Relabel>>,
 }
 
 impl Flush<Sample> for ShardWorker {
@@ -165,7 +177,15 @@ impl Flush<Sample> for ShardWorker {
 
     /// Sends the batch, in arrival order, in requests of at most `max_samples_per_send`; the
     /// acks are released when this returns.
-    async fn flush(&mut self, samples: Vec<Sample>, acks: Vec<Ack>) {
+    async fn flush(&mut self, mut samples: Vec<Sample>, acks: Vec<Ack>) {
+        if !self.filter.is_empty() {
+            let before = samples.len();
+            samples.retain(|s| !matches!(relabel(&self.filter, &s.labels), Relabeled::Dropped));
+            let dropped = before - samples.len();
+            if dropped > 0 {
+                self.stats.samples_relabel_dropped.inc_by(dropped as u64);
+            }
+        }
         let max = self.config.max_samples_per_send.max(1);
         for chunk in samples.chunks(max) {
             self.send_with_retries(chunk).await;

@@ -458,3 +458,56 @@ fn an_invalid_relabeling_step_is_a_startup_error_naming_it() {
         "write_relabel_configs[1].modulus: hashmod needs a modulus of at least 1"
     );
 }
+
+/// Keep and drop steps alone run in the shards: the same result, counted, every ack released,
+/// including a batch all of whose samples are dropped (no request for it).
+#[tokio::test]
+async fn filter_only_relabeling_runs_in_the_shards() {
+    let (r, url) = receiver(vec![]).await;
+    let stats = RemoteWriteStats::default();
+    let steps: Vec<RelabelConfig> = serde_yaml::from_str(
+        "- {source_labels: [__name__], regex: 'dwcp:.*', action: keep}\n- {source_labels: [region], regex: b, action: drop}\n",
+    )
+    .expect("yaml");
+    let sink = RemoteWriteSink::start(
+        RemoteWriteConfig {
+            shards: 2,
+            write_relabel_configs: steps,
+            ..config(&url)
+        },
+        stats.clone(),
+    )
+    .expect("start");
+    let acks = Arc::new(Acks::default());
+    let (a1, a2) = (Ack::new(1, acks.clone()), Ack::new(2, acks.clone()));
+    sink.send(
+        vec![
+            sample("dwcp:lat:p95", "a", 2.0, 1000),
+            sample("dwcp:lat:p95", "b", 3.0, 1000),
+            sample("up", "a", 1.0, 1000),
+        ],
+        Some(&a1),
+    )
+    .await;
+    sink.send(
+        vec![sample("up", "a", 1.0, 2000), sample("up", "b", 1.0, 2000)],
+        Some(&a2),
+    )
+    .await;
+    drop((a1, a2));
+    sink.close().await;
+    let mut done = acks.0.lock().expect("lock").clone();
+    done.sort_unstable();
+    assert_eq!(done, vec![1, 2]);
+    assert_eq!(stats.samples_relabel_dropped.get(), 4);
+    assert_eq!(stats.samples_sent.get(), 1);
+    let seen = r.seen.lock().expect("lock");
+    let series: Vec<_> = seen.iter().flat_map(|(_, _, req)| req.timeseries.clone()).collect();
+    assert_eq!(series.len(), 1, "{series:?}");
+    let labels: Vec<(&str, &str)> = series[0]
+        .labels
+        .iter()
+        .map(|l| (l.name.as_str(), l.value.as_str()))
+        .collect();
+    assert_eq!(labels, vec![("__name__", "dwcp:lat:p95"), ("region", "a")]);
+}
