@@ -334,6 +334,26 @@ fn reference_quantile(q: f64, bounds: &[f64], values: &[f64]) -> f64 {
     lo + (bounds[i] - lo) * (rank - below) / (cum[i] - below)
 }
 
+/// The numbers of a manifest entry's array field (`dwcp.latency.values`, `dwcp.latency.bounds`).
+fn manifest_numbers(f: &serde_json::Value, field: &str) -> Vec<f64> {
+    f[field]
+        .as_array()
+        .unwrap_or_else(|| panic!("{field} in the manifest"))
+        .iter()
+        .map(|v| v.as_f64().expect("a number"))
+        .collect()
+}
+
+/// The global p95 of the manifest's latency values over every file, as a histogram over their
+/// common bounds gives it.
+fn manifest_global_p95(files: &[&serde_json::Value]) -> f64 {
+    let all: Vec<f64> = files
+        .iter()
+        .flat_map(|f| manifest_numbers(f, "dwcp.latency.values"))
+        .collect();
+    reference_quantile(0.95, &manifest_numbers(files[0], "dwcp.latency.bounds"), &all)
+}
+
 /// The newest `timeUnixNano` in an OTLP/JSON fixture, read straight from the JSON.
 fn fixture_time_secs(file: &str) -> f64 {
     let text = std::fs::read_to_string(fixtures_dir().join(format!("{file}.json"))).expect("fixture");
@@ -444,18 +464,8 @@ async fn metric_fixtures_reach_prometheus_and_victoriametrics_with_exact_values(
             );
             assert_eq!(v, f["dwcp.cpu.usage"].as_f64().expect("cpu"));
 
-            let values: Vec<f64> = f["dwcp.latency.values"]
-                .as_array()
-                .expect("v")
-                .iter()
-                .map(|v| v.as_f64().expect("f"))
-                .collect();
-            let bounds: Vec<f64> = f["dwcp.latency.bounds"]
-                .as_array()
-                .expect("b")
-                .iter()
-                .map(|v| v.as_f64().expect("f"))
-                .collect();
+            let values = manifest_numbers(f, "dwcp.latency.values");
+            let bounds = manifest_numbers(f, "dwcp.latency.bounds");
             let buckets = dwcp_tests::instant_query(&base, &sel("dwcp_latency_milliseconds_bucket"), at).await;
             assert_eq!(buckets.len(), bounds.len() + 1, "{base} {region}");
             for (labels, v) in &buckets {
@@ -499,23 +509,8 @@ async fn metric_fixtures_reach_prometheus_and_victoriametrics_with_exact_values(
         }
 
         // The global p95 across regions, computed here from the manifest's raw values.
-        let all: Vec<f64> = files
-            .iter()
-            .flat_map(|f| {
-                f["dwcp.latency.values"]
-                    .as_array()
-                    .expect("v")
-                    .iter()
-                    .map(|v| v.as_f64().expect("f"))
-            })
-            .collect();
-        let bounds: Vec<f64> = files[0]["dwcp.latency.bounds"]
-            .as_array()
-            .expect("b")
-            .iter()
-            .map(|v| v.as_f64().expect("f"))
-            .collect();
-        let want = reference_quantile(0.95, &bounds, &all);
+        let bounds = manifest_numbers(files[0], "dwcp.latency.bounds");
+        let want = manifest_global_p95(&files);
         let got = dwcp_tests::instant_query(&base, "dwcp:latency:p95:2s{region=\"global\"}", at).await;
         assert_eq!(got.len(), 1);
         assert!(
@@ -525,12 +520,7 @@ async fn metric_fixtures_reach_prometheus_and_victoriametrics_with_exact_values(
         );
         for f in &files {
             let region = f["region"].as_str().expect("region");
-            let values: Vec<f64> = f["dwcp.latency.values"]
-                .as_array()
-                .expect("v")
-                .iter()
-                .map(|v| v.as_f64().expect("f"))
-                .collect();
+            let values = manifest_numbers(f, "dwcp.latency.values");
             let got =
                 dwcp_tests::instant_query(&base, &format!("dwcp:latency:p95:2s{{region=\"{region}\"}}"), at).await;
             assert!(
@@ -625,23 +615,7 @@ async fn a_global_endpoint_gets_only_the_rollups_its_relabeling_keeps() {
         "the regional store has every region's raw series"
     );
 
-    let all: Vec<f64> = files
-        .iter()
-        .flat_map(|f| {
-            f["dwcp.latency.values"]
-                .as_array()
-                .expect("v")
-                .iter()
-                .map(|v| v.as_f64().expect("f"))
-        })
-        .collect();
-    let bounds: Vec<f64> = files[0]["dwcp.latency.bounds"]
-        .as_array()
-        .expect("b")
-        .iter()
-        .map(|v| v.as_f64().expect("f"))
-        .collect();
-    let want = reference_quantile(0.95, &bounds, &all);
+    let want = manifest_global_p95(&files);
     let p95 = dwcp_tests::instant_query(&base, "dwcp:latency:p95:2s{region=\"global\",store=\"global\"}", at).await;
     assert_eq!(p95.len(), 1);
     assert!((p95[0].1 - want).abs() < 1e-9, "global p95 {} vs {want}", p95[0].1);
