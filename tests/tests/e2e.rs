@@ -395,6 +395,18 @@ async fn produce_metric_fixtures<'m>(
     (topic, files, t)
 }
 
+/// A worker's configuration for the metric fixtures on `topic`: 2 s aggregation windows over
+/// latency, requests and CPU, and `endpoints` (YAML list items) as its remote-write sinks.
+fn fixtures_worker_yaml(brokers: &str, id: &str, topic: &str, endpoints: &str) -> String {
+    format!(
+        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  topics:\n    - {{name: \"{topic}\", signal: metrics}}\n\
+         dead_letter:\n  topic: \"{id}.dlq\"\n\
+         operators:\n  idle_timeout_ms: 500\n  allowed_lateness_ms: 0\n  aggregation:\n    window_ms: 2000\n    rules:\n\
+         \x20     - {{metric: dwcp.latency}}\n      - {{metric: dwcp.requests}}\n      - {{metric: dwcp.cpu.usage, record: \"dwcp:cpu\"}}\n\
+         sinks:\n  prometheus_remote_write:\n{endpoints}"
+    )
+}
+
 /// The cumulative metric fixtures of three regions through the whole path (Kafka, decode,
 /// conversion, aggregation, remote-write) into a real Prometheus and a real VictoriaMetrics,
 /// queried back over their HTTP APIs: every series and value as the manifest implies, and the
@@ -412,13 +424,14 @@ async fn metric_fixtures_reach_prometheus_and_victoriametrics_with_exact_values(
     let (topic, files, t) = produce_metric_fixtures(&brokers, &id, &m).await;
     let work = tempfile::tempdir().expect("tempdir");
     let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
-    let yaml = format!(
-        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  topics:\n    - {{name: \"{topic}\", signal: metrics}}\n\
-         dead_letter:\n  topic: \"{id}.dlq\"\n\
-         operators:\n  idle_timeout_ms: 500\n  allowed_lateness_ms: 0\n  aggregation:\n    window_ms: 2000\n    rules:\n\
-         \x20     - {{metric: dwcp.latency}}\n      - {{metric: dwcp.requests}}\n      - {{metric: dwcp.cpu.usage, record: \"dwcp:cpu\"}}\n\
-         sinks:\n  prometheus_remote_write:\n    - {{url: \"{}\", batch_wait_ms: 100}}\n    - {{url: \"{vm}/api/v1/write\", batch_wait_ms: 100}}\n",
-        prom.write_url()
+    let yaml = fixtures_worker_yaml(
+        &brokers,
+        &id,
+        &topic,
+        &format!(
+            "    - {{url: \"{}\", batch_wait_ms: 100}}\n    - {{url: \"{vm}/api/v1/write\", batch_wait_ms: 100}}\n",
+            prom.write_url()
+        ),
     );
     let mut w = Worker::start(work.path(), "worker", &yaml);
     let at = t + 5.0;
@@ -581,16 +594,17 @@ async fn a_global_endpoint_gets_only_the_rollups_its_relabeling_keeps() {
     let (topic, files, t) = produce_metric_fixtures(&brokers, &id, &m).await;
     let work = tempfile::tempdir().expect("tempdir");
     let prom = dwcp_tests::PrometheusServer::start(&work.path().join("prom")).await;
-    let yaml = format!(
-        "source:\n  brokers: \"{brokers}\"\n  group_id: \"{id}\"\n  topics:\n    - {{name: \"{topic}\", signal: metrics}}\n\
-         dead_letter:\n  topic: \"{id}.dlq\"\n\
-         operators:\n  idle_timeout_ms: 500\n  allowed_lateness_ms: 0\n  aggregation:\n    window_ms: 2000\n    rules:\n\
-         \x20     - {{metric: dwcp.latency}}\n      - {{metric: dwcp.requests}}\n      - {{metric: dwcp.cpu.usage, record: \"dwcp:cpu\"}}\n\
-         sinks:\n  prometheus_remote_write:\n    - {{name: regional, url: \"{vm}/api/v1/write\", batch_wait_ms: 100}}\n\
-         \x20   - name: global\n      url: \"{}\"\n      batch_wait_ms: 100\n      write_relabel_configs:\n\
-         \x20       - {{source_labels: [__name__], regex: \"dwcp:.*\", action: keep}}\n\
-         \x20       - {{target_label: store, replacement: global}}\n",
-        prom.write_url()
+    let yaml = fixtures_worker_yaml(
+        &brokers,
+        &id,
+        &topic,
+        &format!(
+            "    - {{name: regional, url: \"{vm}/api/v1/write\", batch_wait_ms: 100}}\n\
+             \x20   - name: global\n      url: \"{}\"\n      batch_wait_ms: 100\n      write_relabel_configs:\n\
+             \x20       - {{source_labels: [__name__], regex: \"dwcp:.*\", action: keep}}\n\
+             \x20       - {{target_label: store, replacement: global}}\n",
+            prom.write_url()
+        ),
     );
     let mut w = Worker::start(work.path(), "worker", &yaml);
     let at = t + 5.0;

@@ -354,12 +354,9 @@ impl Builder<'_> {
     }
 
     fn del(&mut self, name: &str) {
-        if self.labels().binary_search_by(|(k, _)| (**k).cmp(name)).is_err() {
-            return;
-        }
-        let ls = self.owned();
-        if let Ok(i) = ls.binary_search_by(|(k, _)| (**k).cmp(name)) {
-            ls.remove(i);
+        // The owned copy, once made, holds the same labels: the index found is valid in it.
+        if let Ok(i) = self.labels().binary_search_by(|(k, _)| (**k).cmp(name)) {
+            self.owned().remove(i);
         }
     }
 }
