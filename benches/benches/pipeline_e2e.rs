@@ -10,8 +10,10 @@
 //! (default 50): how many distinct `peer` offsets cycle, so distinct series ≈ spread × 1,200.
 //! DWCP_BENCH_WORKERS (default 1): workers in the group; with more than one (or
 //! DWCP_BENCH_REPARTITION=1) they run the re-keying stage through internal topics of 6
-//! partitions. The workers start and settle their groups first; the time runs from the first
-//! point consumed to the last (summed over workers). DWCP_BENCH_ROLLUPS_ONLY=1: the endpoint's
+//! partitions; they start and settle their groups first, and the input is produced meanwhile.
+//! One worker (no repartitioning) starts after the input was produced, unless
+//! DWCP_BENCH_CONCURRENT=1. The time runs from the first point consumed to the last (summed
+//! over workers). DWCP_BENCH_ROLLUPS_ONLY=1: the endpoint's
 //! `write_relabel_configs` keep only the `dwcp:` rollups (a global store's setup) and the
 //! windows are 2 s, so the receiver takes a few samples and the figure is the worker's.
 
@@ -71,59 +73,35 @@ async fn main() {
         ));
     }
     std::env::set_var("DWCP_BIN", release_binary());
-    let mut ws: Vec<Worker> = (0..workers)
-        .map(|i| Worker::start(&work, &format!("bench{i}"), &yaml))
-        .collect();
-    // Settle the groups: every worker owns partitions of each stage.
-    let stage1 = format!("{id}.repartition");
-    let mut groups = vec![(id.as_str(), None)];
-    if repartition {
-        groups.push((stage1.as_str(), None));
-    }
-    wait_groups_settled(&ws, &groups).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "20")
-        .set("compression.type", "lz4")
-        .set("message.max.bytes", "16777216")
-        .create()
-        .expect("producer");
-    let cpu0 = cpu_times(&ws);
-    let t0 = Instant::now();
-    let base = 1_795_000_000_000_000_000u64;
-    let mut total_points = 0usize;
-    let mut bytes = 0usize;
-    let mut pending = Vec::new();
-    for i in 0..messages {
-        // Each message: 1,200 points, one second after the previous one of its series.
-        let payload = metrics_message_at(60, 20, base + (i / spread) as u64 * 1_000_000_000, (i % spread) * 20);
-        bytes += payload.len();
-        total_points += 1200;
-        let topic = topic.clone();
-        let p = producer.clone();
-        pending.push(tokio::spawn(async move {
-            p.send(
-                FutureRecord::<(), Vec<u8>>::to(&topic)
-                    .payload(&payload)
-                    .partition((i % 6) as i32),
-                Duration::from_secs(30),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| e)
-        }));
-    }
-    for p in pending {
-        p.await.expect("join").expect("delivered");
-    }
-    let _ = producer.flush(Duration::from_secs(30));
-    eprintln!(
-        "produced {messages} messages, {total_points} points, {:.1} MiB in {:.1} s",
-        bytes as f64 / 1048576.0,
-        t0.elapsed().as_secs_f64()
-    );
+    // One worker without repartitioning reads input produced before it starts: in a deployment
+    // the regional Collectors produce on other machines, and producing here takes ~2.3 µs of
+    // CPU per point from the same two cores. DWCP_BENCH_CONCURRENT=1 produces while it runs.
+    let preproduce = !repartition && env_usize("DWCP_BENCH_CONCURRENT", 0) == 0;
+    let (mut ws, cpu0, total_points) = if preproduce {
+        let total_points = produce(&brokers, &topic, messages, spread).await;
+        let mut cpu0 = cpu_times(&[]);
+        // The worker's clock starts with it: all its CPU counts.
+        cpu0[0].1 = 0.0;
+        let ws: Vec<Worker> = (0..workers)
+            .map(|i| Worker::start(&work, &format!("bench{i}"), &yaml))
+            .collect();
+        (ws, cpu0, total_points)
+    } else {
+        let ws: Vec<Worker> = (0..workers)
+            .map(|i| Worker::start(&work, &format!("bench{i}"), &yaml))
+            .collect();
+        // Settle the groups: every worker owns partitions of each stage.
+        let stage1 = format!("{id}.repartition");
+        let mut groups = vec![(id.as_str(), None)];
+        if repartition {
+            groups.push((stage1.as_str(), None));
+        }
+        wait_groups_settled(&ws, &groups).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let cpu0 = cpu_times(&ws);
+        let total_points = produce(&brokers, &topic, messages, spread).await;
+        (ws, cpu0, total_points)
+    };
 
     let consumed_topic = if repartition {
         series_topic.as_str()
@@ -199,8 +177,9 @@ async fn main() {
     for w in &mut ws {
         assert!(w.stop());
     }
-    // CPU per point of each process, from the start of production until remote-write accepted
-    // everything: the harness produces, so Tansu's figure includes taking the input.
+    // CPU per point of each process until remote-write accepted everything: from the worker's
+    // start when the input was produced before, else from the start of production (then the
+    // harness produces meanwhile, and Tansu's figure includes taking the input).
     for (name, b) in &cpu1 {
         let Some((_, a)) = cpu0.iter().find(|(n, _)| n == name) else {
             continue;
@@ -212,10 +191,11 @@ async fn main() {
         );
     }
     println!(
-        "pipeline_e2e: {workers} worker(s){}{}: {total_points} points in {:.2} s consumed ({:.0} points/s), {:.2} s until remote-write accepted all \
+        "pipeline_e2e: {workers} worker(s){}{}{}: {total_points} points in {:.2} s consumed ({:.0} points/s), {:.2} s until remote-write accepted all \
          ({:.0} points/s, {:.0} samples/s); active series {}; workers' RSS {} MiB",
         if repartition { ", repartitioned" } else { "" },
         if rollups_only { ", rollups only to remote-write" } else { "" },
+        if preproduce { ", input produced before" } else { ", produced meanwhile" },
         consumed.as_secs_f64(),
         total_points as f64 / consumed.as_secs_f64(),
         done.as_secs_f64(),
@@ -224,6 +204,51 @@ async fn main() {
         sum_over(&texts, "dwcp_active_series", &[]),
         rss / 1024,
     );
+}
+
+/// Produces `messages` messages of 1,200 points to the topic's 6 partitions; returns the points.
+async fn produce(brokers: &str, topic: &str, messages: usize, spread: usize) -> usize {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .set("message.max.bytes", "16777216")
+        .create()
+        .expect("producer");
+    let t0 = Instant::now();
+    let base = 1_795_000_000_000_000_000u64;
+    let mut total_points = 0usize;
+    let mut bytes = 0usize;
+    let mut pending = Vec::new();
+    for i in 0..messages {
+        // Each message: 1,200 points, one second after the previous one of its series.
+        let payload = metrics_message_at(60, 20, base + (i / spread) as u64 * 1_000_000_000, (i % spread) * 20);
+        bytes += payload.len();
+        total_points += 1200;
+        let topic = topic.to_string();
+        let p = producer.clone();
+        pending.push(tokio::spawn(async move {
+            p.send(
+                FutureRecord::<(), Vec<u8>>::to(&topic)
+                    .payload(&payload)
+                    .partition((i % 6) as i32),
+                Duration::from_secs(30),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+        }));
+    }
+    for p in pending {
+        p.await.expect("join").expect("delivered");
+    }
+    let _ = producer.flush(Duration::from_secs(30));
+    eprintln!(
+        "produced {messages} messages, {total_points} points, {:.1} MiB in {:.1} s",
+        bytes as f64 / 1048576.0,
+        t0.elapsed().as_secs_f64()
+    );
+    total_points
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

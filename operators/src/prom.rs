@@ -17,7 +17,7 @@
 //! - Delta temporality is turned into cumulative per series (the Collector drops delta points).
 //! - A point flagged "no recorded value" becomes a Prometheus stale marker.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -548,7 +548,7 @@ pub struct PromConverter {
     /// Sanitized label names by raw attribute key.
     label_names: FastMap<Arc<str>, Arc<str>>,
     /// Metric names (base, `_bucket`, `_sum`, `_count`) by hash of (name, unit, kind).
-    metric_names: FastMap<u64, MetricNames>,
+    metric_names: FastMap<u64, Arc<MetricNames>>,
     /// `le` and `quantile` values by the bits of the float.
     floats: FastMap<u64, Arc<str>>,
     k_name: Arc<str>,
@@ -556,8 +556,10 @@ pub struct PromConverter {
     k_quantile: Arc<str>,
     /// `target_info` only from marker points ([`TARGET_INFO_MARKER`]), not per resource seen.
     markers_only: bool,
-    /// The label sets the samples share.
-    sets: LabelSets,
+    /// The samples' label sets by series, which the samples of a series share.
+    points: PointCache,
+    /// A point's key material ([`PointSeries`]'s `raw`), reused.
+    raw: Vec<u8>,
 }
 
 /// The metric of the marker point the re-keying stage sends for each resource of an input
@@ -664,120 +666,163 @@ fn sum_and_count(
     } else {
         (sum, count as f64)
     };
-    out.push(sample(base, (k_name.clone(), n.sum.clone()), None, sum, ts));
-    out.push(sample(base, (k_name.clone(), n.count.clone()), None, count, ts));
+    out.extend(sample(base, sum, ts, || ((k_name.clone(), n.sum.clone()), None)));
+    out.extend(sample(base, count, ts, || ((k_name.clone(), n.count.clone()), None)));
 }
 
 /// A point's labels before the metric name (and `le` or `quantile`) is added: sorted, with the
-/// sum of their hashes, so each sample's [`series_hash`] adds only its own labels'; and the
-/// converter's label sets, which the samples share.
+/// sum of their hashes, so each sample's [`series_hash`] adds only its own labels'. Or, for a
+/// point whose series is cached ([`PointCache`]), the label sets its samples take in order.
 struct Base<'a> {
     labels: &'a [Label],
     sum: u64,
-    sets: &'a RefCell<LabelSets>,
-    /// Whether a label of `labels` is named as a sample's own labels are (`__name__`, `le`,
-    /// `quantile`, the only names `sample` adds): a point attribute sanitized to one of them.
-    clash: bool,
+    /// The sets (and hashes) of the samples of the point's series, in the order the conversion
+    /// makes them; `labels` is then empty.
+    cached: Option<&'a [SeriesSet]>,
+    next: Cell<usize>,
+    /// Samples a cached base had no set for: not made, counted as invalid points. (None: the
+    /// cache is used only when the point's shape, which decides the samples, is the cached one.)
+    unmatched: Cell<u64>,
 }
 
 impl<'a> Base<'a> {
-    fn new(labels: &'a [Label], sets: &'a RefCell<LabelSets>) -> Self {
+    fn new(labels: &'a [Label]) -> Self {
         Base {
             labels,
             sum: labels_sum(labels),
-            sets,
-            clash: labels
-                .iter()
-                .any(|(k, _)| matches!(&**k, "__name__" | "le" | "quantile")),
+            cached: None,
+            next: Cell::new(0),
+            unmatched: Cell::new(0),
+        }
+    }
+
+    fn cached(sets: &'a [SeriesSet]) -> Self {
+        Base {
+            labels: &[],
+            sum: 0,
+            cached: Some(sets),
+            next: Cell::new(0),
+            unmatched: Cell::new(0),
         }
     }
 }
 
-/// The label sets of the series converted lately, by series hash, so that the samples of one
-/// series share one allocation: a sample costs a lookup and a refcount instead of a vector
-/// and a refcount per label to make and to drop (the biggest cost of the worker's metrics
-/// path before, with the memory allocator's). Two generations: a set not used for a whole
-/// generation is forgotten (samples holding it keep it alive). A generation ends after
-/// [`LABEL_SET_GENERATION_MS`] of event time or when it holds its limit of sets
-/// ([`MAX_LABEL_SETS`], or the guard's `max_series_total` in the pipeline), so the cache holds
-/// at most twice that many, however many series come and go. (The cache is ahead of the
-/// cardinality guard: in an explosion of series it holds up to that many sets of series the
-/// guard drops, about 0.5 KB each.)
+/// A series' label set and its [`series_hash`].
+type SeriesSet = (Arc<[Label]>, u64);
+
+/// What the samples of one series' last point were, so that its next point takes their label
+/// sets and hashes in order instead of building its labels (interning and sanitizing the
+/// attributes, sorting), hashing and looking up each sample's set: one lookup per point instead
+/// of one per sample (a 9-bucket histogram point makes 12 samples).
+///
+/// A point uses the entry only if it matches it exactly: the metric's name and unit (`names`),
+/// the value's type, the attributes as they came and the shape that decides which samples a
+/// point makes (histogram bounds and bucket count, summary quantiles), all in `raw`; and the
+/// origin's labels (job, instance, scope, region). The key is a hash of these; a point whose key
+/// finds another series' entry (a collision) just builds its samples and replaces it.
 #[derive(Debug)]
-struct LabelSets {
-    current: FastMap<u64, Arc<[Label]>>,
-    previous: FastMap<u64, Arc<[Label]>>,
+struct PointSeries {
+    raw: Box<[u8]>,
+    origin: Arc<[Label]>,
+    names: Arc<MetricNames>,
+    /// The key of the series' delta-to-cumulative state.
+    delta_key: u64,
+    sets: Box<[SeriesSet]>,
+}
+
+/// The [`PointSeries`] of the series converted lately (boxed: the table's slots stay small, a
+/// third of the memory at a million series). Two generations: an entry not used for a whole
+/// generation is forgotten (samples holding its sets keep them alive). A generation ends after
+/// [`LABEL_SET_GENERATION_MS`] of event time or when its entries hold its limit of label sets
+/// ([`MAX_LABEL_SETS`], or the guard's `max_series_total` in the pipeline), so the cache holds at
+/// most about twice that many sets, however many series come and go. (The cache is ahead of
+/// the cardinality guard: in an explosion of series it holds up to that many sets of series the
+/// guard drops.)
+#[derive(Debug)]
+struct PointCache {
+    current: FastMap<u64, Box<PointSeries>>,
+    previous: FastMap<u64, Box<PointSeries>>,
+    /// Label sets the entries of each generation hold.
+    current_sets: usize,
+    previous_sets: usize,
     /// Event time the current generation began at (milliseconds).
     since_ms: i64,
-    /// Sets one generation holds at most.
+    /// Label sets one generation holds at most.
     max: usize,
 }
 
-impl Default for LabelSets {
+impl Default for PointCache {
     fn default() -> Self {
-        LabelSets {
+        PointCache {
             current: FastMap::default(),
             previous: FastMap::default(),
+            current_sets: 0,
+            previous_sets: 0,
             since_ms: 0,
             max: MAX_LABEL_SETS,
         }
     }
 }
 
-/// How long (event time) a label set stays cached unused: one to two generations.
+/// How long (event time) a series' label sets stay cached unused: one to two generations.
 const LABEL_SET_GENERATION_MS: i64 = 300_000;
 /// Label sets one generation holds at most, unless [`PromConverter::limit_label_sets`] says.
 pub const MAX_LABEL_SETS: usize = 1 << 20;
 
-impl LabelSets {
-    /// The set of `base` with `name` and `extra` added (the caller checked that neither is in
-    /// `base`), whose [`series_hash`] is `hash`.
-    fn get(&mut self, base: &[Label], name: &Label, extra: Option<&Label>, hash: u64) -> Arc<[Label]> {
-        debug_assert!(
-            !base
-                .iter()
-                .any(|(k, _)| *k == name.0 || extra.is_some_and(|e| *k == e.0)),
-            "a sample's own label in its base"
-        );
-        if let Some(set) = self.current.get(&hash) {
-            if same_set(set, base, name, extra) {
-                return set.clone();
+impl PointCache {
+    /// Takes out the entry of `key` if it is the one of a point of metric `name` and `unit`,
+    /// with `raw` and `origin`.
+    fn take(&mut self, key: u64, name: &str, unit: &str, raw: &[u8], origin: &[Label]) -> Option<Box<PointSeries>> {
+        use std::collections::hash_map::Entry;
+        let matches = |e: &PointSeries| {
+            *e.raw == *raw
+                && *e.names.name == *name
+                && *e.names.unit == *unit
+                && e.origin.len() == origin.len()
+                && e.origin.iter().zip(origin).all(|(a, b)| same_label(a, b))
+        };
+        if let Entry::Occupied(e) = self.current.entry(key) {
+            if !matches(e.get()) {
+                return None;
             }
-        } else if let Some(set) = self.previous.remove(&hash) {
-            if same_set(&set, base, name, extra) {
-                self.keep(hash, set.clone());
-                return set;
+            let e = e.remove();
+            self.current_sets -= e.sets.len();
+            return Some(e);
+        }
+        if let Entry::Occupied(e) = self.previous.entry(key) {
+            if matches(e.get()) {
+                let e = e.remove();
+                self.previous_sets -= e.sets.len();
+                return Some(e);
             }
         }
-        let mut labels = Vec::with_capacity(base.len() + 2);
-        labels.extend_from_slice(base);
-        insert_sorted(&mut labels, name.clone());
-        if let Some(e) = extra {
-            insert_sorted(&mut labels, e.clone());
-        }
-        let set: Arc<[Label]> = labels.into();
-        self.keep(hash, set.clone());
-        set
+        None
     }
 
-    /// Puts `set` in the current generation, beginning a new one first if this one is full.
-    fn keep(&mut self, hash: u64, set: Arc<[Label]>) {
-        if self.current.len() >= self.max && !self.current.contains_key(&hash) {
+    /// Puts `entry` in the current generation, beginning a new one first if this one is full.
+    fn keep(&mut self, key: u64, entry: Box<PointSeries>) {
+        if self.current_sets + entry.sets.len() > self.max && !self.current.is_empty() {
             self.previous = std::mem::take(&mut self.current);
+            self.previous_sets = std::mem::replace(&mut self.current_sets, 0);
         }
-        self.current.insert(hash, set);
+        self.current_sets += entry.sets.len();
+        if let Some(old) = self.current.insert(key, entry) {
+            self.current_sets -= old.sets.len();
+        }
     }
 
     /// Begins a new generation once the current one is [`LABEL_SET_GENERATION_MS`] old.
     fn age(&mut self, now_ms: i64) {
         if now_ms >= self.since_ms.saturating_add(LABEL_SET_GENERATION_MS) {
             self.previous = std::mem::take(&mut self.current);
+            self.previous_sets = std::mem::replace(&mut self.current_sets, 0);
             self.since_ms = now_ms;
         }
     }
 
-    fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
+    /// Label sets the entries hold.
+    fn sets(&self) -> usize {
+        self.current_sets + self.previous_sets
     }
 }
 
@@ -787,55 +832,57 @@ fn same_label(a: &Label, b: &Label) -> bool {
     (Arc::ptr_eq(&a.0, &b.0) || a.0 == b.0) && (Arc::ptr_eq(&a.1, &b.1) || a.1 == b.1)
 }
 
-/// Whether `set` holds exactly `base` (sorted) with `name` and `extra` (neither in `base`).
-/// Interned labels compare by pointer first, so this is mostly a walk of pointer comparisons.
-fn same_set(set: &[Label], base: &[Label], name: &Label, extra: Option<&Label>) -> bool {
-    if set.len() != base.len() + 1 + usize::from(extra.is_some()) {
-        return false;
+/// Appends a string after its length (a varint: one byte below 128), so ("ab","c") and
+/// ("a","bc") differ.
+fn put_str(raw: &mut Vec<u8>, s: &str) {
+    let mut n = s.len();
+    while n >= 0x80 {
+        #[allow(clippy::cast_possible_truncation)]
+        raw.push((n as u8) | 0x80);
+        n >>= 7;
     }
-    let (mut named, mut extended) = (false, extra.is_none());
-    let mut rest = base.iter().peekable();
-    for l in set {
-        // `name` and `extra` are not in `base`, so a label of `base` is never taken for them.
-        if rest.next_if(|b| same_label(b, l)).is_some() {
-            continue;
-        }
-        if !named && same_label(l, name) {
-            named = true;
-        } else if !extended && extra.is_some_and(|e| same_label(l, e)) {
-            extended = true;
-        } else {
-            return false;
-        }
-    }
-    named && extended && rest.next().is_none()
+    #[allow(clippy::cast_possible_truncation)]
+    raw.push(n as u8);
+    raw.extend_from_slice(s.as_bytes());
 }
 
-/// A sample of `base` with `name` and `extra`. Neither is in `base` as the conversion makes
-/// them; if one is (a point attribute sanitized to `le`, say), it replaces the label of
-/// `base`, and the set is not shared.
-fn sample(base: &Base<'_>, name: Label, extra: Option<Label>, value: f64, ts: i64) -> Sample {
-    let taken = |l: &Label| base.labels.binary_search_by(|(k, _)| (**k).cmp(&*l.0)).is_ok();
-    if base.clash && (taken(&name) || extra.as_ref().is_some_and(taken)) {
-        let mut labels = base.labels.to_vec();
-        insert_sorted(&mut labels, name);
-        if let Some(e) = extra {
-            insert_sorted(&mut labels, e);
-        }
-        return Sample::new(labels, value, ts);
+/// A sample of the point `base` is of, with `name` and `extra` from `labels` (called only when
+/// the sets are not cached). Neither is in `base` as the conversion makes them; if one is (a
+/// point attribute sanitized to `le`, say), it replaces the label of `base`. None only if a
+/// cached base has no set left (counted in `base.unmatched`).
+fn sample(base: &Base<'_>, value: f64, ts: i64, labels: impl FnOnce() -> (Label, Option<Label>)) -> Option<Sample> {
+    if let Some(sets) = base.cached {
+        let i = base.next.get();
+        base.next.set(i + 1);
+        let Some((labels, hash)) = sets.get(i) else {
+            base.unmatched.set(base.unmatched.get() + 1);
+            return None;
+        };
+        return Some(Sample {
+            labels: labels.clone(),
+            value,
+            timestamp_ms: ts,
+            hash: *hash,
+        });
+    }
+    let (name, extra) = labels();
+    let mut labels = Vec::with_capacity(base.labels.len() + 2);
+    labels.extend_from_slice(base.labels);
+    let taken = insert_sorted(&mut labels, name.clone());
+    let taken = extra.as_ref().is_some_and(|e| insert_sorted(&mut labels, e.clone())) || taken;
+    if taken {
+        return Some(Sample::new(labels, value, ts));
     }
     let mut sum = base.sum.wrapping_add(label_hash(&name.0, &name.1));
     if let Some(e) = &extra {
         sum = sum.wrapping_add(label_hash(&e.0, &e.1));
     }
-    let hash = hash_of_sum(sum);
-    let labels = base.sets.borrow_mut().get(base.labels, &name, extra.as_ref(), hash);
-    Sample {
-        labels,
+    Some(Sample {
+        labels: labels.into(),
         value,
         timestamp_ms: ts,
-        hash,
-    }
+        hash: hash_of_sum(sum),
+    })
 }
 
 impl PromConverter {
@@ -856,7 +903,8 @@ impl PromConverter {
             k_le: Arc::from("le"),
             k_quantile: Arc::from("quantile"),
             markers_only: false,
-            sets: LabelSets::default(),
+            points: PointCache::default(),
+            raw: Vec::new(),
         }
     }
 
@@ -874,27 +922,25 @@ impl PromConverter {
         if !self.config.target_info {
             return;
         }
-        let sets = RefCell::new(std::mem::take(&mut self.sets));
         for p in markers {
             #[allow(clippy::cast_possible_wrap)]
             let ts = (p.time_unix_nano / 1_000_000) as i64;
             self.max_ms = self.max_ms.max(ts);
-            self.target_info(p, ts, out, &sets);
+            self.target_info(p, ts, out);
         }
-        self.sets = sets.into_inner();
-        self.sets.age(self.max_ms);
+        self.points.age(self.max_ms);
     }
 
     /// Holds at most `max` label sets per generation (at least 1,024): the pipeline gives the
     /// cardinality guard's `max_series_total`, so the cache, which is ahead of the guard, holds
     /// no more than twice the series the guard admits. The default is [`MAX_LABEL_SETS`].
     pub fn limit_label_sets(&mut self, max: usize) {
-        self.sets.max = max.max(1024);
+        self.points.max = max.max(1024);
     }
 
     /// Label sets cached for the samples to share (state size).
     pub fn label_sets(&self) -> usize {
-        self.sets.len()
+        self.points.sets()
     }
 
     /// Counters so far.
@@ -1002,11 +1048,12 @@ impl PromConverter {
         n
     }
 
-    fn names(&mut self, name: &str, unit: &str, kind: PromKind) -> MetricNames {
-        #[allow(deprecated)]
-        let mut h = std::hash::SipHasher::new();
-        (name, unit, kind as u8).hash(&mut h);
-        let key = h.finish();
+    fn names(&mut self, name: &str, unit: &str, kind: PromKind) -> Arc<MetricNames> {
+        let mut h = StableHasher::default();
+        h.write_str(name);
+        h.write_str(unit);
+        h.write_u64(kind as u64);
+        let key = h.finish_mixed();
         if let Some(n) = self.metric_names.get(&key) {
             if &*n.name == name && &*n.unit == unit && n.kind == kind {
                 return n.clone();
@@ -1016,7 +1063,7 @@ impl PromConverter {
             self.metric_names.clear();
         }
         let base = metric_name(name, unit, kind);
-        let n = MetricNames {
+        let n = Arc::new(MetricNames {
             name: name.into(),
             unit: unit.into(),
             kind,
@@ -1024,7 +1071,7 @@ impl PromConverter {
             sum: Arc::from(format!("{base}_sum")),
             count: Arc::from(format!("{base}_count")),
             base: Arc::from(base),
-        };
+        });
         self.metric_names.insert(key, n.clone());
         n
     }
@@ -1091,8 +1138,8 @@ impl PromConverter {
             *const dwcp_schemas::model::Scope,
             *const u8,
         );
-        let mut origins: Vec<(OriginKey, Vec<Label>)> = Vec::new();
-        let sets = RefCell::new(std::mem::take(&mut self.sets));
+        // Each origin's labels, and the sum of their hashes (which the points' keys start from).
+        let mut origins: Vec<(OriginKey, Arc<[Label]>, u64)> = Vec::new();
         for p in points {
             #[allow(clippy::cast_possible_wrap)]
             let ts = (p.time_unix_nano / 1_000_000) as i64;
@@ -1102,32 +1149,115 @@ impl PromConverter {
                 Arc::as_ptr(&p.origin.scope),
                 p.origin.region.as_ptr(),
             );
-            let at = match origins.iter().position(|(k, _)| *k == key) {
+            let at = match origins.iter().position(|(k, ..)| *k == key) {
                 Some(i) => i,
                 None => {
                     let l = self.origin_labels(p);
                     if self.config.target_info
                         && !self.markers_only
-                        && !origins.iter().any(|(k, _)| k.0 == key.0 && k.2 == key.2)
+                        && !origins.iter().any(|(k, ..)| k.0 == key.0 && k.2 == key.2)
                     {
-                        self.target_info(p, ts, out, &sets);
+                        self.target_info(p, ts, out);
                     }
-                    origins.push((key, l));
+                    let sum = labels_sum(&l);
+                    origins.push((key, l.into(), sum));
                     origins.len() - 1
                 }
             };
-            let origin = &origins[at].1;
+            let (_, origin, origin_sum) = &origins[at];
+            let key = self.point_key(p, *origin_sum);
+            let (name, unit) = (&p.metric.name, &p.metric.unit);
+            if let Some(entry) = self.points.take(key, name, unit, &self.raw, origin) {
+                let base = Base::cached(&entry.sets);
+                self.convert_point(p, &base, &entry.names, entry.delta_key, ts, out);
+                let unmatched = base.unmatched.get();
+                if unmatched == 0 {
+                    self.points.keep(key, entry);
+                } else {
+                    self.stats.invalid_points += unmatched;
+                }
+                continue;
+            }
             // Attributes first, then the origin's labels, which win over attributes of the same name.
             let mut base = Vec::with_capacity(p.attributes.len() + origin.len() + 2);
             self.attribute_labels(&p.attributes, &mut base);
             base.retain(|(k, _)| !origin.iter().any(|(ok, _)| ok == k));
             base.extend_from_slice(origin);
             base.sort_by(|a, b| a.0.cmp(&b.0));
-            self.convert_point(p, &Base::new(&base, &sets), ts, out);
+            let names = self.names(&p.metric.name, &p.metric.unit, prom_kind(&p.value));
+            let delta_key = Self::delta_key(&base, &names.base);
+            let start = out.len();
+            self.convert_point(p, &Base::new(&base), &names, delta_key, ts, out);
+            // Nothing made (an invalid point, a delta point out of order): nothing to keep.
+            if out.len() > start {
+                let entry = Box::new(PointSeries {
+                    raw: self.raw.as_slice().into(),
+                    origin: origin.clone(),
+                    names,
+                    delta_key,
+                    sets: out[start..].iter().map(|s| (s.labels.clone(), s.hash)).collect(),
+                });
+                self.points.keep(key, entry);
+            }
         }
-        self.sets = sets.into_inner();
-        self.sets.age(self.max_ms);
+        self.points.age(self.max_ms);
         self.expire();
+    }
+
+    /// The key of `p`'s series in the [`PointCache`], with what its entry must match besides the
+    /// metric and origin in `raw`: the value's type, the attributes as they came, and the
+    /// bounds and bucket count of a histogram or the quantiles of a summary.
+    fn point_key(&mut self, p: &MetricPoint, origin_sum: u64) -> u64 {
+        let raw = &mut self.raw;
+        raw.clear();
+        let (tag, monotonic) = match &p.value {
+            PointValue::Gauge { .. } => (0, false),
+            PointValue::Sum { monotonic, .. } => (1, *monotonic),
+            PointValue::Histogram { .. } => (2, false),
+            PointValue::ExponentialHistogram { .. } => (3, false),
+            PointValue::Summary { .. } => (4, false),
+        };
+        raw.push(tag << 1 | u8::from(monotonic));
+        // Each part says its length, so two different points never write the same bytes.
+        let floats = |raw: &mut Vec<u8>, fs: &mut dyn Iterator<Item = f64>| {
+            for f in fs {
+                raw.extend_from_slice(&f.to_bits().to_le_bytes());
+            }
+        };
+        match &p.value {
+            PointValue::Histogram {
+                bounds, bucket_counts, ..
+            } => {
+                raw.extend_from_slice(&(bucket_counts.len() as u64).to_le_bytes());
+                raw.extend_from_slice(&(bounds.len() as u64).to_le_bytes());
+                floats(raw, &mut bounds.iter().copied());
+            }
+            PointValue::Summary { quantiles, .. } => {
+                raw.extend_from_slice(&(quantiles.len() as u64).to_le_bytes());
+                floats(raw, &mut quantiles.iter().map(|(q, _)| *q));
+            }
+            PointValue::Gauge { .. } | PointValue::Sum { .. } | PointValue::ExponentialHistogram { .. } => {}
+        }
+        for kv in &p.attributes.0 {
+            put_str(raw, &kv.key);
+            match &kv.value {
+                AnyValue::String(v) => {
+                    raw.push(0);
+                    put_str(raw, v);
+                }
+                AnyValue::Empty => raw.push(1),
+                other => {
+                    raw.push(2);
+                    put_str(raw, &other.to_text());
+                }
+            }
+        }
+        let mut h = StableHasher::default();
+        h.write_u64(origin_sum);
+        h.write_str(&p.metric.name);
+        h.write_str(&p.metric.unit);
+        h.write(raw);
+        h.finish_mixed()
     }
 
     fn expire(&mut self) {
@@ -1153,28 +1283,29 @@ impl PromConverter {
         h.finish_mixed()
     }
 
-    fn convert_point(&mut self, p: &MetricPoint, base: &Base<'_>, ts: i64, out: &mut Vec<Sample>) {
+    /// The samples of point `p`: `n` are its metric's names (for its kind), `delta_key` the key
+    /// of its series' delta-to-cumulative state.
+    fn convert_point(
+        &mut self,
+        p: &MetricPoint,
+        base: &Base<'_>,
+        n: &MetricNames,
+        delta_key: u64,
+        ts: i64,
+        out: &mut Vec<Sample>,
+    ) {
         let no_value = p.flags & 1 == 1;
-        let name = &p.metric.name;
-        let unit = &p.metric.unit;
-        let k_name = self.k_name.clone();
+        let k_name = &self.k_name;
         match &p.value {
             PointValue::Gauge { value } => {
                 let v = if no_value { stale_nan() } else { value.as_f64() };
-                let n = self.names(name, unit, PromKind::Gauge);
-                out.push(sample(base, (k_name, n.base), None, v, ts));
+                out.extend(sample(base, v, ts, || ((k_name.clone(), n.base.clone()), None)));
             }
-            PointValue::Sum {
-                value,
-                temporality,
-                monotonic,
-            } => {
-                let kind = if *monotonic { PromKind::Counter } else { PromKind::Gauge };
-                let n = self.names(name, unit, kind);
+            PointValue::Sum { value, temporality, .. } => {
                 let v = if no_value {
                     stale_nan()
                 } else if *temporality == Temporality::Delta {
-                    let h = Self::delta_key(base.labels, &n.base);
+                    let h = delta_key;
                     if let Some(x) = self.partition {
                         self.delta_partitions.insert(h, x);
                     }
@@ -1205,7 +1336,8 @@ impl PromConverter {
                 } else {
                     value.as_f64()
                 };
-                out.push(sample(base, (k_name, n.base), None, v, ts));
+                let k_name = &self.k_name;
+                out.extend(sample(base, v, ts, || ((k_name.clone(), n.base.clone()), None)));
             }
             PointValue::Histogram {
                 count,
@@ -1225,8 +1357,9 @@ impl PromConverter {
                     bucket_counts
                 };
                 self.histogram(
-                    p,
                     base,
+                    n,
+                    delta_key,
                     bounds,
                     counts,
                     *count,
@@ -1250,8 +1383,9 @@ impl PromConverter {
                 let bounds = self.config.exp_histogram_bounds.clone();
                 let counts = exp_to_classic(*scale, *zero_count, positive, negative, &bounds);
                 self.histogram(
-                    p,
                     base,
+                    n,
+                    delta_key,
                     &bounds,
                     &counts,
                     *count,
@@ -1263,19 +1397,15 @@ impl PromConverter {
                 );
             }
             PointValue::Summary { count, sum, quantiles } => {
-                let n = self.names(name, unit, PromKind::Histogram);
+                let k_name = self.k_name.clone();
                 for (q, v) in quantiles {
                     let v = if no_value { stale_nan() } else { *v };
-                    let qs = self.float(*q);
-                    out.push(sample(
-                        base,
-                        (k_name.clone(), n.base.clone()),
-                        Some((self.k_quantile.clone(), qs)),
-                        v,
-                        ts,
-                    ));
+                    out.extend(sample(base, v, ts, || {
+                        let quantile = (self.k_quantile.clone(), self.float(*q));
+                        ((k_name.clone(), n.base.clone()), Some(quantile))
+                    }));
                 }
-                sum_and_count(out, base, &k_name, &n, *sum, *count, no_value, ts);
+                sum_and_count(out, base, &k_name, n, *sum, *count, no_value, ts);
             }
         }
     }
@@ -1283,8 +1413,9 @@ impl PromConverter {
     #[allow(clippy::too_many_arguments)]
     fn histogram(
         &mut self,
-        p: &MetricPoint,
         base: &Base<'_>,
+        n: &MetricNames,
+        delta_key: u64,
         bounds: &[f64],
         counts: &[u64],
         count: u64,
@@ -1294,10 +1425,9 @@ impl PromConverter {
         ts: i64,
         out: &mut Vec<Sample>,
     ) {
-        let n = self.names(&p.metric.name, &p.metric.unit, PromKind::Histogram);
         let accumulated;
         let (bounds, counts, count, sum) = if temporality == Temporality::Delta && !no_value {
-            let h = Self::delta_key(base.labels, &n.base);
+            let h = delta_key;
             if let Some(x) = self.partition {
                 self.delta_partitions.insert(h, x);
             }
@@ -1357,34 +1487,29 @@ impl PromConverter {
         let mut cum = 0u64;
         for (i, c) in counts.iter().enumerate() {
             cum += c;
-            let le = self.float(bounds.get(i).copied().unwrap_or(f64::INFINITY));
             #[allow(clippy::cast_precision_loss)]
             let v = if no_value { stale_nan() } else { cum as f64 };
-            out.push(sample(
-                base,
-                (k_name.clone(), n.bucket.clone()),
-                Some((k_le.clone(), le)),
-                v,
-                ts,
-            ));
+            out.extend(sample(base, v, ts, || {
+                let le = (
+                    k_le.clone(),
+                    self.float(bounds.get(i).copied().unwrap_or(f64::INFINITY)),
+                );
+                ((k_name.clone(), n.bucket.clone()), Some(le))
+            }));
         }
         if bounds.len() >= counts.len() {
             // No +Inf bucket in the data (only bounds): add it from the count.
             #[allow(clippy::cast_precision_loss)]
             let v = if no_value { stale_nan() } else { count as f64 };
-            let inf = self.float(f64::INFINITY);
-            out.push(sample(
-                base,
-                (k_name.clone(), n.bucket.clone()),
-                Some((k_le, inf)),
-                v,
-                ts,
-            ));
+            out.extend(sample(base, v, ts, || {
+                let inf = (k_le.clone(), self.float(f64::INFINITY));
+                ((k_name.clone(), n.bucket.clone()), Some(inf))
+            }));
         }
-        sum_and_count(out, base, &k_name, &n, sum, count, no_value, ts);
+        sum_and_count(out, base, &k_name, n, sum, count, no_value, ts);
     }
 
-    fn target_info(&mut self, p: &MetricPoint, ts: i64, out: &mut Vec<Sample>, sets: &RefCell<LabelSets>) {
+    fn target_info(&mut self, p: &MetricPoint, ts: i64, out: &mut Vec<Sample>) {
         let res = &p.origin.resource.attributes;
         let mut labels: Vec<Label> = Vec::new();
         for kv in &res.0 {
@@ -1410,7 +1535,7 @@ impl PromConverter {
         labels.extend(origin);
         labels.sort_by(|a, b| a.0.cmp(&b.0));
         let name = (self.k_name.clone(), self.strings.get("target_info"));
-        out.push(sample(&Base::new(&labels, sets), name, None, 1.0, ts));
+        out.extend(sample(&Base::new(&labels), 1.0, ts, || (name, None)));
     }
 }
 
