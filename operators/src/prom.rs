@@ -832,17 +832,20 @@ fn same_label(a: &Label, b: &Label) -> bool {
     (Arc::ptr_eq(&a.0, &b.0) || a.0 == b.0) && (Arc::ptr_eq(&a.1, &b.1) || a.1 == b.1)
 }
 
-/// Appends a string after its length (a varint: one byte below 128), so ("ab","c") and
-/// ("a","bc") differ.
-fn put_str(raw: &mut Vec<u8>, s: &str) {
-    let mut n = s.len();
-    while n >= 0x80 {
+/// Appends `v` as a protobuf varint (seven bits a byte, low first; one byte below 128).
+pub fn put_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
         #[allow(clippy::cast_possible_truncation)]
-        raw.push((n as u8) | 0x80);
-        n >>= 7;
+        out.push((v as u8) | 0x80);
+        v >>= 7;
     }
     #[allow(clippy::cast_possible_truncation)]
-    raw.push(n as u8);
+    out.push(v as u8);
+}
+
+/// Appends a string after its length (a varint), so ("ab","c") and ("a","bc") differ.
+fn put_str(raw: &mut Vec<u8>, s: &str) {
+    put_varint(s.len() as u64, raw);
     raw.extend_from_slice(s.as_bytes());
 }
 

@@ -1,6 +1,6 @@
 //! The remote-write 1.0 wire format: protobuf `WriteRequest`, snappy block format.
 
-use dwcp_operators::prom::{FastMap, Label, Sample};
+use dwcp_operators::prom::{put_varint as varint, FastMap, Label, Sample};
 
 /// The protobuf messages of `prompb` that remote-write 1.0 uses.
 pub mod proto {
@@ -159,16 +159,6 @@ fn name_le(a: &str, b: &str) -> bool {
         (Some(x), Some(y)) if x != y => x < y,
         _ => a <= b,
     }
-}
-
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        #[allow(clippy::cast_possible_truncation)]
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    #[allow(clippy::cast_possible_truncation)]
-    out.push(v as u8);
 }
 
 fn varint_len(v: u64) -> usize {
