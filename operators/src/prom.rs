@@ -683,6 +683,12 @@ struct Base<'a> {
     /// Samples a cached base had no set for: not made, counted as invalid points. (None: the
     /// cache is used only when the point's shape, which decides the samples, is the cached one.)
     unmatched: Cell<u64>,
+    /// The samples are not of the point's shape (a delta histogram's replay sends its series'
+    /// totals): not to be cached.
+    unshaped: Cell<bool>,
+    /// Set on a cached base instead of making such samples: nothing was made or changed, and
+    /// the point is to be converted again without the cache.
+    redo: Cell<bool>,
 }
 
 impl<'a> Base<'a> {
@@ -693,6 +699,8 @@ impl<'a> Base<'a> {
             cached: None,
             next: Cell::new(0),
             unmatched: Cell::new(0),
+            unshaped: Cell::new(false),
+            redo: Cell::new(false),
         }
     }
 
@@ -703,6 +711,8 @@ impl<'a> Base<'a> {
             cached: Some(sets),
             next: Cell::new(0),
             unmatched: Cell::new(0),
+            unshaped: Cell::new(false),
+            redo: Cell::new(false),
         }
     }
 }
@@ -1173,13 +1183,15 @@ impl PromConverter {
             if let Some(entry) = self.points.take(key, name, unit, &self.raw, origin) {
                 let base = Base::cached(&entry.sets);
                 self.convert_point(p, &base, &entry.names, entry.delta_key, ts, out);
-                let unmatched = base.unmatched.get();
+                let (unmatched, redo) = (base.unmatched.get(), base.redo.get());
                 if unmatched == 0 {
                     self.points.keep(key, entry);
                 } else {
                     self.stats.invalid_points += unmatched;
                 }
-                continue;
+                if !redo {
+                    continue;
+                }
             }
             // Attributes first, then the origin's labels, which win over attributes of the same name.
             let mut base = Vec::with_capacity(p.attributes.len() + origin.len() + 2);
@@ -1190,9 +1202,11 @@ impl PromConverter {
             let names = self.names(&p.metric.name, &p.metric.unit, prom_kind(&p.value));
             let delta_key = Self::delta_key(&base, &names.base);
             let start = out.len();
-            self.convert_point(p, &Base::new(&base), &names, delta_key, ts, out);
-            // Nothing made (an invalid point, a delta point out of order): nothing to keep.
-            if out.len() > start {
+            let built = Base::new(&base);
+            self.convert_point(p, &built, &names, delta_key, ts, out);
+            // Nothing made (an invalid point, a delta point out of order), or samples of another
+            // shape than the point's: nothing to keep.
+            if out.len() > start && !built.unshaped.get() {
                 let entry = Box::new(PointSeries {
                     raw: self.raw.as_slice().into(),
                     origin: origin.clone(),
@@ -1455,6 +1469,16 @@ impl PromConverter {
                     }
                     // The last point again (a replay): its totals are sent again, not added to.
                     let again = ts == *last_ms;
+                    // A replay whose series' totals have another shape than the point (its
+                    // attributes in another order, say): the totals' samples are sent, which
+                    // are not the ones cached for this point.
+                    if again && (sb.as_slice() != bounds || sc.len() != counts.len()) {
+                        if base.cached.is_some() {
+                            base.redo.set(true);
+                            return;
+                        }
+                        base.unshaped.set(true);
+                    }
                     if again {
                         self.stats.delta_duplicates += 1;
                     } else if sb.as_slice() != bounds || sc.len() != counts.len() {

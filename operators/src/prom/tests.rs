@@ -798,3 +798,70 @@ fn delta_totals_move_with_their_partition_and_a_replayed_point_is_sent_again_not
         .collect();
     assert_eq!(totals, vec![1.0, 3.0, 6.0, 10.0, 15.0, 21.0]);
 }
+
+/// A delta histogram's replay (a point at its series' last time) sends the series' totals,
+/// whose shape can differ from the point's (another order of its attributes, bounds that
+/// changed): those samples are neither taken from nor kept in the cache. Every point is
+/// converted as a converter with nothing cached converts it, whatever came before.
+#[test]
+fn a_delta_histogram_replay_of_another_shape_neither_takes_nor_leaves_cached_samples() {
+    let hist = |bounds: Vec<f64>, counts: Vec<u64>, t: u64, attrs: &[(&str, &str)], flags: u32| {
+        let mut p = point(
+            "h",
+            "",
+            PointValue::Histogram {
+                count: counts.iter().sum(),
+                sum: Some(10.0),
+                min: None,
+                max: None,
+                bounds,
+                bucket_counts: counts,
+                temporality: Temporality::Delta,
+            },
+            t,
+        );
+        p.attributes = Attributes(attrs.iter().map(|(k, v)| kv(k, v)).collect());
+        p.flags = flags;
+        p
+    };
+    let ab = [("a", "1"), ("b", "2")];
+    let ba = [("b", "2"), ("a", "1")];
+    let steps = vec![
+        hist(vec![1.0, 2.0], vec![1, 1, 1], 1000, &ab, 0),
+        // The same series (attributes in another order) again at 1000 with other bounds: the
+        // totals' three buckets are sent, not this point's two.
+        hist(vec![1.0], vec![1, 1], 1000, &ba, 0),
+        hist(vec![1.0], vec![4, 5], 2000, &ba, 0),
+        hist(vec![1.0], vec![4, 5], 3000, &ba, 0),
+        // A cached point whose replay finds totals of another shape.
+        hist(vec![1.0, 2.0], vec![1, 1, 1], 4000, &ab, 0),
+        hist(vec![1.0], vec![1, 1], 4000, &ba, 0),
+        hist(vec![1.0], vec![1, 1], 5000, &ba, 0),
+        hist(vec![1.0], vec![1, 1], 5000, &ba, 0),
+        hist(vec![1.0], vec![2, 2], 6000, &ba, 1),
+        hist(vec![1.0], vec![2, 2], 7000, &ba, 0),
+    ];
+    let config = PromConfig {
+        target_info: false,
+        ..Default::default()
+    };
+    let (mut cached, mut uncached) = (PromConverter::new(config.clone()), PromConverter::new(config));
+    for (i, p) in steps.iter().enumerate() {
+        let mut got = vec![];
+        cached.convert(std::slice::from_ref(p), &mut got);
+        uncached.points = PointCache::default();
+        let mut want = vec![];
+        uncached.convert(std::slice::from_ref(p), &mut want);
+        // Stale markers are NaN: compared by their bits.
+        let bits = |v: &[Sample]| {
+            v.iter()
+                .map(|s| (s.labels.clone(), s.timestamp_ms, s.value.to_bits(), s.series_hash()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&got), bits(&want), "step {i}");
+    }
+    assert_eq!(cached.stats(), uncached.stats());
+    assert_eq!(cached.stats().invalid_points, 0);
+    // The replays: step 1, step 5, step 7.
+    assert_eq!(cached.stats().delta_duplicates, 3);
+}
