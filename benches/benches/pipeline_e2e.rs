@@ -77,19 +77,20 @@ async fn main() {
     // the regional Collectors produce on other machines, and producing here takes ~2.3 µs of
     // CPU per point from the same two cores. DWCP_BENCH_CONCURRENT=1 produces while it runs.
     let preproduce = !repartition && env_usize("DWCP_BENCH_CONCURRENT", 0) == 0;
-    let (mut ws, cpu0, total_points) = if preproduce {
-        let total_points = produce(&brokers, &topic, messages, spread).await;
+    let total_points = messages * POINTS_PER_MESSAGE;
+    let start_workers = || -> Vec<Worker> {
+        (0..workers)
+            .map(|i| Worker::start(&work, &format!("bench{i}"), &yaml))
+            .collect()
+    };
+    let (mut ws, cpu0) = if preproduce {
+        produce(&brokers, &topic, messages, spread).await;
         let mut cpu0 = cpu_times(&[]);
         // The worker's clock starts with it: all its CPU counts.
         cpu0[0].1 = 0.0;
-        let ws: Vec<Worker> = (0..workers)
-            .map(|i| Worker::start(&work, &format!("bench{i}"), &yaml))
-            .collect();
-        (ws, cpu0, total_points)
+        (start_workers(), cpu0)
     } else {
-        let ws: Vec<Worker> = (0..workers)
-            .map(|i| Worker::start(&work, &format!("bench{i}"), &yaml))
-            .collect();
+        let ws = start_workers();
         // Settle the groups: every worker owns partitions of each stage.
         let stage1 = format!("{id}.repartition");
         let mut groups = vec![(id.as_str(), None)];
@@ -103,7 +104,7 @@ async fn main() {
         // while production goes on.
         let (b, t) = (brokers.clone(), topic.clone());
         tokio::spawn(async move { produce(&b, &t, messages, spread).await });
-        (ws, cpu0, messages * POINTS_PER_MESSAGE)
+        (ws, cpu0)
     };
 
     let consumed_topic = if repartition {
@@ -212,8 +213,8 @@ async fn main() {
 /// Data points in each message the harness produces.
 const POINTS_PER_MESSAGE: usize = 1200;
 
-/// Produces `messages` messages of 1,200 points to the topic's 6 partitions; returns the points.
-async fn produce(brokers: &str, topic: &str, messages: usize, spread: usize) -> usize {
+/// Produces `messages` messages of [`POINTS_PER_MESSAGE`] points to the topic's 6 partitions.
+async fn produce(brokers: &str, topic: &str, messages: usize, spread: usize) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "20")
@@ -254,7 +255,6 @@ async fn produce(brokers: &str, topic: &str, messages: usize, spread: usize) -> 
         bytes as f64 / 1048576.0,
         t0.elapsed().as_secs_f64()
     );
-    total_points
 }
 
 fn tempfile_dir() -> std::path::PathBuf {

@@ -879,16 +879,19 @@ fn sample(base: &Base<'_>, value: f64, ts: i64, labels: impl FnOnce() -> (Label,
         });
     }
     let (name, extra) = labels();
-    let mut labels = Vec::with_capacity(base.labels.len() + 2);
-    labels.extend_from_slice(base.labels);
-    let taken = insert_sorted(&mut labels, name.clone());
-    let taken = extra.as_ref().is_some_and(|e| insert_sorted(&mut labels, e.clone())) || taken;
-    if taken {
-        return Some(Sample::new(labels, value, ts));
-    }
     let mut sum = base.sum.wrapping_add(label_hash(&name.0, &name.1));
     if let Some(e) = &extra {
         sum = sum.wrapping_add(label_hash(&e.0, &e.1));
+    }
+    let mut labels = Vec::with_capacity(base.labels.len() + 2);
+    labels.extend_from_slice(base.labels);
+    let mut taken = insert_sorted(&mut labels, name);
+    if let Some(e) = extra {
+        taken |= insert_sorted(&mut labels, e);
+    }
+    // A label of the base replaced: the sum above counted it twice.
+    if taken {
+        return Some(Sample::new(labels, value, ts));
     }
     Some(Sample {
         labels: labels.into(),
